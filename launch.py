@@ -1,0 +1,111 @@
+"""Run one nas_forgetting experiment.
+
+  python launch.py --config configs/quickstart.py --workdir runs/quickstart
+  python launch.py --config configs/split_mnist.py:quick --workdir runs/split --config.seed=1
+
+`--config` names an ml_collections config file (optionally `:variant`, passed to its `get_config`);
+fields may be overridden with `--config.<path>=<value>`. The config is locked: an unknown key fails
+with a message listing the valid keys. `config.experiment` selects what runs (see
+`nas_forgetting/experiments.py`). The workdir receives the resolved config, the git revision, metrics,
+TensorBoard events, plots and checkpoints; launching again with the same workdir resumes the run.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import ml_collections
+from ml_collections import config_flags
+
+from nas_forgetting import errors
+from nas_forgetting import experiments
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path of an ml_collections config file, optionally with ':variant'.", lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Output folder; an existing run in it is resumed from its latest checkpoint.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _describe_unknown_key(config: ml_collections.ConfigDict, dotted: str) -> str | None:
+  """Names the first component of `dotted` that `config` lacks and lists the keys valid there; None if all exist."""
+  node, walked = config, []
+  for part in dotted.split("."):
+    if not isinstance(node, ml_collections.ConfigDict):
+      return f"config key {'.'.join(walked)!r} is a value, not a group: it has no field {part!r}"
+    if part not in node:
+      where = ".".join(walked) or "the top level"
+      return f"unknown config key {dotted!r}: {where} has no field {part!r}; valid keys there: {', '.join(sorted(node.keys()))}"
+    node, walked = node[part], walked + [part]
+  return None
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, with an explanatory message for a bad config override."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f"error: {e}\nPass --helpshort to see the flags.")
+  except (AttributeError, KeyError) as e:
+    config = _config_from_argv(argv)
+    for arg in argv[1:]:
+      if arg.startswith("--config.") and config is not None:
+        message = _describe_unknown_key(config, arg[len("--config."):].split("=", 1)[0])
+        if message is not None:
+          sys.exit(f"error: {message}")
+    sys.exit(f"error: bad config override: {e}")
+
+
+def _config_from_argv(argv: list[str]) -> ml_collections.ConfigDict | None:
+  """Loads the config file named by `--config` in argv (used only to explain a bad override)."""
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      path = arg[len("--config="):]
+    elif arg == "--config" and i + 1 < len(argv):
+      path = argv[i + 1]
+    else:
+      continue
+    try:
+      return flags.FLAGS["config"].parser.parse(path)
+    except Exception:  # pylint: disable=broad-except
+      return None
+  return None
+
+
+def _load_config() -> ml_collections.ConfigDict:
+  """The resolved config, or a clear exit when the file cannot be loaded."""
+  try:
+    config = _CONFIG.value
+    config.experiment  # pylint: disable=pointless-statement
+  except Exception as e:  # config_flags defers load errors until the value is used.
+    sys.exit(f"error: cannot load config file {flags.FLAGS['config'].config_filename!r}: {e}")
+  if "experiment" not in config:
+    sys.exit(f"error: the config has no 'experiment' field; valid experiments: {', '.join(sorted(experiments.EXPERIMENTS))}")
+  return config
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  config = _load_config()
+  try:
+    run = experiments.get_experiment(config.experiment)
+  except errors.ConfigError as e:
+    sys.exit(f"error: {e}")
+
+  import jax  # pylint: disable=import-outside-toplevel
+  from nas_forgetting.io import run as run_io  # pylint: disable=import-outside-toplevel
+
+  logging.info("JAX %s, devices: %s", jax.__version__, jax.devices())
+  workdir = run_io.prepare_workdir(_WORKDIR.value, config)
+  logging.info("experiment %r, workdir %s", config.experiment, workdir)
+  try:
+    summary = run(config, str(workdir))
+  except errors.NasForgettingError as e:
+    sys.exit(f"error: {e}")
+  logging.info("done: %s", summary)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=_parse_flags)
