@@ -1,0 +1,149 @@
+"""The ENAS recurrent supernet: one set of shared weights for every cell of `RnnSearchSpace`.
+
+Cell (paper semantics, per time step t, with h = h_{t-1}):
+  node 0:      c_0 = sigmoid(W_xc x_t + b_c + W_hc h),  h_0 = c_0 * f_0(W_xh x_t + b_h + W_hh h) + (1 - c_0) * h
+  node j > 0:  with parent i = parent_j:  c_j = sigmoid(W^c_ij h_i),  h_j = c_j * f_j(W^h_ij h_i) + (1 - c_j) * h_i
+  output:      mean of the loose ends (active nodes no active node reads); it is also the next hidden state.
+There is one bias-free (W^c_ij, W^h_ij) pair per (parent i, child j), i < j, stored stacked as
+`edges[j (j - 1) / 2 + i]` of shape (hidden, 2 hidden) ([:, :hidden] = W^c, [:, hidden:] = W^h). The
+architecture (int32 (num_blocks, 2), see the search space) is a traced argument: the weights of the sampled edges
+are selected by one gather per call, the activation by an elementwise select, so a single compilation serves every
+architecture, and only the sampled edges are computed (no candidate edge is evaluated and masked away).
+
+Options for comparison with the public PyTorch code (both off by default):
+  next_hidden='last_node'  the next hidden state is the last active node (the reference) instead of the output.
+Regularisation as in the reference: embedding-row dropout, locked (variational) dropout on inputs and outputs,
+DropConnect on the recurrent weights W_hh, W_hc (`weight_drop`), hidden rows clamped to norm `max_hidden_norm`,
+tied embedding/decoder (embedding size = hidden size). AR/TAR penalties are computed by `rnn_lm_loss`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+NEXT_HIDDEN = ("average", "last_node")
+
+
+def _uniform(scale: float):
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -scale, scale)
+  return init
+
+
+def apply_activation(index: jax.Array, z: jax.Array) -> jax.Array:
+  """tanh, ReLU, identity, sigmoid (index 0..3, the order of RNN_ACTIVATIONS), by elementwise select."""
+  return jnp.where(index == 0, jnp.tanh(z),
+                   jnp.where(index == 1, jax.nn.relu(z), jnp.where(index == 2, z, jax.nn.sigmoid(z))))
+
+
+def edge_index(parent: Any, child: Any) -> Any:
+  """Row of `edges` holding the (parent, child) weight pair."""
+  return child * (child - 1) // 2 + parent
+
+
+def _dropout_mask(rng, shape, rate, dtype=jnp.float32):
+  keep = jax.random.bernoulli(rng, 1.0 - rate, shape)
+  return keep.astype(dtype) / (1.0 - rate)
+
+
+class EnasRnn(nn.Module):
+  """Language model around the shared ENAS cell. Call with tokens (T, B), hidden (B, H), arch (N, 2)."""
+
+  vocab_size: int
+  num_blocks: int = 12
+  hidden_size: int = 1000
+  dropout_embedding: float = 0.1
+  dropout_input: float = 0.65
+  dropout_output: float = 0.4
+  weight_drop: float = 0.5
+  max_hidden_norm: float = 25.0
+  init_range: float = 0.025
+  next_hidden: str = "average"
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array, hidden: jax.Array, arch: jax.Array, *, train: bool):
+    """Returns (logits (T, B, V), next hidden (B, H), extras).
+
+    extras: 'raw_outputs' and 'outputs' (after output dropout), both (T, B, H), for AR/TAR;
+    'max_hidden_norm' (largest row norm before clamping) and 'clipped_fraction'.
+    """
+    if self.next_hidden not in NEXT_HIDDEN:
+      raise ValueError(f"next_hidden={self.next_hidden!r}; expected one of {NEXT_HIDDEN}")
+    h_size, n = self.hidden_size, self.num_blocks
+    init = _uniform(self.init_range)
+    embedding = self.param("embedding", init, (self.vocab_size, h_size))
+    w_x = self.param("w_x", init, (h_size, 2 * h_size))
+    b_x = self.param("b_x", init, (2 * h_size,))
+    w_h = self.param("w_h", init, (h_size, 2 * h_size))
+    edges = self.param("edges", init, (max(n * (n - 1) // 2, 1), h_size, 2 * h_size))
+    decoder_bias = self.param("decoder_bias", nn.initializers.zeros, (self.vocab_size,))
+
+    time, batch = tokens.shape
+    emb = embedding
+    if train and self.dropout_embedding > 0:
+      emb = emb * _dropout_mask(self.make_rng("dropout"), (self.vocab_size, 1), self.dropout_embedding)
+    x = emb[tokens]
+    if train and self.dropout_input > 0:
+      x = x * _dropout_mask(self.make_rng("dropout"), (1, batch, h_size), self.dropout_input)
+    if train and self.weight_drop > 0:
+      w_h = w_h * _dropout_mask(self.make_rng("dropout"), w_h.shape, self.weight_drop)
+
+    arch = jnp.asarray(arch, jnp.int32)
+    acts = jnp.clip(arch[:, 1], 0, 3)
+    active = arch[:, 1] >= 0
+    children = jnp.arange(n)
+    parents = jnp.clip(arch[:, 0], 0, jnp.maximum(children - 1, 0))
+    is_read = jnp.any(active[:, None] & (children[:, None] > 0) & (parents[:, None] == children[None, :]), axis=0)
+    leaf = (active & ~is_read).astype(jnp.float32)
+    last = jnp.sum(active) - 1
+    # One gather for the whole call: the weights of the sampled edges, (N - 1, H, 2H).
+    w_sel = edges[edge_index(parents[1:], children[1:])] if n > 1 else None
+    x_proj = x @ w_x + b_x  # input projections for all steps at once (T, B, 2H)
+
+    def step(h_prev, xp):
+      z = xp + h_prev @ w_h
+      c = jax.nn.sigmoid(z[:, :h_size])
+      h0 = c * apply_activation(acts[0], z[:, h_size:]) + (1 - c) * h_prev
+      nodes = jnp.zeros((n, batch, h_size), h0.dtype).at[0].set(h0)
+      out = leaf[0] * h0
+      for j in range(1, n):
+        hp = jax.lax.dynamic_index_in_dim(nodes, parents[j], keepdims=False)
+        z = hp @ w_sel[j - 1]
+        c = jax.nn.sigmoid(z[:, :h_size])
+        hj = c * apply_activation(acts[j], z[:, h_size:]) + (1 - c) * hp
+        nodes = nodes.at[j].set(hj)
+        out = out + leaf[j] * hj
+      out = out / jnp.sum(leaf)
+      nxt = out if self.next_hidden == "average" else jax.lax.dynamic_index_in_dim(nodes, last, keepdims=False)
+      norm = jnp.linalg.norm(nxt, axis=-1, keepdims=True)
+      if self.max_hidden_norm > 0:
+        nxt = nxt * jnp.minimum(1.0, self.max_hidden_norm / jnp.maximum(norm, 1e-12))
+      return nxt, (out, jnp.max(norm), jnp.mean(norm > self.max_hidden_norm))
+
+    new_hidden, (raw, norms, clipped) = jax.lax.scan(step, hidden, x_proj)
+    outputs = raw
+    if train and self.dropout_output > 0:
+      outputs = raw * _dropout_mask(self.make_rng("dropout"), (1, batch, h_size), self.dropout_output)
+    logits = outputs @ embedding.T + decoder_bias
+    extras = {"raw_outputs": raw, "outputs": outputs, "max_hidden_norm": jnp.max(norms),
+              "clipped_fraction": jnp.mean(clipped)}
+    return logits, new_hidden, extras
+
+
+def rnn_lm_loss(logits: jax.Array, targets: jax.Array, extras: dict[str, jax.Array], *, ar_alpha: float = 0.0,
+                tar_beta: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Mean token cross-entropy plus the optional activation (AR) and temporal activation (TAR) penalties.
+
+  AR = ar_alpha * mean(outputs^2) on the dropped outputs; TAR = tar_beta * mean((raw_t - raw_{t-1})^2).
+  Returns (loss, {'ce', 'ar', 'tar'}); perplexity is exp(ce).
+  """
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+  ce = -jnp.take_along_axis(logp, targets[..., None], axis=-1).mean()
+  ar = ar_alpha * jnp.mean(extras["outputs"] ** 2) if ar_alpha > 0 else jnp.zeros(())
+  raw = extras["raw_outputs"]
+  tar = tar_beta * jnp.mean((raw[1:] - raw[:-1]) ** 2) if tar_beta > 0 and raw.shape[0] > 1 else jnp.zeros(())
+  return ce + ar + tar, {"ce": ce, "ar": ar, "tar": tar}
