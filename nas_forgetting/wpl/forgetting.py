@@ -1,0 +1,157 @@
+"""Measuring multi-model forgetting in weight-sharing training, and ranking agreement.
+
+Protocol (as in the WPL paper): within an epoch, every architecture trained is evaluated on one fixed validation
+batch right after its training burst ("after burst"), and again at the end of the epoch, after all later
+architectures of that epoch have moved the shared weights ("end of epoch"). The difference is the forgetting that
+the later training caused.
+
+Sign convention: **positive means forgetting** for every metric.
+  lower-is-better metrics (perplexity, loss): forgetting = end_of_epoch - after_burst
+  higher-is-better metrics (accuracy):        forgetting = after_burst - end_of_epoch
+The reference logs raw differences end - after for both (so its CNN "Mean difference" is negative when the model
+forgets); our accuracy figures are the negation of the reference's.
+
+Per epoch we report mean, max (worst) and std (population, ddof=0) of the forgetting over the epoch's
+architectures, plus the mean metric at both times. `ForgettingTracker` collects one epoch at a time for a trainer;
+`write_forgetting_csv`, `log_forgetting` and `plot_forgetting_comparison` write CSV, TensorBoard scalars and the
+with/without-WPL figure through `nas_forgetting.io`. `kendall_tau_b` ranks shared-weight scores against
+stand-alone scores.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from nas_forgetting.errors import DataError
+
+SUMMARY_KEYS = ("mean_diff", "max_diff", "std_diff", "mean_after_burst", "mean_end_of_epoch", "num_architectures")
+
+
+def forgetting_differences(after_burst: Sequence[float], end_of_epoch: Sequence[float], *,
+                           higher_is_better: bool) -> np.ndarray:
+  """Per-architecture forgetting (positive = forgetting; see the module docstring for the sign)."""
+  before = np.asarray(after_burst, np.float64)
+  after = np.asarray(end_of_epoch, np.float64)
+  if before.ndim != 1 or before.shape != after.shape:
+    raise DataError(f"after_burst has shape {before.shape} and end_of_epoch {after.shape}; expected two 1-D "
+                    "sequences of the same length (one value per architecture)")
+  if not (np.all(np.isfinite(before)) and np.all(np.isfinite(after))):
+    raise DataError("forgetting measurement got a non-finite metric value (after_burst or end_of_epoch)")
+  return before - after if higher_is_better else after - before
+
+
+def forgetting_summary(after_burst: Sequence[float], end_of_epoch: Sequence[float], *,
+                       higher_is_better: bool) -> dict[str, float]:
+  """mean/max/std of the forgetting and the mean metric before/after, for one epoch (keys: SUMMARY_KEYS)."""
+  diff = forgetting_differences(after_burst, end_of_epoch, higher_is_better=higher_is_better)
+  if diff.size == 0:
+    raise DataError("forgetting summary of an epoch without any architecture")
+  return {
+      "mean_diff": float(np.mean(diff)),
+      "max_diff": float(np.max(diff)),
+      "std_diff": float(np.std(diff)),
+      "mean_after_burst": float(np.mean(after_burst)),
+      "mean_end_of_epoch": float(np.mean(end_of_epoch)),
+      "num_architectures": int(diff.size),
+  }
+
+
+class ForgettingTracker:
+  """Collects one epoch of (architecture, metric after its burst) and the end-of-epoch re-evaluation.
+
+  Use in a trainer:
+    tracker.begin_epoch(epoch)
+    for each architecture:  train burst; tracker.record_after_burst(arch, eval(arch))
+    values = [eval(a) for a in tracker.architectures]       # same fixed batch, after the whole epoch
+    row = tracker.end_epoch(values)                          # {'epoch': e, 'mean_diff': ..., ...}
+  `rows` keeps every epoch's summary (for CSV and plots).
+  """
+
+  def __init__(self, *, higher_is_better: bool):
+    self.higher_is_better = higher_is_better
+    self.rows: list[dict[str, float]] = []
+    self._epoch: int | None = None
+    self._archs: list[Any] = []
+    self._after_burst: list[float] = []
+
+  @property
+  def architectures(self) -> list[Any]:
+    """The architectures recorded in the current epoch, in training order."""
+    return list(self._archs)
+
+  def begin_epoch(self, epoch: int) -> None:
+    if self._epoch is not None:
+      raise DataError(f"begin_epoch({epoch}) while epoch {self._epoch} was not ended")
+    self._epoch, self._archs, self._after_burst = int(epoch), [], []
+
+  def record_after_burst(self, arch: Any, value: float) -> None:
+    if self._epoch is None:
+      raise DataError("record_after_burst before begin_epoch")
+    self._archs.append(arch)
+    self._after_burst.append(float(value))
+
+  def end_epoch(self, end_of_epoch: Sequence[float]) -> dict[str, float]:
+    """Summarises the epoch given the end-of-epoch values (one per recorded architecture, same order)."""
+    if self._epoch is None:
+      raise DataError("end_epoch before begin_epoch")
+    if len(end_of_epoch) != len(self._after_burst):
+      raise DataError(f"end_epoch got {len(end_of_epoch)} values for {len(self._after_burst)} architectures "
+                      f"trained in epoch {self._epoch}")
+    row = {"epoch": self._epoch, **forgetting_summary(self._after_burst, end_of_epoch,
+                                                      higher_is_better=self.higher_is_better)}
+    self.rows.append(row)
+    self._epoch = None
+    return row
+
+
+def log_forgetting(logger, row: Mapping[str, float], *, prefix: str = "forgetting") -> None:
+  """Writes one epoch's summary as scalars `<prefix>/<key>` through a `nas_forgetting.io.MetricsLogger`."""
+  logger.log(int(row["epoch"]), {f"{prefix}/{k}": float(row[k]) for k in SUMMARY_KEYS})
+
+
+def write_forgetting_csv(path: str | pathlib.Path, rows: Sequence[Mapping[str, float]]) -> None:
+  """One line per epoch: epoch and SUMMARY_KEYS (atomic write)."""
+  from nas_forgetting.io.metrics import write_csv
+  write_csv(path, [dict(r) for r in rows], fieldnames=["epoch", *SUMMARY_KEYS])
+
+
+def plot_forgetting_comparison(path: str | pathlib.Path, runs: Mapping[str, Sequence[Mapping[str, float]]], *,
+                               statistic: str = "mean_diff", metric_name: str = "metric", title: str = "") -> None:
+  """One figure: the per-epoch forgetting `statistic` of several runs (e.g. {'WPL': rows, 'no WPL': rows})."""
+  if statistic not in SUMMARY_KEYS:
+    raise DataError(f"statistic {statistic!r}; expected one of {', '.join(SUMMARY_KEYS)}")
+  from nas_forgetting.io.plots import line_plot
+  series = {name: ([float(r["epoch"]) for r in rows], [float(r[statistic]) for r in rows])
+            for name, rows in runs.items()}
+  line_plot(path, series, xlabel="epoch", ylabel=f"forgetting ({statistic}, {metric_name}; > 0 = forgetting)",
+            title=title)
+
+
+def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
+  """Kendall's tau-b rank correlation of two paired samples (ties handled; NaN when one sample is constant).
+
+  tau_b = (n_c - n_d) / sqrt((n_0 - n_x) (n_0 - n_y)), n_0 = n(n-1)/2 pairs, n_x / n_y the pairs tied in x / y.
+  Scores must be oriented the same way (e.g. both accuracies, or both negative perplexities).
+  """
+  x = np.asarray(x, np.float64)
+  y = np.asarray(y, np.float64)
+  if x.ndim != 1 or x.shape != y.shape:
+    raise DataError(f"kendall_tau_b needs two 1-D samples of equal length; got shapes {x.shape} and {y.shape}")
+  if x.size < 2:
+    raise DataError(f"kendall_tau_b needs at least 2 pairs; got {x.size}")
+  if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+    raise DataError("kendall_tau_b got a non-finite score")
+  i, j = np.triu_indices(x.size, k=1)
+  dx = np.sign(x[i] - x[j])
+  dy = np.sign(y[i] - y[j])
+  n0 = i.size
+  ties_x = int(np.sum(dx == 0))
+  ties_y = int(np.sum(dy == 0))
+  denominator = math.sqrt(float(n0 - ties_x) * float(n0 - ties_y))
+  if denominator == 0.0:
+    return float("nan")
+  return float(np.sum(dx * dy) / denominator)
