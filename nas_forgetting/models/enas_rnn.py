@@ -4,6 +4,7 @@ Cell (paper semantics, per time step t, with h = h_{t-1}):
   node 0:      c_0 = sigmoid(W_xc x_t + b_c + W_hc h),  h_0 = c_0 * f_0(W_xh x_t + b_h + W_hh h) + (1 - c_0) * h
   node j > 0:  with parent i = parent_j:  c_j = sigmoid(W^c_ij h_i),  h_j = c_j * f_j(W^h_ij h_i) + (1 - c_j) * h_i
   output:      mean of the loose ends (active nodes no active node reads); it is also the next hidden state.
+Rows (-1, -1) mark inactive nodes (flexible cells; node-removal ablations), whose values are never read.
 There is one bias-free (W^c_ij, W^h_ij) pair per (parent i, child j), i < j, stored stacked as
 `edges[j (j - 1) / 2 + i]` of shape (hidden, 2 hidden) ([:, :hidden] = W^c, [:, hidden:] = W^h). The
 architecture (int32 (num_blocks, 2), see the search space) is a traced argument: the weights of the sampled edges
@@ -99,7 +100,7 @@ class EnasRnn(nn.Module):
     parents = jnp.clip(arch[:, 0], 0, jnp.maximum(children - 1, 0))
     is_read = jnp.any(active[:, None] & (children[:, None] > 0) & (parents[:, None] == children[None, :]), axis=0)
     leaf = (active & ~is_read).astype(jnp.float32)
-    last = jnp.sum(active) - 1
+    last = jnp.max(jnp.where(active, children, 0))  # last active node (ablations may deactivate middle nodes)
     # One gather for the whole call: the weights of the sampled edges, (N - 1, H, 2H).
     w_sel = edges[edge_index(parents[1:], children[1:])] if n > 1 else None
     x_proj = x @ w_x + b_x  # input projections for all steps at once (T, B, 2H)

@@ -1,0 +1,200 @@
+"""Pure, jittable ENAS steps: shared-weight training, controller (REINFORCE) training, scoring, derive, evaluation.
+
+Every function takes the architecture as a traced int32 array, so each is compiled once for all architectures.
+Hyper-parameters are static arguments (bind them with functools.partial before jax.jit); the learning rate is a
+traced argument, so the decay schedule does not recompile. The language-model data are time-major token arrays
+(num_steps, batch) that stay on the device; a window is cut out with a traced start index.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from nas_forgetting.models import controller as ctl
+from nas_forgetting.models.enas_rnn import EnasRnn, rnn_lm_loss
+
+
+class SharedState(NamedTuple):
+  params: Any
+  opt_state: Any
+  step: jax.Array  # int32
+
+
+def shared_optimizer(grad_clip: float, l2_reg: float) -> optax.GradientTransformation:
+  """Global-norm clip then L2 weight decay; the caller scales by -learning_rate (plain SGD, as the reference)."""
+  parts = []
+  if grad_clip > 0:
+    parts.append(optax.clip_by_global_norm(grad_clip))
+  if l2_reg > 0:
+    parts.append(optax.add_decayed_weights(l2_reg))
+  return optax.chain(*parts) if parts else optax.identity()
+
+
+def shared_learning_rate(epoch: int, *, lr: float, decay: float, decay_after: int) -> float:
+  """lr for a (0-based) epoch: lr * decay^(epoch - decay_after) once epoch > decay_after (reference schedule)."""
+  return lr * decay ** max(0, epoch - decay_after)
+
+
+def init_shared(params: Any, optimizer: optax.GradientTransformation) -> SharedState:
+  return SharedState(params, optimizer.init(params), jnp.array(0, jnp.int32))
+
+
+def lm_window(data: jax.Array, start: jax.Array, bptt: int) -> tuple[jax.Array, jax.Array]:
+  """(inputs, targets), each (bptt, batch), from time-major tokens (num_steps, batch) at a traced start."""
+  window = jax.lax.dynamic_slice_in_dim(data, start, bptt + 1, axis=0)
+  return window[:-1], window[1:]
+
+
+def rnn_shared_step(state: SharedState, data: jax.Array, start: jax.Array, hidden: jax.Array, arch: jax.Array,
+                    rng: jax.Array, lr: jax.Array, *, model: EnasRnn, optimizer: optax.GradientTransformation,
+                    bptt: int, ar_alpha: float, tar_beta: float) -> tuple[SharedState, jax.Array, dict[str, jax.Array]]:
+  """One SGD step of the shared weights on one architecture; the hidden state is carried (and not differentiated)."""
+  inputs, targets = lm_window(data, start, bptt)
+  hidden = jax.lax.stop_gradient(hidden)
+
+  def loss_fn(params):
+    logits, new_hidden, extras = model.apply({"params": params}, inputs, hidden, arch, train=True,
+                                             rngs={"dropout": rng})
+    loss, parts = rnn_lm_loss(logits, targets, extras, ar_alpha=ar_alpha, tar_beta=tar_beta)
+    return loss, (new_hidden, parts, extras)
+
+  (loss, (new_hidden, parts, extras)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = jax.tree.map(lambda p, u: p - lr * u, state.params, updates)
+  metrics = {"shared/loss": loss, "shared/ce": parts["ce"], "shared/perplexity": jnp.exp(parts["ce"]),
+             "shared/ar": parts["ar"], "shared/tar": parts["tar"], "shared/grad_norm": optax.tree.norm(grads),
+             "shared/update_norm": lr * optax.tree.norm(updates), "shared/param_norm": optax.tree.norm(params),
+             "shared/max_hidden_norm": extras["max_hidden_norm"], "shared/clipped_fraction": extras["clipped_fraction"],
+             "shared/lr": lr}
+  return SharedState(params, opt_state, state.step + 1), new_hidden, metrics
+
+
+def rnn_batch_ce(params: Any, inputs: jax.Array, targets: jax.Array, hidden: jax.Array, arch: jax.Array, *,
+                 model: EnasRnn) -> tuple[jax.Array, jax.Array]:
+  """(mean token cross-entropy, next hidden) of one window in evaluation mode (no dropout)."""
+  logits, new_hidden, extras = model.apply({"params": params}, inputs, hidden, arch, train=False)
+  return rnn_lm_loss(logits, targets, extras)[1]["ce"], new_hidden
+
+
+def rnn_rewards(params: Any, inputs: jax.Array, targets: jax.Array, archs: jax.Array, *, model: EnasRnn,
+                reward_c: float, ppl_square: bool) -> tuple[jax.Array, jax.Array]:
+  """(rewards (K,), perplexities (K,)) of K architectures on one validation window, each from a zero hidden state.
+
+  reward = reward_c / ppl (or / ppl^2). Evaluation mode: the reference scores in train mode (dropout on), a known
+  defect we do not reproduce.
+  """
+  hidden = jnp.zeros((inputs.shape[1], model.hidden_size))
+  ce = jax.vmap(lambda a: rnn_batch_ce(params, inputs, targets, hidden, a, model=model)[0])(archs)
+  ppl = jnp.exp(ce)
+  return reward_c / (ppl ** 2 if ppl_square else ppl), ppl
+
+
+def controller_step(cstate: ctl.ReinforceState, shared_params: Any, data: jax.Array, start: jax.Array,
+                    rng: jax.Array, *, controller: ctl.Controller, optimizer: optax.GradientTransformation,
+                    decisions_to_arch: Callable, decision_mask: Callable, model: EnasRnn, bptt: int,
+                    num_samples: int, reward_c: float, ppl_square: bool, ema_decay: float, entropy_coeff: float,
+                    entropy_mode: str) -> tuple[ctl.ReinforceState, dict[str, jax.Array]]:
+  """Samples `num_samples` architectures, rewards each on one validation window, and takes a REINFORCE step.
+
+  Each architecture gets its own reward (the references share the last one across a policy batch: a bug).
+  """
+  inputs, targets = lm_window(data, start, bptt)
+  sample = ctl.sample(controller, cstate.params, rng, num_samples)
+  archs = jax.vmap(decisions_to_arch)(sample.decisions)
+  rewards, ppl = rnn_rewards(shared_params, inputs, targets, archs, model=model, reward_c=reward_c,
+                             ppl_square=ppl_square)
+  mask = jax.vmap(decision_mask)(sample.decisions)
+  cstate, metrics = ctl.reinforce_step(cstate, sample.decisions, rewards, mask, controller=controller,
+                                       optimizer=optimizer, ema_decay=ema_decay, entropy_coeff=entropy_coeff,
+                                       entropy_mode=entropy_mode)
+  metrics["controller/valid_perplexity"] = ppl.mean()
+  return cstate, metrics
+
+
+def sample_archs(params: Any, rng: jax.Array, *, controller: ctl.Controller | None, num_choices: tuple[int, ...],
+                 decisions_to_arch: Callable, num_samples: int) -> jax.Array:
+  """`num_samples` architectures from the controller (or uniformly at random when `controller` is None)."""
+  if controller is None:
+    from nas_forgetting.enas.search_space import uniform_decisions
+    decisions = jax.vmap(lambda k: uniform_decisions(k, num_choices))(jax.random.split(rng, num_samples))
+  else:
+    decisions = ctl.sample(controller, params, rng, num_samples).decisions
+  return jax.vmap(decisions_to_arch)(decisions)
+
+
+def pick_best(archs: jax.Array, scores: jax.Array) -> tuple[np.ndarray, float, int]:
+  """The highest-scoring architecture of a set: (arch, score, index). Ties go to the first."""
+  scores = np.asarray(scores)
+  if scores.ndim != 1 or len(scores) != len(archs) or len(scores) == 0:
+    raise ValueError(f"need one score per architecture; got {scores.shape} scores for {len(archs)} architectures")
+  best = int(np.argmax(scores))
+  return np.asarray(archs[best]), float(scores[best]), best
+
+
+def rnn_evaluate(params: Any, data: jax.Array, arch: jax.Array, *, model: EnasRnn, bptt: int) -> tuple[float, float]:
+  """(mean cross-entropy, perplexity) over a whole time-major token array, hidden carried from zeros.
+
+  Full windows of `bptt` go through one scan; a shorter last window (if any) is evaluated after it. Tokens are
+  weighted equally.
+  """
+  steps = data.shape[0] - 1
+  full = steps // bptt
+  hidden = jnp.zeros((data.shape[1], model.hidden_size))
+  total, count = 0.0, 0
+  if full:
+    total_full, hidden = _scan_eval(params, data[:full * bptt + 1], arch, hidden, model=model, bptt=bptt)
+    total, count = float(total_full), full * bptt
+  rest = steps - full * bptt
+  if rest:
+    ce, _ = _eval_window(params, data[full * bptt:-1], data[full * bptt + 1:], hidden, arch, model=model)
+    total, count = total + float(ce) * rest, count + rest
+  mean = total / max(count, 1)
+  return mean, math.exp(min(mean, 700.0))
+
+
+def _scan_eval_impl(params, data, arch, hidden, *, model, bptt):
+  windows = (data.shape[0] - 1) // bptt
+
+  def body(h, i):
+    inputs, targets = lm_window(data, i * bptt, bptt)
+    ce, h = rnn_batch_ce(params, inputs, targets, h, arch, model=model)
+    return h, ce
+
+  hidden, ces = jax.lax.scan(body, hidden, jnp.arange(windows))
+  return ces.sum() * bptt, hidden
+
+
+_scan_eval = jax.jit(_scan_eval_impl, static_argnames=("model", "bptt"))
+_eval_window = jax.jit(rnn_batch_ce, static_argnames=("model",))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Ablations of a derived RNN cell
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def replace_activations(arch: Any, activation: int) -> np.ndarray:
+  """The same topology with every active node's activation replaced by `activation`."""
+  arch = np.array(arch, np.int32)
+  arch[arch[:, 1] >= 0, 1] = activation
+  return arch
+
+
+def remove_node(arch: Any, node: int) -> np.ndarray:
+  """The cell without `node` (> 0): its children read the removed node's parent; every other node keeps its id
+  (and so its shared weights). The removed node's row becomes (-1, -1)."""
+  arch = np.array(arch, np.int32)
+  if not 0 < node < len(arch) or arch[node, 1] < 0:
+    raise ValueError(f"node {node} is not an active non-input node of the cell (nodes 1..{len(arch) - 1})")
+  parent = arch[node, 0]
+  children = (arch[:, 1] >= 0) & (arch[:, 0] == node)
+  children[0] = False
+  arch[children, 0] = parent
+  arch[node] = (-1, -1)
+  return arch
