@@ -1,0 +1,97 @@
+"""Micro-CNN supernet: a fixed cell equals the cell composed by hand; one trace for many architectures; augmentation."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nas_forgetting.enas.search_space import CnnSearchSpace
+from nas_forgetting.models import enas_cnn as ec
+
+SPACE = CnnSearchSpace(num_blocks=3)
+
+
+def _by_hand(params, pp, p):
+  """Calibrations, then nodes 2, 3, 4 with the weights of their (node, slot, input) rows."""
+  cal = lambda x, w: ec.batch_norm(jax.nn.relu(x) @ w)
+  h0, h1 = cal(pp, params["calibrate_0"]["w"]), cal(p, params["calibrate_1"]["w"])
+  sep3 = lambda x, b, s, i: ec.sep_conv(x, params["dw3"][b, s, i], params["pw3"][b, s, i])
+  sep5 = lambda x, b, s, i: ec.sep_conv(x, params["dw5"][b, s, i], params["pw5"][b, s, i])
+  n2 = sep3(h0, 0, 0, 0) + ec.pool3x3(h1, "max")
+  n3 = sep5(n2, 1, 0, 2) + h0
+  n4 = ec.pool3x3(h1, "avg") + sep3(n2, 2, 1, 2)
+  # Loose ends: node 3 and node 4 (node 2 is read by 3 and 4).
+  want = ec.batch_norm(jax.nn.relu(n3) @ params["w_out"][1] + jax.nn.relu(n4) @ params["w_out"][2])
+  return want
+
+
+def test_fixed_cell_equals_hand_composition():
+  cell = ec.EnasCell(num_blocks=3, features=4, sep_conv_stacks=1)
+  arch = SPACE.from_string("normal: 2=sep_conv_3x3(0)+max_pool_3x3(1) 3=sep_conv_5x5(2)+identity(0) "
+                           "4=avg_pool_3x3(1)+sep_conv_3x3(2) | reduction: 2=identity(0)+identity(1) "
+                           "3=identity(0)+identity(1) 4=identity(0)+identity(1)")[0]
+  k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+  pp, p = jax.random.normal(k1, (2, 6, 6, 3)), jax.random.normal(k2, (2, 6, 6, 5))
+  params = jax.jit(cell.init)(k3, pp, p, arch)["params"]
+  out = jax.jit(lambda prm, a: cell.apply({"params": prm}, pp, p, a))(params, arch)
+  want = jax.jit(_by_hand)(params, pp, p)
+  np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
+  assert out.shape == (2, 6, 6, 4)
+
+
+def test_average_pool_ignores_padding():
+  x = jnp.ones((1, 4, 4, 1))
+  np.testing.assert_allclose(ec.pool3x3(x, "avg"), x, rtol=1e-6)
+
+
+def test_one_trace_for_many_architectures():
+  model = ec.EnasCnn(num_classes=3, num_blocks=3, features=4, num_modules=2, num_repeat_normal=1,
+                     sep_conv_stacks=1)
+  images = jax.random.uniform(jax.random.key(1), (2, 8, 8, 3))
+  labels = jnp.array([0, 2])
+  params = jax.jit(lambda k: model.init(k, images, jnp.zeros((2, 3, 4), jnp.int32), train=False))(
+      jax.random.key(2))["params"]
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def grads(params, arch):
+    def loss(p):
+      logits = model.apply({"params": p}, images, arch, train=True)
+      return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(2), labels])
+    return jax.value_and_grad(loss)(params)
+
+  chex.clear_trace_counter()
+  archs = jax.vmap(SPACE.random_arch)(jax.random.split(jax.random.key(3), 100))
+  for k, arch in enumerate(archs):
+    loss, g = grads(params, arch)
+    assert np.isfinite(float(loss))
+    if k < 3:  # only the chosen sep-conv rows of a normal cell receive gradients
+      a = np.asarray(arch)[0]
+      chosen = {(b, s, a[b, 2 * s]) for b in range(3) for s in range(2) if a[b, 2 * s + 1] == 1}
+      gw = np.asarray(g["normal_0_0"]["dw3"])
+      nonzero = {tuple(int(v) for v in idx) for idx in zip(*np.nonzero(np.abs(gw).sum((3, 4, 5, 6))))}
+      assert nonzero <= chosen
+
+
+def test_augmentation():
+  images = jax.random.uniform(jax.random.key(0), (5, 8, 8, 3))
+  same = ec.augment(jax.random.key(1), images, pad=0, flip=False)
+  np.testing.assert_array_equal(same, images)
+  out = jax.jit(lambda k, x: ec.augment(k, x, pad=4, flip=True, cutout=3))(jax.random.key(2), images)
+  assert out.shape == images.shape
+  # Every augmented image is a shifted (possibly mirrored) window of its zero-padded original.
+  padded = np.pad(np.asarray(images), ((0, 0), (4, 4), (4, 4), (0, 0)))
+  for n in range(5):
+    o = np.asarray(out[n])
+    found = False
+    for flip in (False, True):
+      for dy in range(9):
+        for dx in range(9):
+          win = padded[n, dy:dy + 8, dx:dx + 8]
+          win = win[:, ::-1] if flip else win
+          keep = o != 0
+          if np.allclose(o[keep], win[keep]):
+            found = True
+    assert found
+  normed = ec.normalize(jnp.asarray(ec.CIFAR10_MEAN).reshape(1, 1, 1, 3) * jnp.ones((1, 2, 2, 3)))
+  np.testing.assert_allclose(normed, 0.0, atol=1e-6)
