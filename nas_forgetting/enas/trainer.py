@@ -17,6 +17,8 @@ import numpy as np
 import optax
 
 from nas_forgetting.models import controller as ctl
+from nas_forgetting.models import enas_cnn
+from nas_forgetting.models.enas_cnn import EnasCnn
 from nas_forgetting.models.enas_rnn import EnasRnn, rnn_lm_loss
 
 
@@ -26,13 +28,17 @@ class SharedState(NamedTuple):
   step: jax.Array  # int32
 
 
-def shared_optimizer(grad_clip: float, l2_reg: float) -> optax.GradientTransformation:
-  """Global-norm clip then L2 weight decay; the caller scales by -learning_rate (plain SGD, as the reference)."""
+def shared_optimizer(grad_clip: float, l2_reg: float, momentum: float = 0.0,
+                     nesterov: bool = False) -> optax.GradientTransformation:
+  """Global-norm clip, L2 weight decay, optional (Nesterov) momentum; the step scales by -learning_rate, so the
+  learning rate is a traced argument (SGD as the references)."""
   parts = []
   if grad_clip > 0:
     parts.append(optax.clip_by_global_norm(grad_clip))
   if l2_reg > 0:
     parts.append(optax.add_decayed_weights(l2_reg))
+  if momentum > 0:
+    parts.append(optax.trace(decay=momentum, nesterov=nesterov))
   return optax.chain(*parts) if parts else optax.identity()
 
 
@@ -95,25 +101,30 @@ def rnn_rewards(params: Any, inputs: jax.Array, targets: jax.Array, archs: jax.A
   return reward_c / (ppl ** 2 if ppl_square else ppl), ppl
 
 
-def controller_step(cstate: ctl.ReinforceState, shared_params: Any, data: jax.Array, start: jax.Array,
-                    rng: jax.Array, *, controller: ctl.Controller, optimizer: optax.GradientTransformation,
-                    decisions_to_arch: Callable, decision_mask: Callable, model: EnasRnn, bptt: int,
-                    num_samples: int, reward_c: float, ppl_square: bool, ema_decay: float, entropy_coeff: float,
-                    entropy_mode: str) -> tuple[ctl.ReinforceState, dict[str, jax.Array]]:
-  """Samples `num_samples` architectures, rewards each on one validation window, and takes a REINFORCE step.
-
-  Each architecture gets its own reward (the references share the last one across a policy batch: a bug).
-  """
-  inputs, targets = lm_window(data, start, bptt)
-  sample = ctl.sample(controller, cstate.params, rng, num_samples)
-  archs = jax.vmap(decisions_to_arch)(sample.decisions)
+def rnn_reward_fn(shared_params: Any, batch: tuple[jax.Array, jax.Array], archs: jax.Array, *, model: EnasRnn,
+                  bptt: int, reward_c: float, ppl_square: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Rewards of K architectures on the validation window `batch` = (tokens, start)."""
+  inputs, targets = lm_window(batch[0], batch[1], bptt)
   rewards, ppl = rnn_rewards(shared_params, inputs, targets, archs, model=model, reward_c=reward_c,
                              ppl_square=ppl_square)
+  return rewards, {"controller/valid_perplexity": ppl.mean()}
+
+
+def controller_step(cstate: ctl.ReinforceState, shared_params: Any, batch: Any, rng: jax.Array, *,
+                    controller: ctl.Controller, optimizer: optax.GradientTransformation, decisions_to_arch: Callable,
+                    decision_mask: Callable, reward_fn: Callable, num_samples: int, ema_decay: float,
+                    entropy_coeff: float, entropy_mode: str) -> tuple[ctl.ReinforceState, dict[str, jax.Array]]:
+  """Samples `num_samples` architectures, rewards each with `reward_fn(shared_params, batch, archs)` and takes a
+  REINFORCE step. Each architecture gets its own reward (the references share the last one across a policy batch).
+  """
+  sample = ctl.sample(controller, cstate.params, rng, num_samples)
+  archs = jax.vmap(decisions_to_arch)(sample.decisions)
+  rewards, extra = reward_fn(shared_params, batch, archs)
   mask = jax.vmap(decision_mask)(sample.decisions)
   cstate, metrics = ctl.reinforce_step(cstate, sample.decisions, rewards, mask, controller=controller,
                                        optimizer=optimizer, ema_decay=ema_decay, entropy_coeff=entropy_coeff,
                                        entropy_mode=entropy_mode)
-  metrics["controller/valid_perplexity"] = ppl.mean()
+  metrics.update(extra)
   return cstate, metrics
 
 
@@ -198,3 +209,67 @@ def remove_node(arch: Any, node: int) -> np.ndarray:
   arch[children, 0] = parent
   arch[node] = (-1, -1)
   return arch
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Micro-CNN
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=-1)[:, 0]
+
+
+def cnn_shared_step(state: SharedState, images: jax.Array, labels: jax.Array, index: jax.Array, arch: jax.Array,
+                    rng: jax.Array, lr: jax.Array, *, model: EnasCnn, optimizer: optax.GradientTransformation,
+                    pad: int, flip: bool, cutout: int) -> tuple[SharedState, dict[str, jax.Array]]:
+  """One step of the shared CNN weights on the examples `index` (int32 (batch,)) of on-device data in [0, 1]."""
+  k_aug, k_drop = jax.random.split(rng)
+  x = enas_cnn.normalize(enas_cnn.augment(k_aug, images[index], pad=pad, flip=flip, cutout=cutout))
+  y = labels[index]
+
+  def loss_fn(params):
+    logits = model.apply({"params": params}, x, arch, train=True, rngs={"dropout": k_drop})
+    return _cross_entropy(logits, y).mean(), logits
+
+  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = jax.tree.map(lambda p, u: p - lr * u, state.params, updates)
+  metrics = {"shared/loss": loss, "shared/accuracy": jnp.mean(jnp.argmax(logits, -1) == y),
+             "shared/grad_norm": optax.tree.norm(grads), "shared/update_norm": lr * optax.tree.norm(updates),
+             "shared/param_norm": optax.tree.norm(params), "shared/lr": lr}
+  return SharedState(params, opt_state, state.step + 1), metrics
+
+
+def cnn_correct(params: Any, images: jax.Array, labels: jax.Array, arch: jax.Array, *, model: EnasCnn) -> jax.Array:
+  """Per-example correctness (float (batch,)) in evaluation mode; images in [0, 1]."""
+  logits = model.apply({"params": params}, enas_cnn.normalize(images), arch, train=False)
+  return (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+
+
+def cnn_reward_fn(shared_params: Any, batch: tuple[jax.Array, jax.Array], archs: jax.Array, *, model: EnasCnn,
+                  reward_c: float) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """reward_c * accuracy of K architectures on one validation batch (images, labels); architectures are scored
+  one after the other (lax.map), so each computes only its own operations."""
+  acc = jax.lax.map(lambda a: cnn_correct(shared_params, batch[0], batch[1], a, model=model).mean(), archs)
+  return reward_c * acc, {"controller/valid_accuracy": acc.mean()}
+
+
+def cnn_evaluate(params: Any, images: jax.Array, labels: jax.Array, arch: jax.Array, *, model: EnasCnn,
+                 batch_size: int) -> float:
+  """Accuracy over a whole split in batches of `batch_size`. The last batch is filled up with the split's first
+  examples (BatchNorm uses batch statistics, so every batch holds real images); only real examples count."""
+  n = len(labels)
+  batches = -(-n // batch_size)
+  order = np.arange(batches * batch_size) % n
+  correct = 0.0
+  fn = _cnn_correct_jit
+  for b in range(batches):
+    idx = order[b * batch_size:(b + 1) * batch_size]
+    c = np.asarray(fn(params, images[idx], labels[idx], arch, model=model))
+    real = min(batch_size, n - b * batch_size)
+    correct += float(c[:real].sum())
+  return correct / n
+
+
+_cnn_correct_jit = jax.jit(cnn_correct, static_argnames=("model",))

@@ -89,14 +89,15 @@ def test_controller_step_one_trace_and_per_architecture_rewards():
   controller = ctl.Controller(SPACE.num_choices, hidden_size=8)
   opt = ctl.controller_optimizer(1e-3)
   cstate = ctl.init_reinforce(controller, ctl.init_controller(controller, jax.random.key(0)), opt)
+  reward_fn = functools.partial(tr.rnn_reward_fn, model=MODEL, bptt=BPTT, reward_c=80.0, ppl_square=False)
   fn = functools.partial(
       tr.controller_step, controller=controller, optimizer=opt, decisions_to_arch=SPACE.decisions_to_arch,
-      decision_mask=SPACE.decision_mask, model=MODEL, bptt=BPTT, num_samples=4, reward_c=80.0, ppl_square=False,
-      ema_decay=0.95, entropy_coeff=1e-4, entropy_mode="reward")
+      decision_mask=SPACE.decision_mask, reward_fn=reward_fn, num_samples=4, ema_decay=0.95, entropy_coeff=1e-4,
+      entropy_mode="reward")
   step = jax.jit(chex.assert_max_traces(lambda *args: fn(*args), n=1))
   params, data = _params(), _corpus()
   for k in range(5):
-    cstate, m = step(cstate, params, data, jnp.asarray(k * BPTT), jax.random.key(k))
+    cstate, m = step(cstate, params, (data, jnp.asarray(k * BPTT)), jax.random.key(k))
   assert int(cstate.step) == 5 and bool(cstate.baseline_ready)
   assert np.isfinite(float(m["controller/loss"])) and float(m["controller/reward"]) > 0
 
