@@ -56,9 +56,9 @@ def split_net(net: str | Sequence[ns.Layer]) -> tuple[tuple, tuple, int]:
   return encoder, hidden, layers[-1].classes
 
 
-def _batch_norm(x: jax.Array, epsilon: float, train: bool) -> jax.Array:
+def _batch_norm(x: jax.Array, epsilon: float, train: bool, momentum: float = 0.9) -> jax.Array:
   """BatchNorm (scale 1, bias 0 at init; momentum 0.9 = PyTorch's 0.1); called inside a compact method."""
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=epsilon)(x)
+  return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=epsilon)(x)
 
 
 class ResidualBlock(nn.Module):
@@ -67,11 +67,12 @@ class ResidualBlock(nn.Module):
   features: int
   bn_epsilon: float
   weight_init: str
+  bn_momentum: float = 0.9
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     init = weight_initializer(self.weight_init)
-    bn = (lambda h: _batch_norm(h, self.bn_epsilon, train)) if self.bn_epsilon > 0 else (lambda h: h)
+    bn = (lambda h: _batch_norm(h, self.bn_epsilon, train, self.bn_momentum)) if self.bn_epsilon > 0 else (lambda h: h)
     pre = nn.relu(bn(x))
     h = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, kernel_init=init)(pre)
     h = nn.relu(bn(h))
@@ -87,6 +88,7 @@ class DeepPriorEncoder(nn.Module):
   net: str
   bn_epsilon: float = 1e-4
   weight_init: str = "kaiming-normal"
+  bn_momentum: float = 0.9  # 0.0 makes a training-mode pass store exactly its batch statistics
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -98,13 +100,13 @@ class DeepPriorEncoder(nn.Module):
         x = nn.max_pool(x, (layer.kernel, layer.kernel), strides=(layer.stride, layer.stride),
                         padding=((p, p), (p, p)))
       elif layer.residual:
-        x = ResidualBlock(layer.features, self.bn_epsilon, self.weight_init)(x, train)
+        x = ResidualBlock(layer.features, self.bn_epsilon, self.weight_init, self.bn_momentum)(x, train)
       else:
         p = layer.padding
         x = nn.Conv(layer.features, (layer.kernel, layer.kernel), strides=(layer.stride, layer.stride),
                     padding=((p, p), (p, p)), use_bias=False, kernel_init=init)(x)
         if self.bn_epsilon > 0:
-          x = _batch_norm(x, self.bn_epsilon, train)
+          x = _batch_norm(x, self.bn_epsilon, train, self.bn_momentum)
         x = nn.relu(x)
     return jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
 
