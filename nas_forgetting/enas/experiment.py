@@ -1,0 +1,528 @@
+"""ENAS experiment: `run(config, workdir)` for the recurrent (PTB, WikiText-2) and micro-CNN (CIFAR-10) searches.
+
+Modes (`config.mode`):
+  train                alternate shared-weight and controller phases for `train.max_epoch` epochs (resumes from the
+                       latest checkpoint in <workdir>/checkpoints), then derive and evaluate.
+  derive               sample `train.derive_num_sample` architectures, score each on the first reward batch, keep
+                       the best; evaluate it on the reward split and the test split.
+  evaluate             evaluate one architecture (`dag_path`, else the derived one) with the trained shared weights.
+  train_scratch        derive the best cell, re-initialise the shared weights and train that cell alone.
+  single               train the cell of a JSON DAG file (`dag_path`) alone, without a controller.
+  ablation_activation  replace every activation of the cell by each activation in turn (RNN only).
+  ablation_node        remove one node at a time (RNN only).
+Modes other than train/single read the trained run from `load_workdir` ('' = this workdir).
+
+Outputs under the workdir: metrics.jsonl and tensorboard/ (shared loss and perplexity or accuracy, controller
+reward, entropy, advantage, baseline, evaluation), checkpoints/, networks/*.png (sampled cells) and
+networks.gif, derived/{dag.json, arch.txt, cell.png}, ablations/<kind>.{csv,png}, summary.json.
+Offline text data (train.txt missing) train on valid.txt and evaluate on test.txt; every summary says so in
+`data_note`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import pathlib
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from nas_forgetting.enas import drawing
+from nas_forgetting.enas import search_space as ss
+from nas_forgetting.enas import trainer as tr
+from nas_forgetting.errors import ConfigError, DataError
+from nas_forgetting.models import controller as ctl
+from nas_forgetting.models.enas_cnn import EnasCnn
+from nas_forgetting.models.enas_rnn import EnasRnn
+
+MODES = ("train", "derive", "evaluate", "train_scratch", "single", "ablation_activation", "ablation_node")
+NETWORKS = ("rnn", "micro_cnn")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Network-specific parts: data, model, steps, evaluation
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class _RnnTask:
+  """Language modelling with the recurrent supernet."""
+
+  metric = "perplexity"
+  higher_is_better = False
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    from nas_forgetting.data.text import batchify, load_corpus
+
+    c = config
+    corpus = load_corpus(c.data.path, allow_missing_train=True)
+    train = None if corpus.train is None else np.asarray(corpus.train)
+    valid, test = np.asarray(corpus.valid), np.asarray(corpus.test)
+    if train is None or train.size == 0:
+      if not 0 < c.data.reward_fraction < 1:
+        raise ConfigError(f"data.reward_fraction={c.data.reward_fraction} must lie in (0, 1) when {c.data.path} "
+                          "has no train.txt")
+      cut = int(round(len(valid) * (1 - c.data.reward_fraction)))
+      train, reward = valid[:cut], valid[cut:]
+      self.data_note = (f"{c.data.name}: train.txt unavailable; shared weights trained on the first "
+                        f"{1 - c.data.reward_fraction:.0%} of valid.txt, controller reward on the rest of valid.txt, "
+                        "evaluation on test.txt")
+    else:
+      reward = valid
+      self.data_note = f"{c.data.name}: train.txt for training, valid.txt for rewards, test.txt for evaluation"
+    self.vocab_size = len(corpus.vocab)
+    self.bptt = c.shared.bptt
+    self.train = jnp.asarray(batchify(train, c.shared.batch_size))
+    self.reward = jnp.asarray(batchify(reward, c.shared.batch_size))
+    self.reward_eval = jnp.asarray(batchify(reward, c.train.eval_batch_size))
+    self.test = jnp.asarray(batchify(test, c.train.eval_batch_size))
+    for name, arr in (("training", self.train), ("reward", self.reward)):
+      if arr.shape[0] < self.bptt + 1:
+        raise DataError(f"{c.data.path}: the {name} split has {arr.shape[0]} steps per column at batch size "
+                        f"{c.shared.batch_size}; need at least bptt + 1 = {self.bptt + 1}")
+    self.space = ss.RnnSearchSpace(num_blocks=c.search.num_blocks, mode=c.search.mode,
+                                   topology=c.search.topology, min_nodes=c.search.min_nodes)
+    r = c.rnn
+    self.model = EnasRnn(vocab_size=self.vocab_size, num_blocks=c.search.num_blocks, hidden_size=r.hidden_size,
+                         dropout_embedding=r.dropout_embedding, dropout_input=r.dropout_input,
+                         dropout_output=r.dropout_output, weight_drop=r.weight_drop,
+                         max_hidden_norm=r.max_hidden_norm, init_range=r.init_range, next_hidden=r.next_hidden)
+    self.batch_size = c.shared.batch_size
+    self.optimizer = tr.shared_optimizer(c.shared.grad_clip, c.shared.l2_reg, c.shared.momentum, c.shared.nesterov)
+    self._step = jax.jit(functools.partial(tr.rnn_shared_step, model=self.model, optimizer=self.optimizer,
+                                           bptt=self.bptt, ar_alpha=r.ar_alpha, tar_beta=r.tar_beta),
+                         donate_argnums=(0,))
+    self.reward_fn = functools.partial(tr.rnn_reward_fn, model=self.model, bptt=self.bptt,
+                                       reward_c=c.controller.reward_c, ppl_square=c.controller.ppl_square)
+    self.windows_train = (self.train.shape[0] - 1) // self.bptt
+    self.windows_reward = (self.reward.shape[0] - 1) // self.bptt
+    self._cursor = 0
+    self._hidden = None
+
+  def init_params(self, rng):
+    arch = jnp.zeros((self.space.num_blocks, 2), jnp.int32)
+    init = jax.jit(lambda k: self.model.init(k, jnp.zeros((self.bptt, self.batch_size), jnp.int32),
+                                             jnp.zeros((self.batch_size, self.model.hidden_size)), arch,
+                                             train=False)["params"])
+    return init(rng)
+
+  def start_epoch(self):
+    self._hidden = jnp.zeros((self.batch_size, self.model.hidden_size))
+
+  def shared_step(self, state, arch, rng, lr):
+    if self._cursor >= self.windows_train:
+      self._cursor = 0
+      self._hidden = jnp.zeros_like(self._hidden)
+    start = jnp.asarray(self._cursor * self.bptt, jnp.int32)
+    self._cursor += 1
+    state, self._hidden, metrics = self._step(state, self.train, start, self._hidden, arch, rng, lr)
+    return state, metrics
+
+  @property
+  def steps_per_pass(self) -> int:
+    return self.windows_train
+
+  def reward_batch(self, k: int):
+    return (self.reward, jnp.asarray((k % self.windows_reward) * self.bptt, jnp.int32))
+
+  def evaluate(self, params, arch, split: str) -> float:
+    data = self.reward_eval if split == "reward" else self.test
+    return tr.rnn_evaluate(params, data, jnp.asarray(arch), model=self.model, bptt=self.bptt)[1]
+
+
+class _CnnTask:
+  """Image classification with the micro-CNN supernet."""
+
+  metric = "accuracy"
+  higher_is_better = True
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    from nas_forgetting.data.datasets import load_dataset
+
+    c = config
+    splits = load_dataset(c.data.image)
+    train, test = splits.train, splits.test
+    n_reward = int(round(len(train.labels) * c.data.reward_fraction))
+    if not 0 < n_reward < len(train.labels):
+      raise ConfigError(f"data.reward_fraction={c.data.reward_fraction} leaves no reward or no training images "
+                        f"out of {len(train.labels)}")
+    perm = np.random.default_rng(c.seed).permutation(len(train.labels))
+    train_idx, reward_idx = perm[n_reward:], perm[:n_reward]
+    self.data_note = (f"{train.name}: shared weights on {len(train_idx)} training images, controller reward on "
+                      f"{len(reward_idx)} held-out training images, evaluation on {len(test.labels)} test images")
+    self.images = jnp.asarray(train.images[train_idx])
+    self.labels = jnp.asarray(train.labels[train_idx])
+    self.reward_images = jnp.asarray(train.images[reward_idx])
+    self.reward_labels = jnp.asarray(train.labels[reward_idx])
+    self.test_images, self.test_labels = jnp.asarray(test.images), jnp.asarray(test.labels)
+    self.batch_size = c.shared.batch_size
+    self.reward_batch_size = min(c.controller.reward_batch_size, len(reward_idx))
+    if len(train_idx) < self.batch_size:
+      raise DataError(f"{len(train_idx)} training images are fewer than one batch of {self.batch_size}")
+    self.space = ss.CnnSearchSpace(num_blocks=c.search.num_blocks)
+    m = c.cnn
+    self.model = EnasCnn(num_classes=train.num_classes, num_blocks=c.search.num_blocks, features=m.features,
+                         num_modules=m.num_modules, num_repeat_normal=m.num_repeat_normal,
+                         sep_conv_stacks=m.sep_conv_stacks, dropout=m.dropout)
+    self.eval_batch_size = c.train.eval_batch_size
+    self.optimizer = tr.shared_optimizer(c.shared.grad_clip, c.shared.l2_reg, c.shared.momentum, c.shared.nesterov)
+    self._step = jax.jit(functools.partial(tr.cnn_shared_step, model=self.model, optimizer=self.optimizer,
+                                           pad=m.pad, flip=m.flip, cutout=m.cutout), donate_argnums=(0,))
+    self.reward_fn = functools.partial(tr.cnn_reward_fn, model=self.model, reward_c=c.controller.reward_c)
+    self._order = None
+    self._cursor = 0
+    self._rng = np.random.default_rng(c.seed + 1)
+
+  def init_params(self, rng):
+    x = self.images[:2]
+    arch = jnp.zeros((2, self.space.num_blocks, 4), jnp.int32)
+    return jax.jit(lambda k: self.model.init(k, x, arch, train=False)["params"])(rng)
+
+  def start_epoch(self):
+    pass
+
+  @property
+  def steps_per_pass(self) -> int:
+    return len(self.labels) // self.batch_size
+
+  def shared_step(self, state, arch, rng, lr):
+    if self._order is None or self._cursor >= self.steps_per_pass:
+      self._order = self._rng.permutation(len(self.labels))
+      self._cursor = 0
+    idx = jnp.asarray(self._order[self._cursor * self.batch_size:(self._cursor + 1) * self.batch_size], jnp.int32)
+    self._cursor += 1
+    return self._step(state, self.images, self.labels, idx, arch, rng, lr)
+
+  def reward_batch(self, k: int):
+    n = len(self.reward_labels)
+    start = (k * self.reward_batch_size) % max(n - self.reward_batch_size + 1, 1)
+    sl = slice(start, start + self.reward_batch_size)
+    return (self.reward_images[sl], self.reward_labels[sl])
+
+  def evaluate(self, params, arch, split: str) -> float:
+    images, labels = ((self.reward_images, self.reward_labels) if split == "reward"
+                      else (self.test_images, self.test_labels))
+    return tr.cnn_evaluate(params, images, labels, jnp.asarray(arch), model=self.model,
+                           batch_size=min(self.eval_batch_size, len(labels)))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The search
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class _Run:
+  """Everything one invocation needs: task, controller, jitted functions, outputs."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: pathlib.Path):
+    from nas_forgetting.io.metrics import MetricsLogger
+
+    if config.mode not in MODES:
+      raise ConfigError(f"mode={config.mode!r}; expected one of {', '.join(MODES)}")
+    if config.network not in NETWORKS:
+      raise ConfigError(f"network={config.network!r}; expected one of {', '.join(NETWORKS)}")
+    self.config = config
+    self.workdir = workdir
+    self.task = _RnnTask(config) if config.network == "rnn" else _CnnTask(config)
+    self.space = self.task.space
+    c = config.controller
+    self.use_controller = not (config.network == "rnn" and config.search.mode == "random")
+    self.controller = ctl.Controller(self.space.num_choices, hidden_size=c.hidden_size, temperature=c.temperature,
+                                     tanh_c=c.tanh_c, init_range=c.init_range)
+    self.controller_optimizer = ctl.controller_optimizer(c.lr, c.grad_clip)
+    self._controller_step = jax.jit(functools.partial(
+        tr.controller_step, controller=self.controller, optimizer=self.controller_optimizer,
+        decisions_to_arch=self.space.decisions_to_arch, decision_mask=self.space.decision_mask,
+        reward_fn=self.task.reward_fn, num_samples=c.num_samples, ema_decay=c.ema_decay,
+        entropy_coeff=c.entropy_coeff, entropy_mode=c.entropy_mode))
+    self._sample = jax.jit(functools.partial(
+        tr.sample_archs, controller=self.controller if self.use_controller else None,
+        num_choices=self.space.num_choices, decisions_to_arch=self.space.decisions_to_arch),
+        static_argnames=("num_samples",))
+    self._score = jax.jit(self.task.reward_fn)
+    self.logger = MetricsLogger(str(workdir))
+
+  # --- states and checkpoints -----------------------------------------------------------------------------------
+  def fresh_states(self, rng):
+    k_shared, k_ctl = jax.random.split(rng)
+    shared = tr.init_shared(self.task.init_params(k_shared), self.task.optimizer)
+    cparams = ctl.init_controller(self.controller, k_ctl)
+    return shared, ctl.init_reinforce(self.controller, cparams, self.controller_optimizer)
+
+  def _tree(self, shared, cstate, epoch, rng):
+    return {"shared": shared, "controller": cstate, "epoch": np.int32(epoch),
+            "rng": np.asarray(jax.random.key_data(rng))}
+
+  def restore(self, directory: pathlib.Path, rng):
+    """(shared, controller, next epoch, rng) from the latest checkpoint in `directory`, or fresh ones."""
+    from nas_forgetting.io.checkpoint import Checkpointer
+
+    ckpt = Checkpointer(str(directory), max_to_keep=self.config.train.max_to_keep)
+    shared, cstate = self.fresh_states(rng)
+    if ckpt.latest_step() is None:
+      return ckpt, shared, cstate, 0, rng
+    tree = ckpt.restore(None, self._tree(shared, cstate, 0, rng))
+    rng = jax.random.wrap_key_data(jnp.asarray(tree["rng"]))
+    return ckpt, tree["shared"], tree["controller"], int(tree["epoch"]) + 1, rng
+
+  def load_trained(self):
+    """Shared and controller states of the trained run in `load_workdir`."""
+    from nas_forgetting.errors import CheckpointError
+
+    source = pathlib.Path(self.config.load_workdir) if self.config.load_workdir else self.workdir
+    ckpt, shared, cstate, next_epoch, _ = self.restore(source / "checkpoints", jax.random.key(self.config.seed))
+    if next_epoch == 0:
+      raise CheckpointError(f"{source / 'checkpoints'} holds no checkpoint; mode {self.config.mode!r} needs a "
+                            "trained run (set load_workdir to a run folder of mode 'train')")
+    return source, shared, cstate
+
+  # --- logging and drawing ---------------------------------------------------------------------------------------
+  def log(self, step: int, history: list[dict[str, jax.Array]], extra: dict[str, float] | None = None):
+    if not history:
+      return {}
+    keys = history[0].keys()
+    means = {k: float(np.mean([float(h[k]) for h in history])) for k in keys}
+    means.update(extra or {})
+    self.logger.log(step, means)
+    return means
+
+  def draw(self, arch, name: str, title: str, tag: str, step: int) -> pathlib.Path:
+    path = self.workdir / "networks" / f"{name}.png"
+    png = drawing.draw_architecture(np.asarray(arch), self.space, path, title=title,
+                                    backend=self.config.train.draw_backend)
+    self.logger.image(tag, png, step)
+    return path
+
+  def write_gif(self):
+    frames = sorted((self.workdir / "networks").glob("*.png"))
+    frames = [f for f in frames if not f.stem.endswith("best")]
+    if frames:
+      drawing.make_gif(frames, self.workdir / "networks.gif", labels=[f"step: {f.stem}" for f in frames],
+                       max_frames=self.config.train.gif_max_frames)
+
+  # --- phases ---------------------------------------------------------------------------------------------------
+  def train_shared_epoch(self, shared, cstate, rng, epoch: int, lr: float, fixed_arch=None, desc="shared"):
+    from nas_forgetting.io.progress import progress
+
+    c = self.config
+    steps = c.shared.steps_per_epoch or self.task.steps_per_pass
+    self.task.start_epoch()
+    lr = jnp.asarray(lr, jnp.float32)
+    history = []
+    for k in progress(range(steps), total=steps, desc=f"{desc} epoch {epoch}", unit="step"):
+      rng, k_arch, k_step = jax.random.split(rng, 3)
+      arch = fixed_arch if fixed_arch is not None else self._sample(cstate.params, k_arch, num_samples=1)[0]
+      shared, metrics = self.task.shared_step(shared, arch, k_step, lr)
+      history.append(metrics)
+      step = int(shared.step)
+      if step % c.train.log_every == 0:
+        self.log(step, history, {"epoch": epoch})
+        history = []
+    self.log(int(shared.step), history, {"epoch": epoch})
+    return shared, rng
+
+  def train_controller_epoch(self, shared, cstate, rng, epoch: int):
+    from nas_forgetting.io.progress import progress
+
+    c = self.config
+    history = []
+    for k in progress(range(c.controller.steps_per_epoch), desc=f"controller epoch {epoch}", unit="step"):
+      rng, key = jax.random.split(rng)
+      global_step = int(cstate.step)
+      cstate, metrics = self._controller_step(cstate, shared.params, self.task.reward_batch(global_step), key)
+      history.append(metrics)
+      if (global_step + 1) % c.train.log_every == 0:
+        means = self.log(global_step + 1, history, {"epoch": epoch})
+        history = []
+        if c.train.draw_every and (global_step + 1) % c.train.draw_every == 0:
+          rng, key = jax.random.split(rng)
+          arch = self._sample(cstate.params, key, num_samples=1)[0]
+          self.draw(arch, f"{epoch:03d}-{global_step + 1:06d}",
+                    f"epoch {epoch}, controller step {global_step + 1}, reward {means['controller/reward']:.4f}",
+                    "controller/sample", global_step + 1)
+    self.log(int(cstate.step), history, {"epoch": epoch})
+    return cstate, rng
+
+  def derive(self, shared, cstate, rng, step: int) -> dict[str, Any]:
+    """Samples candidates, keeps the best on the first reward batch, evaluates it, writes derived/."""
+    c = self.config
+    archs = self._sample(cstate.params, rng, num_samples=c.train.derive_num_sample)
+    rewards, _ = self._score(shared.params, self.task.reward_batch(0), archs)
+    best, reward, _ = tr.pick_best(archs, rewards)
+    return self.report_arch(shared, best, step, "derived", extra={"derive/best_reward": reward})
+
+  def report_arch(self, shared, arch, step: int, folder: str, extra: dict | None = None) -> dict[str, Any]:
+    m = self.task.metric
+    result = {f"eval/reward_split_{m}": self.task.evaluate(shared.params, arch, "reward"),
+              f"eval/test_{m}": self.task.evaluate(shared.params, arch, "test"), **(extra or {})}
+    self.logger.log(step, result)
+    out = self.workdir / folder
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "dag.json").write_text(ss.dag_json(arch, self.space))
+    (out / "arch.txt").write_text(self.space.to_string(arch) + "\n")
+    png = drawing.draw_architecture(np.asarray(arch), self.space, out / "cell.png",
+                                    title=f"{folder}: test {m} {result[f'eval/test_{m}']:.4g}",
+                                    backend=self.config.train.draw_backend)
+    self.logger.image(f"{folder}/best", png, step)
+    return {"arch": self.space.to_string(arch), **result}
+
+  def lr(self, epoch: int) -> float:
+    s = self.config.shared
+    return tr.shared_learning_rate(epoch, lr=s.lr, decay=s.decay, decay_after=s.decay_after)
+
+  def fixed_arch(self, source: pathlib.Path | None = None) -> np.ndarray:
+    if self.config.dag_path:
+      return ss.load_dag_file(self.config.dag_path, self.space)
+    path = (source or self.workdir) / "derived" / "dag.json"
+    if not path.exists():
+      raise ConfigError(f"mode {self.config.mode!r} needs an architecture: set dag_path, or run mode 'derive' first "
+                        f"({path} does not exist)")
+    return ss.load_dag_file(path, self.space)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Modes
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _train(run: _Run) -> dict[str, Any]:
+  c = run.config
+  ckpt, shared, cstate, start, rng = run.restore(run.workdir / "checkpoints", jax.random.key(c.seed))
+  for epoch in range(start, c.train.max_epoch):
+    shared, rng = run.train_shared_epoch(shared, cstate, rng, epoch, run.lr(epoch))
+    if run.use_controller and c.controller.steps_per_epoch > 0:
+      cstate, rng = run.train_controller_epoch(shared, cstate, rng, epoch)
+    elif c.train.draw_every:
+      rng, key = jax.random.split(rng)
+      run.draw(run._sample(cstate.params, key, num_samples=1)[0], f"{epoch:03d}-{int(shared.step):06d}",
+               f"epoch {epoch} (random)", "shared/sample", int(shared.step))
+    last = epoch == c.train.max_epoch - 1
+    if (epoch + 1) % c.train.save_every == 0 or last:
+      ckpt.save(epoch, run._tree(shared, cstate, epoch, rng))
+    if c.train.derive_every and (epoch + 1) % c.train.derive_every == 0 and not last:
+      rng, key = jax.random.split(rng)
+      run.derive(shared, cstate, key, int(shared.step))
+  ckpt.wait()
+  rng, key = jax.random.split(rng)
+  summary = run.derive(shared, cstate, key, int(shared.step))
+  run.write_gif()
+  return summary
+
+
+def _derive(run: _Run) -> dict[str, Any]:
+  _, shared, cstate = run.load_trained()
+  return run.derive(shared, cstate, jax.random.key(run.config.seed + 7), int(shared.step))
+
+
+def _evaluate(run: _Run) -> dict[str, Any]:
+  source, shared, _ = run.load_trained()
+  arch = run.fixed_arch(source)
+  return run.report_arch(shared, arch, int(shared.step), "evaluated")
+
+
+def _train_fixed(run: _Run, arch: np.ndarray, folder: str) -> dict[str, Any]:
+  """Trains `arch` alone from fresh shared weights (checkpoints in <workdir>/<folder>/checkpoints)."""
+  c = run.config
+  (run.workdir / folder).mkdir(parents=True, exist_ok=True)
+  (run.workdir / folder / "dag.json").write_text(ss.dag_json(arch, run.space))
+  drawing.draw_architecture(arch, run.space, run.workdir / folder / "dag.png", title=run.space.to_string(arch)[:80],
+                            backend=c.train.draw_backend)
+  ckpt, shared, cstate, start, rng = run.restore(run.workdir / folder / "checkpoints", jax.random.key(c.seed + 1))
+  arch_j = jnp.asarray(arch)
+  for epoch in range(start, c.train.max_epoch):
+    shared, rng = run.train_shared_epoch(shared, cstate, rng, epoch, run.lr(epoch), fixed_arch=arch_j, desc=folder)
+    if (epoch + 1) % c.train.save_every == 0 or epoch == c.train.max_epoch - 1:
+      ckpt.save(epoch, run._tree(shared, cstate, epoch, rng))
+  ckpt.wait()
+  return run.report_arch(shared, arch, int(shared.step), folder)
+
+
+def _train_scratch(run: _Run) -> dict[str, Any]:
+  source, shared, cstate = run.load_trained()
+  archs = run._sample(cstate.params, jax.random.key(run.config.seed + 7),
+                      num_samples=run.config.train.derive_num_sample)
+  rewards, _ = run._score(shared.params, run.task.reward_batch(0), archs)
+  best, _, _ = tr.pick_best(archs, rewards)
+  return _train_fixed(run, best, "scratch")
+
+
+def _single(run: _Run) -> dict[str, Any]:
+  if not run.config.dag_path:
+    raise ConfigError("mode 'single' needs dag_path (a JSON DAG file)")
+  return _train_fixed(run, ss.load_dag_file(run.config.dag_path, run.space), "single")
+
+
+def _ablation(run: _Run, kind: str) -> dict[str, Any]:
+  from nas_forgetting.io.metrics import write_csv
+
+  if run.config.network != "rnn":
+    raise ConfigError(f"mode 'ablation_{kind}' applies to the recurrent cell (network='rnn')")
+  source, shared, _ = run.load_trained()
+  arch = run.fixed_arch(source)
+  m = run.task.metric
+  variants = [("original", arch)]
+  if kind == "activation":
+    variants += [(f"all_{name}", tr.replace_activations(arch, a)) for a, name in enumerate(run.space.activations)]
+  else:
+    variants += [(f"without_node_{j}", tr.remove_node(arch, j)) for j in range(1, run.space.count_nodes(arch))]
+  rows = []
+  for name, variant in variants:
+    value = run.task.evaluate(shared.params, variant, "test")
+    rows.append({"variant": name, f"test_{m}": value,
+                 "arch": json.dumps(np.asarray(variant).tolist())})
+  out = run.workdir / "ablations"
+  out.mkdir(parents=True, exist_ok=True)
+  write_csv(str(out / f"{kind}.csv"), rows)
+  _bar_plot(out / f"{kind}.png", [r["variant"] for r in rows], [r[f"test_{m}"] for r in rows],
+            ylabel=f"test {m}", title=f"{kind} ablation of {run.space.to_string(arch)[:60]}\n{run.task.data_note}")
+  return {"ablation": kind, "rows": rows}
+
+
+def _bar_plot(path: pathlib.Path, names: list[str], values: list[float], *, ylabel: str, title: str) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(names)), 4))
+  ax.bar(range(len(names)), values, color=["0.4"] + ["#6baed6"] * (len(names) - 1))
+  ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs `config.mode`; returns (and writes to <workdir>/summary.json) a summary of the results."""
+  from nas_forgetting.io.atomic import atomic_write_text
+  from nas_forgetting.io.run import prepare_workdir
+
+  path = prepare_workdir(workdir, config)
+  started = time.time()
+  r = _Run(config, pathlib.Path(path))
+  try:
+    mode = config.mode
+    if mode == "train":
+      summary = _train(r)
+    elif mode == "derive":
+      summary = _derive(r)
+    elif mode == "evaluate":
+      summary = _evaluate(r)
+    elif mode == "train_scratch":
+      summary = _train_scratch(r)
+    elif mode == "single":
+      summary = _single(r)
+    else:
+      summary = _ablation(r, mode.split("_", 1)[1])
+  finally:
+    r.logger.close()
+  summary = {"mode": config.mode, "network": config.network, "data_note": r.task.data_note,
+             "seconds": round(time.time() - started, 1), **summary}
+  atomic_write_text(str(pathlib.Path(path) / "summary.json"), json.dumps(summary, indent=2, default=float))
+  return summary
