@@ -346,8 +346,13 @@ class Evaluator:
     prepared = self._prepare(net, seeds)
     return tuple(_gather(e)[:len(seeds), :, :width] for e in prepared[:3])
 
-  def evaluate(self, net: str, seeds: Sequence[int]) -> list[EvalResult]:
-    """Evaluates the deep priors (or, with `full_training`, the trained nets) of `seeds` on this data."""
+  def evaluate(self, net: str, seeds: Sequence[int], *, return_params: bool = False):
+    """Evaluates the deep priors (or, with `full_training`, the trained nets) of `seeds` on this data.
+
+    Returns a list of `EvalResult` (one per seed); with `return_params`, also the trained variables
+    {"params", "batch_stats"} with a leading seed axis (the classifier's, first kernel cut back to the true
+    embedding width; with `full_training` the whole net's). A deep prior's encoder is re-created from its seed.
+    """
     net = ns.format_net(ns.as_net(net))
     self._check_classes(net)
     config = self.config
@@ -362,16 +367,27 @@ class Evaluator:
       train_fn_for = lambda n: self._train_fn(key, _module_apply(classifier), True, n)
     sharded = _shard_seeds(seeds_arr, self.mesh)
     stop_at = min(config.early_stopping_epoch, config.epochs) if config.early_stopping_epoch else config.epochs
-    state, first = train_fn_for(stop_at)(state, sharded, *inputs, jnp.int32(0))
+    first_state, first = train_fn_for(stop_at)(state, sharded, *inputs, jnp.int32(0))
+    final_state = first_state
     history = [_gather(first)]
     stopped = np.zeros(len(seeds_arr), bool)
     if config.early_stopping_epoch and stop_at == config.early_stopping_epoch:
       val = history[0][:, :, 1]
       stopped = val[:, -config.reward_window:].mean(axis=1) < 100.0 * config.early_stopping_thresh
     if stop_at < config.epochs and not stopped.all():
-      _, rest = train_fn_for(config.epochs - stop_at)(state, sharded, *inputs, jnp.int32(stop_at))
+      final_state, rest = train_fn_for(config.epochs - stop_at)(first_state, sharded, *inputs, jnp.int32(stop_at))
       history.append(_gather(rest))
-    return [self._result(int(seeds_arr[i]), [h[i] for h in history], bool(stopped[i])) for i in range(len(seeds))]
+    results = [self._result(int(seeds_arr[i]), [h[i] for h in history], bool(stopped[i])) for i in range(len(seeds))]
+    if not return_params:
+      return results
+    n = len(seeds)
+    take = lambda state: jax.tree.map(lambda x: _gather(x)[:n], {"params": state[0], "batch_stats": state[1]})
+    early, late = take(first_state), take(final_state)
+    mask = stopped[:n]
+    variables = jax.tree.map(lambda a, b: np.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), early, late)
+    if not config.full_training:
+      variables["params"] = _cut_first_kernel(variables["params"], self._width(net))
+    return results, variables
 
   # -- internals --------------------------------------------------------------------------------------------------
 
@@ -536,3 +552,9 @@ def _pad_first_kernel(params: dict, extra: int) -> dict:
   name = "Dense_0" if "Dense_0" in params else "logits"
   kernel = params[name]["kernel"]
   return {**params, name: {**params[name], "kernel": jnp.pad(kernel, ((0, extra), (0, 0)))}}
+
+
+def _cut_first_kernel(params: dict, width: int) -> dict:
+  """Inverse of `_pad_first_kernel` on seed-stacked params (kernel shape (seeds, padded width, out))."""
+  name = "Dense_0" if "Dense_0" in params else "logits"
+  return {**params, name: {**params[name], "kernel": params[name]["kernel"][:, :width]}}
