@@ -1,1 +1,11 @@
+"""Data: image data sets from any source as in-memory arrays, continual-learning task streams, text corpora,
+on-device batching.
 
+- `datasets`: `load_dataset(data_config) -> Splits(train, test)` of `ArrayDataset`s; `default_data_config()`.
+- Sources: `embedded` (font_digits, needs nothing), `idx` (MNIST-format files), `image_folder`
+  (`<split>/<label>/*.jpg|png`, with a decoded-array cache), `tfds_source` (named tensorflow-datasets).
+- `transforms`: grey-scale, channel matching and resizing shared by every source.
+- `tasks`: permuted / split / sequence streams under the task, domain and class scenarios.
+- `text`: word-level corpora (`<eos>` per line) and `batchify`.
+- `batching`: whole splits on device and per-epoch index matrices.
+"""

@@ -1,0 +1,187 @@
+"""Image classification data sets as in-memory arrays, from any source, with one config shape.
+
+`load_dataset(data_config) -> Splits(train, test)`; every split is an `ArrayDataset` of float32 images
+(N, H, W, C) in [0, 1] and int32 labels. The data config (build it with `default_data_config(**overrides)`):
+
+  source            'embedded' | 'tfds' | 'idx' | 'image_folder'
+  name              embedded name ('' = 'font_digits') or tfds name (mnist, fashion_mnist, cifar10, cifar100);
+                    for idx and image_folder only a label for logs ('' = the folder's name)
+  path              folder of IDX files (`{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`) or of
+                    `<split>/<label>/*.jpg|png` image folders
+  train_size        examples kept for training; 0 = all (embedded: 10,000)
+  test_size         examples kept for testing; 0 = all (embedded: 2,000)
+  seed              seeds subsampling, carving and the embedded generator
+  image_size        0 = native size; else resize to image_size x image_size (bilinear, antialiased; image
+                    folders resize while decoding, so folders of mixed sizes load too)
+  grayscale         convert RGB to one luma channel
+  max_per_class     image_folder only: decode at most this many files per class (first in name order); 0 = all
+  holdout_fraction  single-split sources with test_size 0: the fraction carved out as the test split
+  data_dir          tfds only: its data folder ('' = tfds' default)
+
+Splitting rules (seeded, documented so runs can be compared):
+- Source with both splits: `train_size` / `test_size` > 0 keep a seeded random subset of that split (in the
+  original order), drawn from streams seeded by (seed, split), so the test subset does not depend on train_size.
+- Source with a single split (e.g. offline MNIST, where only the 10k `t10k` files exist; an image folder without
+  train/test sub-folders): one seeded permutation of it; the test split is its first `test_size` examples
+  (or `round(holdout_fraction * N)` when 0), the train split the next `train_size` (0 = all the rest). Train and
+  test never overlap, and the test split is the same whatever train_size is. More than N examples -> DataError.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+from typing import NamedTuple
+
+import ml_collections
+import numpy as np
+
+from nas_forgetting.data import embedded, idx, image_folder, tfds_source, transforms
+from nas_forgetting.errors import ConfigError, DataError
+
+SOURCES = ("embedded", "tfds", "idx", "image_folder")
+_TFDS_NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
+
+_log = logging.getLogger(__name__)
+
+
+class ArrayDataset(NamedTuple):
+  """One split in memory: float32 images (N, H, W, C) in [0, 1], int32 labels (N,) in [0, num_classes)."""
+  images: np.ndarray
+  labels: np.ndarray
+  num_classes: int
+  name: str
+
+
+class Splits(NamedTuple):
+  train: ArrayDataset
+  test: ArrayDataset
+
+
+def make_array_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, name: str) -> ArrayDataset:
+  """An ArrayDataset with its invariants checked (uint8 images are scaled to [0, 1])."""
+  images = np.asarray(images)
+  if images.dtype == np.uint8:
+    images = images.astype(np.float32) / 255.0
+  images = np.ascontiguousarray(images, dtype=np.float32)
+  labels = np.ascontiguousarray(labels, dtype=np.int32)
+  if images.ndim != 4:
+    raise DataError(f"data set {name}: expected images of shape (N, H, W, C), got {images.shape}")
+  if labels.shape != (images.shape[0],):
+    raise DataError(f"data set {name}: expected labels of shape ({images.shape[0]},), got {labels.shape}")
+  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    raise DataError(f"data set {name}: labels must lie in [0, {num_classes}), found [{labels.min()}, {labels.max()}]")
+  return ArrayDataset(images, labels, int(num_classes), name)
+
+
+def default_data_config(**overrides) -> ml_collections.ConfigDict:
+  """The `data` sub-config with every field declared (see the module docstring); overrides must be known fields."""
+  config = ml_collections.ConfigDict()
+  config.source = "embedded"  # 'embedded' | 'tfds' | 'idx' | 'image_folder'
+  config.name = ""  # embedded name ('' = font_digits) or tfds name; a label for local folders ('' = folder name)
+  config.path = ""  # folder for 'idx' and 'image_folder'
+  config.train_size = 0  # training examples kept; 0 = all (embedded: 10,000)
+  config.test_size = 0  # test examples kept; 0 = all (embedded: 2,000)
+  config.seed = 0  # seeds subsampling, carving of single-split sources, and the embedded generator
+  config.image_size = 0  # 0 = native; else resize to image_size x image_size
+  config.grayscale = False  # convert RGB images to one luma channel
+  config.max_per_class = 0  # image_folder: at most this many files decoded per class (first by name); 0 = all
+  config.holdout_fraction = 0.2  # single-split sources with test_size 0: fraction carved out as test
+  config.data_dir = ""  # tfds data folder ('' = tfds default)
+  for key, value in overrides.items():
+    if key not in config:
+      raise ConfigError(f"unknown data config field {key!r}; valid fields: {', '.join(sorted(config.keys()))}")
+    config[key] = value
+  return config
+
+
+def _check_config(config) -> None:
+  if config.source not in SOURCES:
+    raise ConfigError(f"unknown data.source {config.source!r}; valid sources: {', '.join(SOURCES)}")
+  for field in ("train_size", "test_size", "image_size", "max_per_class"):
+    if int(config[field]) < 0:
+      raise ConfigError(f"data.{field} must be >= 0, got {config[field]}")
+  if not 0.0 < float(config.holdout_fraction) < 1.0:
+    raise ConfigError(f"data.holdout_fraction must lie in (0, 1), got {config.holdout_fraction}")
+  if config.source in ("idx", "image_folder") and not config.path:
+    raise ConfigError(f"data.source={config.source!r} needs data.path (a folder)")
+
+
+def _subset(n: int, size: int, rng: np.random.Generator, what: str) -> np.ndarray:
+  if size > n:
+    raise DataError(f"{what}: asked for {size} examples but it has only {n}")
+  if size == 0 or size == n:
+    return np.arange(n)
+  return np.sort(rng.permutation(n)[:size])
+
+
+def carve_indices(n: int, *, train_size: int, test_size: int, holdout_fraction: float, seed: int,
+                  what: str = "data set") -> tuple[np.ndarray, np.ndarray]:
+  """Disjoint (train, test) index arrays carved out of one split of n examples (see the module docstring)."""
+  test_n = test_size or int(round(holdout_fraction * n))
+  train_n = train_size or n - test_n
+  if test_n < 1 or train_n < 1 or train_n + test_n > n:
+    raise DataError(f"{what}: cannot carve {train_n} train + {test_n} test examples out of its single split of "
+                    f"{n} examples")
+  perm = np.random.default_rng(np.random.SeedSequence([int(seed), 2])).permutation(n)
+  return np.sort(perm[test_n:test_n + train_n]), np.sort(perm[:test_n])
+
+
+def select_splits(found: dict[str, tuple[np.ndarray, np.ndarray]], config, what: str,
+                  ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+  """Apply the splitting rules to the raw splits a source found ({'train': ...} and/or {'test': ...})."""
+  if "train" in found and "test" in found:
+    out = []
+    for split, size, stream in (("train", config.train_size, 0), ("test", config.test_size, 1)):
+      images, labels = found[split]
+      rng = np.random.default_rng(np.random.SeedSequence([int(config.seed), stream]))
+      keep = _subset(images.shape[0], int(size), rng, f"{what} ({split} split)")
+      out.append((images[keep], labels[keep]))
+    return out[0], out[1]
+  (split, (images, labels)), = found.items()
+  _log.info("%s has only a %s split: carving train/test from it with seed %d", what, split, config.seed)
+  train_idx, test_idx = carve_indices(images.shape[0], train_size=int(config.train_size),
+                                      test_size=int(config.test_size),
+                                      holdout_fraction=float(config.holdout_fraction), seed=int(config.seed),
+                                      what=f"{what} ({split} split)")
+  return (images[train_idx], labels[train_idx]), (images[test_idx], labels[test_idx])
+
+
+def _load_raw(config) -> tuple[dict, int, str]:
+  """(raw splits, number of classes, data set name) of a source, before splitting and image options."""
+  source = config.source
+  if source == "embedded":
+    name = config.name or embedded.NAMES[0]
+    train, test = embedded.load_embedded(name, train_size=int(config.train_size),
+                                         test_size=int(config.test_size), seed=int(config.seed))
+    return {"train": train, "test": test}, embedded.NUM_CLASSES, name
+  if source == "tfds":
+    found = tfds_source.load_tfds(config.name, data_dir=config.data_dir)
+    return found, _TFDS_NUM_CLASSES[config.name], config.name
+  path = pathlib.Path(config.path)
+  name = config.name or path.name
+  if source == "idx":
+    found = idx.load_idx_folder(path)
+    num_classes = int(max(labels.max() for _, labels in found.values())) + 1
+    return found, num_classes, name
+  found, names = image_folder.load_image_folder(path, max_per_class=int(config.max_per_class),
+                                                image_size=int(config.image_size))
+  return found, len(names), name
+
+
+def load_dataset(data_config) -> Splits:
+  """Train and test splits of the configured data set (see the module docstring for every field)."""
+  _check_config(data_config)
+  found, num_classes, name = _load_raw(data_config)
+  if data_config.source == "embedded":
+    (train_x, train_y), (test_x, test_y) = found["train"], found["test"]
+  else:
+    (train_x, train_y), (test_x, test_y) = select_splits(found, data_config, f"data set {name}")
+  out = []
+  for split, images, labels in (("train", train_x, train_y), ("test", test_x, test_y)):
+    what = f"{name}/{split}"
+    dataset = make_array_dataset(images, labels, num_classes, what)
+    images = transforms.apply_image_options(dataset.images, image_size=int(data_config.image_size),
+                                            grayscale=bool(data_config.grayscale), what=what)
+    out.append(dataset._replace(images=images))
+  return Splits(*out)
