@@ -107,6 +107,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.max_to_keep = 3  # checkpoints kept
   c.train.derive_every = 10  # epochs between derive + evaluation (0 = only at the end)
   c.train.derive_num_sample = 100  # candidates scored by derive
+  c.train.measure_forgetting = True  # score each trained architecture right after its burst and at epoch end
   c.train.eval_batch_size = 500  # images per evaluation batch
 
   for variant in (arg or "").split(","):

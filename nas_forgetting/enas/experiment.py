@@ -99,6 +99,7 @@ class _RnnTask:
                          donate_argnums=(0,))
     self.reward_fn = functools.partial(tr.rnn_reward_fn, model=self.model, bptt=self.bptt,
                                        reward_c=c.controller.reward_c, ppl_square=c.controller.ppl_square)
+    self.score_fn = functools.partial(tr.rnn_score_fn, model=self.model, bptt=self.bptt)
     self.windows_train = (self.train.shape[0] - 1) // self.bptt
     self.windows_reward = (self.reward.shape[0] - 1) // self.bptt
     self._cursor = 0
@@ -174,6 +175,7 @@ class _CnnTask:
     self._step = jax.jit(functools.partial(tr.cnn_shared_step, model=self.model, optimizer=self.optimizer,
                                            pad=m.pad, flip=m.flip, cutout=m.cutout), donate_argnums=(0,))
     self.reward_fn = functools.partial(tr.cnn_reward_fn, model=self.model, reward_c=c.controller.reward_c)
+    self.score_fn = functools.partial(tr.cnn_score_fn, model=self.model)
     self._order = None
     self._cursor = 0
     self._rng = np.random.default_rng(c.seed + 1)
@@ -245,6 +247,7 @@ class _Run:
         num_choices=self.space.num_choices, decisions_to_arch=self.space.decisions_to_arch),
         static_argnames=("num_samples",))
     self._score = jax.jit(self.task.reward_fn)
+    self._metric = jax.jit(self.task.score_fn)
     self.logger = MetricsLogger(str(workdir))
 
   # --- states and checkpoints -----------------------------------------------------------------------------------
@@ -314,17 +317,36 @@ class _Run:
     self.task.start_epoch()
     lr = jnp.asarray(lr, jnp.float32)
     history = []
+    measure = c.train.measure_forgetting and fixed_arch is None
+    fixed_batch = self.task.reward_batch(0)
+    archs, before = [], []
     for k in progress(range(steps), total=steps, desc=f"{desc} epoch {epoch}", unit="step"):
       rng, k_arch, k_step = jax.random.split(rng, 3)
       arch = fixed_arch if fixed_arch is not None else self._sample(cstate.params, k_arch, num_samples=1)[0]
       shared, metrics = self.task.shared_step(shared, arch, k_step, lr)
+      if measure:  # score right after this architecture's training burst, on a fixed validation batch
+        archs.append(arch)
+        before.append(self._metric(shared.params, fixed_batch, arch[None])[0])
       history.append(metrics)
       step = int(shared.step)
       if step % c.train.log_every == 0:
         self.log(step, history, {"epoch": epoch})
         history = []
-    self.log(int(shared.step), history, {"epoch": epoch})
+    extra = {"epoch": epoch}
+    if measure:
+      after = self.scores(shared.params, fixed_batch, jnp.stack(archs))
+      extra.update(tr.forgetting_stats(np.asarray(before), after, higher_is_better=self.task.higher_is_better))
+    self.log(int(shared.step), history, extra)
     return shared, rng
+
+  def scores(self, params, batch, archs) -> np.ndarray:
+    """Scores of many architectures on one batch, in chunks of a fixed size (one compilation)."""
+    chunk = self.config.train.derive_num_sample
+    n = len(archs)
+    pad = (-n) % chunk
+    archs = jnp.concatenate([archs, jnp.repeat(archs[:1], pad, axis=0)]) if pad else archs
+    out = [np.asarray(self._metric(params, batch, archs[i:i + chunk])) for i in range(0, len(archs), chunk)]
+    return np.concatenate(out)[:n]
 
   def train_controller_epoch(self, shared, cstate, rng, epoch: int):
     from nas_forgetting.io.progress import progress

@@ -110,6 +110,13 @@ def rnn_reward_fn(shared_params: Any, batch: tuple[jax.Array, jax.Array], archs:
   return rewards, {"controller/valid_perplexity": ppl.mean()}
 
 
+def rnn_score_fn(shared_params: Any, batch: tuple[jax.Array, jax.Array], archs: jax.Array, *, model: EnasRnn,
+                 bptt: int) -> jax.Array:
+  """Perplexity of K architectures on the validation window `batch` = (tokens, start), zero initial hidden."""
+  inputs, targets = lm_window(batch[0], batch[1], bptt)
+  return rnn_rewards(shared_params, inputs, targets, archs, model=model, reward_c=1.0, ppl_square=False)[1]
+
+
 def controller_step(cstate: ctl.ReinforceState, shared_params: Any, batch: Any, rng: jax.Array, *,
                     controller: ctl.Controller, optimizer: optax.GradientTransformation, decisions_to_arch: Callable,
                     decision_mask: Callable, reward_fn: Callable, num_samples: int, ema_decay: float,
@@ -253,6 +260,24 @@ def cnn_reward_fn(shared_params: Any, batch: tuple[jax.Array, jax.Array], archs:
   one after the other (lax.map), so each computes only its own operations."""
   acc = jax.lax.map(lambda a: cnn_correct(shared_params, batch[0], batch[1], a, model=model).mean(), archs)
   return reward_c * acc, {"controller/valid_accuracy": acc.mean()}
+
+
+def cnn_score_fn(shared_params: Any, batch: tuple[jax.Array, jax.Array], archs: jax.Array, *,
+                 model: EnasCnn) -> jax.Array:
+  """Accuracy of K architectures on one batch (images, labels), scored one after the other."""
+  return jax.lax.map(lambda a: cnn_correct(shared_params, batch[0], batch[1], a, model=model).mean(), archs)
+
+
+def forgetting_stats(before: np.ndarray, after: np.ndarray, *, higher_is_better: bool) -> dict[str, float]:
+  """Degradation of each architecture's score between right after its training burst (`before`) and the end of
+  the epoch (`after`): positive means forgetting (perplexity up, or accuracy down). Mean, max and std."""
+  before, after = np.asarray(before, np.float64), np.asarray(after, np.float64)
+  if before.shape != after.shape or before.size == 0:
+    raise ValueError(f"need matching non-empty score arrays; got {before.shape} and {after.shape}")
+  diff = before - after if higher_is_better else after - before
+  return {"forgetting/mean": float(diff.mean()), "forgetting/max": float(diff.max()),
+          "forgetting/std": float(diff.std()), "forgetting/score_before": float(before.mean()),
+          "forgetting/score_after": float(after.mean())}
 
 
 def cnn_evaluate(params: Any, images: jax.Array, labels: jax.Array, arch: jax.Array, *, model: EnasCnn,
