@@ -96,6 +96,10 @@ def default_data_config(**overrides) -> ml_collections.ConfigDict:
 
 
 def _check_config(config) -> None:
+  missing = [key for key in default_data_config().keys() if key not in config]
+  if missing:
+    raise ConfigError(f"data config lacks the fields {missing}; build it with "
+                      f"nas_forgetting.data.datasets.default_data_config(**overrides) so every field is declared")
   if config.source not in SOURCES:
     raise ConfigError(f"unknown data.source {config.source!r}; valid sources: {', '.join(SOURCES)}")
   for field in ("train_size", "test_size", "image_size", "max_per_class"):

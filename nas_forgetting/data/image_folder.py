@@ -150,10 +150,11 @@ def load_split(split_dir: str | pathlib.Path, *, max_per_class: int = 0, image_s
     array = _load_class(files, mode, image_size, split_dir / name)
     images.append(array)
     labels.append(np.full(array.shape[0], label, np.int32))
-  shapes = {a.shape[1:] for a in images}
-  if len(shapes) > 1:
-    raise DataError(f"image folder {split_dir}: classes have different image shapes {sorted(shapes)}; "
-                    f"expected one (or set image_size)")
+  for files, array in zip(per_class, images):
+    if array.shape[1:] != images[0].shape[1:]:
+      (h, w, _), (h0, w0, _) = array.shape[1:], images[0].shape[1:]
+      raise DataError(f"image file {files[0].path} has size {w}x{h} but {per_class[0][0].path} has {w0}x{h0}; "
+                      f"expected one size per folder (or set image_size to resize while decoding)")
   return np.concatenate(images), np.concatenate(labels), names
 
 
