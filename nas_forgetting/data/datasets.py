@@ -14,6 +14,7 @@
   image_size        0 = native size; else resize to image_size x image_size (bilinear, antialiased; image
                     folders resize while decoding, so folders of mixed sizes load too)
   grayscale         convert RGB to one luma channel
+  channels          0 = as the source; 1 or 3 = force that many channels (grey repeated to 3, colour to luma)
   max_per_class     image_folder only: decode at most this many files per class (first in name order); 0 = all
   holdout_fraction  single-split sources with test_size 0: the fraction carved out as the test split
   data_dir          tfds only: its data folder ('' = tfds' default)
@@ -85,6 +86,7 @@ def default_data_config(**overrides) -> ml_collections.ConfigDict:
   config.seed = 0  # seeds subsampling, carving of single-split sources, and the embedded generator
   config.image_size = 0  # 0 = native; else resize to image_size x image_size
   config.grayscale = False  # convert RGB images to one luma channel
+  config.channels = 0  # 0 = as the source; 1 or 3 = force (grey repeated to 3 / colour to luma)
   config.max_per_class = 0  # image_folder: at most this many files decoded per class (first by name); 0 = all
   config.holdout_fraction = 0.2  # single-split sources with test_size 0: fraction carved out as test
   config.data_dir = ""  # tfds data folder ('' = tfds default)
@@ -186,6 +188,7 @@ def load_dataset(data_config) -> Splits:
     what = f"{name}/{split}"
     dataset = make_array_dataset(images, labels, num_classes, what)
     images = transforms.apply_image_options(dataset.images, image_size=int(data_config.image_size),
-                                            grayscale=bool(data_config.grayscale), what=what)
+                                            grayscale=bool(data_config.grayscale),
+                                            channels=int(data_config.channels), what=what)
     out.append(dataset._replace(images=images))
   return Splits(*out)

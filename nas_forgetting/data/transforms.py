@@ -7,6 +7,8 @@ All sources (embedded, IDX, image folders, tfds) return float32 arrays (N, H, W,
   (0.299 R + 0.587 G + 0.114 B, the formula of PIL's "L" mode and torchvision's Grayscale); 1-channel images are
   left alone. `grayscale=False` leaves the channels as the source has them (use `match_channels` to repeat a grey
   channel to 3 when data sets of different kinds must share one shape).
+- `channels` 1 or 3 forces that many channels (grey repeated to 3, colour reduced to luma); 0 keeps the source's.
+  The DP-NAS reference's `--gray-scale False` (grey data sets repeated to 3 channels) is `channels=3`.
 - `image_size > 0` resizes to `image_size x image_size` with bilinear interpolation and antialiasing when
   shrinking (as PIL / torchvision resize does); 0 keeps the native size.
 """
@@ -71,12 +73,19 @@ def resize_images(images: np.ndarray, height: int, width: int | None = None, *, 
   return np.clip(out, 0.0, 1.0)
 
 
-def apply_image_options(images: np.ndarray, *, image_size: int, grayscale: bool, what: str = "images") -> np.ndarray:
-  """The `grayscale` then `image_size` options of a data config, applied to float images in [0, 1]."""
+def apply_image_options(images: np.ndarray, *, image_size: int, grayscale: bool, channels: int = 0,
+                        what: str = "images") -> np.ndarray:
+  """The `grayscale`, `channels` then `image_size` options of a data config, applied to float images in [0, 1]."""
   if image_size < 0:
     raise ConfigError(f"{what}: image_size must be 0 (native) or a positive size, got {image_size}")
+  if channels not in (0, 1, 3):
+    raise ConfigError(f"{what}: channels must be 0 (as the source), 1 or 3, got {channels}")
+  if grayscale and channels == 3:
+    raise ConfigError(f"{what}: grayscale=True contradicts channels=3")
   if grayscale:
     images = to_grayscale(images, what=what)
+  if channels:
+    images = match_channels(images, channels, what=what)
   if image_size:
     images = resize_images(images, image_size, what=what)
   return np.ascontiguousarray(images, dtype=np.float32)

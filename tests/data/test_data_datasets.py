@@ -102,3 +102,13 @@ def test_resize_keeps_constant_images_constant():
   np.testing.assert_allclose(out, 0.25, atol=1e-6)
   with pytest.raises(ConfigError, match="image_size must be 0 \\(native\\) or a positive size, got -2"):
     transforms.apply_image_options(images, image_size=-2, grayscale=False)
+
+
+def test_channels_option(shared_data):
+  three = datasets.load_dataset(_mnist_config(shared_data, train_size=20, test_size=5, channels=3))
+  one = datasets.load_dataset(_mnist_config(shared_data, train_size=20, test_size=5))
+  assert three.train.images.shape == (20, 28, 28, 3)
+  for c in range(3):
+    np.testing.assert_array_equal(three.train.images[..., c], one.train.images[..., 0])
+  with pytest.raises(ConfigError, match="grayscale=True contradicts channels=3"):
+    datasets.load_dataset(_mnist_config(shared_data, train_size=20, test_size=5, channels=3, grayscale=True))
