@@ -9,8 +9,10 @@ Why this data set:
   their bold and oblique variants, STIX General, Computer Modern roman, bold, sans, italic, typewriter and the
   old-style digits of cmmi10), drawn with a random extra stroke width, then randomly rotated, scaled, stretched,
   sheared and shifted, blurred, dimmed and noised. A small MLP learns it well above chance but not perfectly
-  (tests/data checks both), which is what a continual-learning benchmark needs: on permuted or split streams,
-  plain fine-tuning forgets earlier tasks just as it does on MNIST.
+  (tests/data checks both; 0.69 test accuracy where the MNIST test split gives 0.91 with the same MLP and budget),
+  and fine-tuning forgets on its task streams as on MNIST: measured (2026-11; MLP 784-128-2, Adam 1e-3, 8 epochs
+  per task, 2k train / 500 test) through a 5-task domain-incremental Split stream, the first task ends at 0.46
+  accuracy (chance 0.5) on font_digits and 0.44 on the MNIST test split.
 
 Generation: each (face, digit, stroke) glyph is rendered once with PIL at twice the output resolution (a 64x64
 template, digit 40 pixels tall), antialiased. Every image is then one bilinear gather from its template through a
