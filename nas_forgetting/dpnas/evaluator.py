@@ -13,7 +13,8 @@ initialisation). Deep-prior mode (default):
    batches of 128 from a fresh seeded permutation per epoch (the last partial batch is kept and masked, a batch of
    one is skipped as in the reference), one `lax.scan` over epochs of `lax.scan`s over batches. The compiled
    function depends only on the bucket width, so architectures whose embeddings fall into the same bucket reuse it
-   (`train_traces` counts compilations).
+   (`TRACES['train']` counts compilations). The compiled functions live in a process-wide cache, so a second
+   `Evaluator` with the same data shapes and training settings (e.g. task 2 after a search) compiles nothing new.
 3. **Early stopping** as the reference: after the validation of epoch index `early_stopping_epoch - 1`, a seed whose
    mean of the last `reward_window` validation accuracies is below `100 * early_stopping_thresh` stops
    (`train_flag` False, test accuracy 0). The epochs before and after that point are two calls of the compiled
@@ -60,6 +61,8 @@ from nas_forgetting.models import deep_prior as dp
 BN_MODES = ("calibrate", "reference")
 BUCKETS = ("geometric", "exact")
 AXIS = "seeds"
+_TRAIN_FNS: dict = {}  # compiled classifier-training functions, shared by every Evaluator of this process
+TRACES = collections.Counter()  # traces (= compilations) of "train" and per-architecture "prepare" functions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,10 +329,7 @@ class Evaluator:
     self._image_splits = None
     self._geometry = _geometry(self.sizes[0], config.batch_size)
     self._tx = _optimizer(config)
-    self._train_fns: dict = {}
     self._prepare_fns: collections.OrderedDict = collections.OrderedDict()
-    self.train_traces = 0  # compilations of classifier-training functions
-    self.prepare_traces = 0  # compilations of per-architecture embedding functions
 
   # -- public -----------------------------------------------------------------------------------------------------
 
@@ -424,20 +424,23 @@ class Evaluator:
     return jax.jit(jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False))
 
   def _train_fn(self, key, apply_fn, per_seed_inputs: bool, num_epochs: int):
-    cache_key = key + (num_epochs,)
-    if cache_key not in self._train_fns:
+    c = self.config
+    cache_key = key + (num_epochs, self._geometry, c.batch_size, c.learning_rate, c.weight_decay, c.bn_epsilon,
+                       c.weight_init, c.dropout_rate, c.eval_batch_size, self.sizes,
+                       tuple(d.id for d in self.mesh.devices.flat), self.mesh.axis_names)
+    if cache_key not in _TRAIN_FNS:
       run = _make_run_epochs(apply_fn, self._tx, self.config, self._geometry, num_epochs)
 
       def traced(*args):
-        self.train_traces += 1
+        TRACES["train"] += 1
         data_axis = 0 if per_seed_inputs else None
         in_axes = (0, 0, data_axis, None, data_axis, None, data_axis, None, None)
         return jax.vmap(run, in_axes=in_axes)(*args)
 
       data_spec = P(AXIS) if per_seed_inputs else P()
-      self._train_fns[cache_key] = self._shard(
+      _TRAIN_FNS[cache_key] = self._shard(
           traced, (P(AXIS), P(AXIS), data_spec, P(), data_spec, P(), data_spec, P(), P()))
-    return self._train_fns[cache_key]
+    return _TRAIN_FNS[cache_key]
 
   def _chunk(self, net: str, seeds_per_device: int, reserved: int) -> int:
     if self.config.embed_chunk_size:
@@ -487,7 +490,7 @@ class Evaluator:
       return jax.lax.fori_loop(0, steps, body, out)
 
     def per_seed(seed, images):
-      self.prepare_traces += 1
+      TRACES["prepare"] += 1
       init_key, cls_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), 0))
       variables = encoder.init(init_key, images[:1])
       out = jnp.zeros((total, padded), jnp.float32)

@@ -111,12 +111,16 @@ def test_reward_and_learning(evaluator):
 
 
 def test_classifier_compiled_once_per_bucket():
-  evaluator = ev.Evaluator(DATA, dataclasses.replace(CONFIG, epochs=2))
+  config = dataclasses.replace(CONFIG, epochs=2, learning_rate=0.02)  # settings no other test compiled
+  before = dict(ev.TRACES)
+  evaluator = ev.Evaluator(DATA, config)
   evaluator.evaluate(NET, [0])
   evaluator.evaluate(NET_SAME_BUCKET, [1, 2])
   evaluator.evaluate(NET, [4])
-  assert evaluator.train_traces == 1
-  assert evaluator.prepare_traces == 2  # one embedding function per architecture, reused for the same net
+  ev.Evaluator(DATA, config).evaluate(NET_SAME_BUCKET, [5])  # a second evaluator reuses the compiled training
+  assert ev.TRACES["train"] - before.get("train", 0) == 1
+  # one embedding function per architecture (and evaluator), reused for the same net
+  assert ev.TRACES["prepare"] - before.get("prepare", 0) == 3
 
 
 def test_early_stopping_follows_the_rule():
