@@ -29,7 +29,6 @@ the remainder spread over the first classes) and shuffled.
 from __future__ import annotations
 
 import functools
-import os
 import pathlib
 
 import numpy as np

@@ -4,7 +4,8 @@ tensorflow_datasets is imported lazily (it takes a moment). Two paths:
 - TensorFlow installed (`pip install nas_forgetting[tf]`): the stock builder is downloaded and prepared when it is
   not yet in `data_dir` (online), then read whole with `tfds.as_numpy(builder.as_dataset(split, batch_size=-1))`.
 - TensorFlow missing: an already prepared data set in ArrayRecord format is read with
-  `builder.as_data_source(split)`, which needs no TensorFlow. Preparing a stock builder needs TensorFlow, so an
+  `builder.as_data_source(split)`, which needs no TensorFlow (tfds decodes image features there with OpenCV or
+  PIL). Preparing a stock builder needs TensorFlow, so an
   unprepared data set raises ConfigError saying to install the `tf` extra or to use a local source
   (`idx` for MNIST-format files, `image_folder` for class folders).
 `data_dir` empty means tfds' default (`$TFDS_DATA_DIR` or `~/tensorflow_datasets`).

@@ -1,7 +1,6 @@
 """IDX reader: the real MNIST test files, and every malformed-file error."""
 
 import gzip
-import pathlib
 
 import numpy as np
 import pytest
