@@ -1,1 +1,11 @@
+"""Run outputs: run folders, checkpoints, metrics (JSONL, CSV, TensorBoard), plots, progress bars.
 
+Modules (imported on their own, so that a light import does not pull in orbax or matplotlib):
+  atomic       atomic file writes (temporary sibling + os.replace)
+  run          prepare_workdir (config.json, git_revision.txt), git_revision
+  metrics      MetricsLogger (JSONL + TensorBoard scalars/images), write_csv / read_csv / read_jsonl
+  tensorboard  EventWriter: a TensorBoard event-file writer that needs no TensorFlow
+  checkpoint   Checkpointer over orbax-checkpoint (typed PRNG keys, Python scalars, strict structure checks)
+  progress     progress(): tqdm bars with ETA, off when $NAS_FORGETTING_NO_PROGRESS=1
+  plots        accuracy-matrix heat map, per-task accuracy curves, line plots (matplotlib Agg; PNG/PDF)
+"""
