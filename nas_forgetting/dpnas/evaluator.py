@@ -62,6 +62,7 @@ BN_MODES = ("calibrate", "reference")
 BUCKETS = ("geometric", "exact")
 AXIS = "seeds"
 _TRAIN_FNS: dict = {}  # compiled classifier-training functions, shared by every Evaluator of this process
+_PREPARE_FNS: collections.OrderedDict = collections.OrderedDict()  # per-architecture embedding functions (LRU)
 TRACES = collections.Counter()  # traces (= compilations) of "train" and per-architecture "prepare" functions
 
 
@@ -329,7 +330,6 @@ class Evaluator:
     self._image_splits = None
     self._geometry = _geometry(self.sizes[0], config.batch_size)
     self._tx = _optimizer(config)
-    self._prepare_fns: collections.OrderedDict = collections.OrderedDict()
 
   # -- public -----------------------------------------------------------------------------------------------------
 
@@ -460,12 +460,15 @@ class Evaluator:
     padded = bucket_width(width, self.config.bucket)
     reserved = 4 * per_device * sum(self.sizes) * padded
     chunk = self._chunk(net, per_device, reserved)
-    key = (net, chunk, len(seeds_arr))
-    if key not in self._prepare_fns:
-      self._prepare_fns[key] = self._shard(self._make_prepare(net, width, padded, chunk), (P(AXIS), P()))
-      while len(self._prepare_fns) > 8:
-        self._prepare_fns.popitem(last=False)
-    return self._prepare_fns[key](_shard_seeds(seeds_arr, self.mesh), self._images)
+    c = self.config
+    key = (net, chunk, len(seeds_arr), padded, self.sizes, self._images.shape, c.bn_epsilon, c.weight_init,
+           c.bn_mode, c.bn_calibration_size, c.batch_size, c.dropout_rate, c.learning_rate, c.weight_decay,
+           tuple(d.id for d in self.mesh.devices.flat))
+    if key not in _PREPARE_FNS:
+      _PREPARE_FNS[key] = self._shard(self._make_prepare(net, width, padded, chunk), (P(AXIS), P()))
+      while len(_PREPARE_FNS) > 16:
+        _PREPARE_FNS.popitem(last=False)
+    return _PREPARE_FNS[key](_shard_seeds(seeds_arr, self.mesh), self._images)
 
   def _make_prepare(self, net: str, width: int, padded: int, chunk: int):
     config = self.config
@@ -536,8 +539,11 @@ class Evaluator:
       variables = model.init(jax.random.fold_in(jax.random.key(seed), 0), images[:1])
       return variables["params"], variables.get("batch_stats", {}), tx.init(variables["params"])
 
-    state = self._shard(jax.vmap(init, in_axes=(0, None)), (P(AXIS), P()))(
-        _shard_seeds(seeds_arr, self.mesh), sample)
+    key = ("full", net, len(seeds_arr), sample.shape, config.bn_epsilon, config.weight_init, config.dropout_rate,
+           config.learning_rate, config.weight_decay, tuple(d.id for d in self.mesh.devices.flat))
+    if key not in _PREPARE_FNS:
+      _PREPARE_FNS[key] = self._shard(jax.vmap(init, in_axes=(0, None)), (P(AXIS), P()))
+    state = _PREPARE_FNS[key](_shard_seeds(seeds_arr, self.mesh), sample)
     if self._image_splits is None:
       n_train, n_val, _ = self.sizes
       self._image_splits = tuple(_replicate(x, self.mesh) for x in (self.data.train_x, self.data.val_x,
