@@ -106,7 +106,8 @@ def _float_field(field: int, value: float) -> bytes:
 
 
 def _event(wall_time: float, step: int, *, file_version: str | None = None, summary: bytes | None = None) -> bytes:
-  out = _double_field(1, wall_time) + _int_field(2, step)
+  # Fields holding their default value are left out, as protobuf serializers do (proto3 canonical form).
+  out = _double_field(1, wall_time) + (_int_field(2, step) if step else b"")
   if file_version is not None:
     out += _bytes_field(3, file_version.encode())
   if summary is not None:

@@ -1,0 +1,129 @@
+"""MetricsLogger (JSONL + TensorBoard), CSV and JSONL round trips."""
+
+import json
+import math
+import struct
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nas_forgetting.errors import DataError
+from nas_forgetting.io import metrics
+
+event_pb2 = pytest.importorskip("tensorboardX.proto.event_pb2")
+
+
+def _scalar_events(folder):
+  out = []
+  for path in sorted(folder.iterdir()):
+    data = path.read_bytes()
+    offset = 0
+    while offset < len(data):
+      (length,) = struct.unpack("<Q", data[offset:offset + 8])
+      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      offset += 16 + length
+      if event.HasField("summary"):
+        value = event.summary.value[0]
+        out.append((event.step, value.tag, value.simple_value if value.HasField("simple_value") else value.image))
+  return out
+
+
+def test_logger_writes_jsonl_and_tensorboard(tmp_path):
+  with metrics.MetricsLogger(tmp_path) as logger:
+    logger.log(0, {"train/loss": 2.5, "train/accuracy": np.float32(0.1), "count": np.int64(3)})
+    logger.log(jnp.int32(10), {"train/loss": jnp.asarray(1.25), "flag": True})
+    logger.image("samples", np.zeros((2, 3, 3), np.uint8), 10)
+  records = metrics.read_jsonl(tmp_path / "metrics.jsonl")
+  assert records == [{"step": 0, "train/loss": 2.5, "train/accuracy": 0.1, "count": 3},
+                     {"step": 10, "train/loss": 1.25, "flag": True}]
+  assert isinstance(records[0]["count"], int)
+  events = _scalar_events(tmp_path / "tensorboard")
+  assert [(s, t) for s, t, _ in events] == [(0, "train/loss"), (0, "train/accuracy"), (0, "count"),
+                                            (10, "train/loss"), (10, "flag"), (10, "samples")]
+  assert [v for _, _, v in events[:5]] == [2.5, np.float32(0.1), 3.0, 1.25, 1.0]
+  assert (events[5][2].height, events[5][2].width) == (2, 3)
+
+
+def test_resumed_logger_appends_and_drops_a_cut_line(tmp_path):
+  with metrics.MetricsLogger(tmp_path, tensorboard=False, filename="m.jsonl") as logger:
+    logger.log(1, {"a": 1.0})
+  with open(tmp_path / "m.jsonl", "a") as f:
+    f.write('{"step": 2, "a": 0.')  # A write cut short by a crash.
+  assert metrics.read_jsonl(tmp_path / "m.jsonl") == [{"step": 1, "a": 1.0}]
+  with metrics.MetricsLogger(tmp_path, tensorboard=False, filename="m.jsonl") as logger:
+    logger.log(2, {"a": 2.0})
+  assert metrics.read_jsonl(tmp_path / "m.jsonl") == [{"step": 1, "a": 1.0}, {"step": 2, "a": 2.0}]
+  assert not (tmp_path / "tensorboard").exists()
+
+
+def test_non_finite_values_round_trip(tmp_path):
+  with metrics.MetricsLogger(tmp_path, tensorboard=False) as logger:
+    logger.log(0, {"nan": float("nan"), "inf": np.float32("inf")})
+  (record,) = metrics.read_jsonl(tmp_path / "metrics.jsonl")
+  assert math.isnan(record["nan"]) and record["inf"] == math.inf
+
+
+def test_logger_rejects_bad_metrics(tmp_path):
+  with metrics.MetricsLogger(tmp_path, tensorboard=False) as logger:
+    with pytest.raises(ValueError, match="'w' has shape \\(3,\\)"):
+      logger.log(0, {"w": np.ones(3)})
+    with pytest.raises(ValueError, match="'name' is 'abc'"):
+      logger.log(0, {"name": "abc"})
+    with pytest.raises(ValueError, match="reserved"):
+      logger.log(0, {"step": 3})
+    with pytest.raises(TypeError, match="step 0.5"):
+      logger.log(0.5, {"a": 1.0})
+  assert metrics.read_jsonl(tmp_path / "metrics.jsonl") == []
+
+
+def test_read_jsonl_names_bad_lines(tmp_path):
+  path = tmp_path / "x.jsonl"
+  path.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+  with pytest.raises(DataError, match=r"x\.jsonl:2: not valid JSON"):
+    metrics.read_jsonl(path)
+  path.write_text('[1, 2]\n')
+  with pytest.raises(DataError, match="expected an object"):
+    metrics.read_jsonl(path)
+  with pytest.raises(DataError, match="missing.jsonl does not exist"):
+    metrics.read_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_csv_round_trip(tmp_path):
+  rows = [{"epoch": 0, "loss": np.float32(0.1), "name": "a,b \"quoted\""},
+          {"epoch": 1, "loss": 1e-30, "extra": jnp.asarray(7)},
+          {"epoch": 2, "loss": float("nan"), "name": "line\nbreak"}]
+  path = metrics.write_csv(tmp_path / "sub" / "t.csv", rows)
+  read = metrics.read_csv(path)
+  assert list(read[0]) == ["epoch", "loss", "name", "extra"]  # Columns in order of first appearance.
+  assert read[0] == {"epoch": "0", "loss": "0.1", "name": "a,b \"quoted\"", "extra": ""}
+  assert read[1] == {"epoch": "1", "loss": "1e-30", "name": "", "extra": "7"}
+  assert read[2]["name"] == "line\nbreak" and math.isnan(float(read[2]["loss"]))
+  assert float(read[1]["loss"]) == 1e-30 and np.float32(read[0]["loss"]) == np.float32(0.1)
+
+
+def test_csv_fieldnames_order_and_unknown_columns(tmp_path):
+  path = metrics.write_csv(tmp_path / "t.csv", [{"b": 1, "a": 2}], fieldnames=["a", "b", "c"])
+  assert path.read_text() == "a,b,c\n2,1,\n"
+  with pytest.raises(ValueError, match=r"row 0 has columns \['z'\]"):
+    metrics.write_csv(tmp_path / "t.csv", [{"z": 1}], fieldnames=["a"])
+  assert path.read_text() == "a,b,c\n2,1,\n"  # Untouched by the failed write.
+  metrics.write_csv(tmp_path / "empty.csv", [], fieldnames=["a"])
+  assert metrics.read_csv(tmp_path / "empty.csv") == []
+
+
+def test_read_csv_errors_name_the_file(tmp_path):
+  with pytest.raises(DataError, match="nope.csv does not exist"):
+    metrics.read_csv(tmp_path / "nope.csv")
+  (tmp_path / "ragged.csv").write_text("a,b\n1,2,3\n")
+  with pytest.raises(DataError, match="ragged.csv: row 1 has more cells"):
+    metrics.read_csv(tmp_path / "ragged.csv")
+
+
+def test_jsonl_is_one_object_per_line(tmp_path):
+  with metrics.MetricsLogger(tmp_path, tensorboard=False) as logger:
+    for step in range(3):
+      logger.log(step, {"x": step / 3})
+  lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(line)["step"] for line in lines] == [0, 1, 2]
+  assert json.loads(lines[1])["x"] == 1 / 3
