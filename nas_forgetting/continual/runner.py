@@ -1,0 +1,395 @@
+"""Train one method over a task stream: epochs under jit, evaluation after each task, consolidation, checkpoints.
+
+`run_method(config, tasks, method, workdir) -> dict` trains `method` on `tasks` (a list of `data.tasks.Task`) and
+writes into `workdir`: `metrics.jsonl` + `tensorboard/` (per epoch: train/loss, train/penalty, train/grad_norm,
+train/update_norm, train/param_norm; per task: eval/task_j/accuracy, eval/avg_accuracy_seen, importance/*),
+`accuracy_matrix.csv`, `summary.json`, `per_task.csv` and the plots, and `checkpoints/` (one per epoch).
+
+Accuracy matrix: R[i][j] = test accuracy on task j after training tasks 0..i. After each task EVERY task is
+evaluated, the unseen ones too (j > i), so R is full and forward transfer is available; the metrics of
+`continual.metrics` read what they need. `baseline[j]` is the untrained model's accuracy on task j.
+
+Methods (strength per method in `config.strength`):
+- finetune: no penalty. joint: no penalty, and task t trains on the union of tasks 0..t (upper bound).
+- l2: importance 1, anchor = parameters after the previous task.
+- ewc: one (anchor, Fisher) pair per earlier task (Kirkpatrick et al.: a penalty per task), all kept.
+- online_ewc: one running Fisher F* <- gamma F* + F_t (Schwarz et al.) with the latest anchor.
+- mas: Omega (Aljundi et al.) with `importance.mas_accumulation`: 'sum' (Omega += Omega_t, the reference's
+  accumulation), 'replace' (only the last task), 'recompute_all' (recompute Omega on every earlier task's
+  training data with its own head, summed: the reference's MAS_sequence).
+- si: Zenke et al. path integral: during task t, w += -g * delta theta (g = the task-loss gradient); at its end
+  Omega += w / (Delta^2 + xi), Delta = parameter change over the task; the penalty uses max(Omega, 0) (a
+  negative path integral, possible with momentum or noise, would otherwise reward moving away from the anchor).
+The penalty is strength * sum 1/2 F (theta - anchor)^2 for l2 / ewc / online_ewc and strength * sum Omega
+(theta - anchor)^2 for mas / si (their papers' conventions).
+
+Optimiser state is re-initialised at the start of every task when `train.reset_optimizer` (as the references,
+which build a new optimiser per task). Frozen layers (`model.frozen`) get zero updates.
+
+Checkpoint/resume: the checkpoint (saved after every epoch) holds params, BatchNorm statistics, optimiser state,
+the SI path integral, anchors, importance, the parameters at the task's start, R and the baseline so far, the
+next (task, epoch) and the run's PRNG key. Epoch e of task t draws its batches from fold_in(fold_in(key, t), e),
+so a resumed run replays exactly the epochs an uninterrupted run would: the final numbers are identical.
+`train.stop_after_epochs` > 0 stops after that many epochs of this call (as if killed; the checkpoint remains).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from nas_forgetting import importance as imp
+from nas_forgetting.continual import metrics as cm
+from nas_forgetting.continual import steps
+from nas_forgetting.data import batching
+from nas_forgetting.data.tasks import Task
+from nas_forgetting.errors import CheckpointError, ConfigError
+from nas_forgetting.models import build_model, trainable_mask
+
+PyTree = Any
+
+METHODS = ("finetune", "joint", "l2", "ewc", "online_ewc", "mas", "si")
+OPTIMIZERS = ("sgd", "momentum", "adam")
+MAS_ACCUMULATIONS = ("sum", "replace", "recompute_all")
+_PENALTY_SCALE = {"finetune": 1.0, "joint": 1.0, "l2": 1.0, "ewc": 1.0, "online_ewc": 1.0, "mas": 2.0, "si": 2.0}
+
+
+def check_method(method: str) -> None:
+  if method not in METHODS:
+    raise ConfigError(f"unknown continual method {method!r}; valid methods: {', '.join(METHODS)}")
+
+
+def make_optimizer(train_config) -> optax.GradientTransformation:
+  """optax optimiser from `train.optimizer` ('sgd' | 'momentum' | 'adam'), `learning_rate`, `momentum`."""
+  name, lr = train_config.optimizer, train_config.learning_rate
+  if name == "sgd":
+    return optax.sgd(lr)
+  if name == "momentum":
+    return optax.sgd(lr, momentum=train_config.momentum)
+  if name == "adam":
+    return optax.adam(lr)
+  raise ConfigError(f"unknown train.optimizer {name!r}; valid choices: {', '.join(OPTIMIZERS)}")
+
+
+def _pad_rows(array: np.ndarray, size: int) -> np.ndarray:
+  pad = size - array.shape[0]
+  return np.concatenate([array, np.zeros((pad,) + array.shape[1:], array.dtype)]) if pad else array
+
+
+def _task_arrays(tasks: Sequence[Task], indices: Sequence[int], split: str, size: int) -> tuple[steps.TaskData, int]:
+  """The union of `split` of tasks[indices], padded to `size` rows, and its real size."""
+  images = np.concatenate([getattr(tasks[t], split).images for t in indices])
+  labels = np.concatenate([getattr(tasks[t], split).labels for t in indices])
+  heads = np.concatenate([np.full(len(getattr(tasks[t], split).labels), tasks[t].head, np.int32) for t in indices])
+  outs = np.concatenate([np.full(len(getattr(tasks[t], split).labels), tasks[t].num_outputs, np.int32)
+                         for t in indices])
+  n = len(labels)
+  data = steps.TaskData(*(jnp.asarray(_pad_rows(a, size)) for a in (images, labels.astype(np.int32), heads, outs)))
+  return data, n
+
+
+class _Model:
+  """The Flax module, its apply functions (training/evaluation and importance) and the trainable mask."""
+
+  def __init__(self, config, tasks: Sequence[Task]):
+    num_heads = len(tasks) if config.stream.scenario == "task" else 1
+    self.num_outputs = max(t.num_outputs for t in tasks)
+    heads = sorted({t.head for t in tasks})
+    if heads[-1] >= num_heads:
+      raise ConfigError(f"task heads {heads} do not fit the model's {num_heads} heads (scenario "
+                        f"{config.stream.scenario!r})")
+    self.module = build_model(config.model, num_outputs=self.num_outputs, num_heads=num_heads)
+    module = self.module
+
+    def apply(variables, x, heads, train, rng):
+      if train:
+        out, updates = module.apply(variables, x, heads, train=True, mutable=["batch_stats"],
+                                    rngs={"dropout": rng})
+        return out, updates.get("batch_stats", variables["batch_stats"])
+      return module.apply(variables, x, heads, train=False), variables["batch_stats"]
+
+    def importance_apply(tree, x):
+      """Logits of head `tree['head']` (a float leaf, so the importance code sees one pytree of floats)."""
+      variables = {"params": tree["params"], "batch_stats": tree["batch_stats"]}
+      head = tree["head"].astype(jnp.int32)
+      logits = module.apply(variables, x, head, train=False)
+      n = jnp.broadcast_to(tree["num_outputs"].astype(jnp.int32), (x.shape[0],))
+      return steps.mask_logits(logits, n)
+
+    self.apply = apply
+    self.importance_apply = importance_apply
+
+  def init(self, rng, example: np.ndarray, frozen: Sequence[str]) -> tuple[PyTree, PyTree, PyTree]:
+    variables = self.module.init({"params": rng, "dropout": rng}, jnp.asarray(example[:1]), 0)
+    params = variables["params"]
+    batch_stats = variables.get("batch_stats", {})
+    return params, batch_stats, trainable_mask(params, tuple(frozen))
+
+
+def _tree_zeros(tree: PyTree, slots: int | None = None) -> PyTree:
+  if slots is None:
+    return jax.tree.map(jnp.zeros_like, tree)
+  return jax.tree.map(lambda p: jnp.zeros((slots,) + p.shape, p.dtype), tree)
+
+
+def _importance_stats(tree: PyTree) -> dict[str, float]:
+  leaves = [np.asarray(x) for x in jax.tree.leaves(tree)]
+  flat = np.concatenate([x.ravel() for x in leaves]) if leaves else np.zeros(1)
+  return {"importance/mean": float(flat.mean()), "importance/max": float(flat.max()),
+          "importance/nonzero_fraction": float((flat > 0).mean())}
+
+
+class MethodRun:
+  """The state machine of one method's run; see the module docstring."""
+
+  def __init__(self, config, tasks: Sequence[Task], method: str, workdir: str | pathlib.Path, *,
+               max_traces: int | None = None):
+    check_method(method)
+    if not tasks:
+      raise ConfigError("the task stream is empty")
+    self.config, self.tasks, self.method = config, list(tasks), method
+    self.workdir = pathlib.Path(workdir)
+    self.num_tasks = len(self.tasks)
+    self.model = _Model(config, self.tasks)
+    self.base_tx = make_optimizer(config.train)
+    self.strength = 0.0 if method in ("finetune", "joint") else float(config.strength[method])
+    self.num_slots = self.num_tasks if method == "ewc" else 1
+    tc = config.train
+    self.batch_size = tc.batch_size
+    for t in self.tasks:
+      batching.check_batch_size(len(t.train.labels), tc.batch_size, what=f"task {t.name} training split")
+    self.epochs = [tc.first_task_epochs if (i == 0 and tc.first_task_epochs > 0) else tc.epochs
+                   for i in range(self.num_tasks)]
+    if min(self.epochs) < 1:
+      raise ConfigError(f"train.epochs must be >= 1; got {tc.epochs} (first task: {self.epochs[0]})")
+    sizes = [len(t.train.labels) for t in self.tasks]
+    self.train_size = sum(sizes) if method == "joint" else max(sizes)
+    self.max_batches = self.train_size // self.batch_size
+    eb = config.train.eval_batch_size
+    test_max = max(len(t.test.labels) for t in self.tasks)
+    self.test_size = -(-test_max // eb) * eb
+    self.test = [_task_arrays(self.tasks, [j], "test", self.test_size) for j in range(self.num_tasks)]
+    self.max_traces = max_traces
+
+  # -- state -----------------------------------------------------------------------------------------------------
+
+  def fresh_state(self) -> dict:
+    rng = jax.random.key(self.config.seed)
+    params, batch_stats, mask = self.model.init(jax.random.fold_in(rng, 1), self.tasks[0].train.images,
+                                                self.config.model.frozen)
+    self.mask = mask
+    labels = jax.tree.map(lambda m: "train" if m else "frozen", mask)
+    self.tx = optax.multi_transform({"train": self.base_tx, "frozen": optax.set_to_zero()}, labels)
+    return {
+        "params": params, "batch_stats": batch_stats, "opt_state": self.tx.init(params),
+        "si_path": _tree_zeros(params), "si_omega": _tree_zeros(params), "start_params": params,
+        "anchors": _tree_zeros(params, self.num_slots), "importance": _tree_zeros(params, self.num_slots),
+        "accuracy": jnp.zeros((self.num_tasks, self.num_tasks), jnp.float32),
+        "baseline": jnp.zeros((self.num_tasks,), jnp.float32),
+        "task": jnp.int32(0), "epoch": jnp.int32(0), "rng": rng,
+    }
+
+  def _checkpointer(self):
+    from nas_forgetting.io.checkpoint import Checkpointer
+    return Checkpointer(self.workdir / "checkpoints", max_to_keep=self.config.checkpoint.max_to_keep)
+
+  # -- pieces ----------------------------------------------------------------------------------------------------
+
+  def _evaluate_all(self, params, batch_stats) -> np.ndarray:
+    return np.array([float(self.eval_fn(params, batch_stats, data, n)) for data, n in self.test], np.float32)
+
+  def _importance_tree(self, state: dict, t: int) -> tuple[dict, dict]:
+    task = self.tasks[t]
+    tree = {"params": state["params"], "batch_stats": state["batch_stats"],
+            "head": jnp.float32(task.head), "num_outputs": jnp.float32(task.num_outputs)}
+    mask = {"params": self.mask, "batch_stats": jax.tree.map(lambda _: False, state["batch_stats"]),
+            "head": False, "num_outputs": False}
+    return tree, mask
+
+  def _importance_data(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+    train = self.tasks[t].train
+    n = self.config.importance.num_examples
+    if n and n < len(train.labels):
+      order = np.random.default_rng([self.config.seed, 7, t]).permutation(len(train.labels))[:n]
+      return train.images[np.sort(order)], train.labels[np.sort(order)]
+    return train.images, train.labels
+
+  def _fisher(self, state: dict, t: int) -> PyTree:
+    ic = self.config.importance
+    tree, mask = self._importance_tree(state, t)
+    images, labels = self._importance_data(t)
+    rng = jax.random.fold_in(jax.random.fold_in(state["rng"], 1000 + t), 0)
+    out = imp.fisher_diagonal(self.model.importance_apply, tree, images, labels, estimator=ic.fisher_estimator,
+                              path=ic.path, chunk_size=ic.chunk_size, rng=rng, mask=mask)
+    return out["params"]
+
+  def _mas(self, state: dict, t: int) -> PyTree:
+    ic = self.config.importance
+    tree, mask = self._importance_tree(state, t)
+    images, _ = self._importance_data(t)
+    out = imp.mas_importance(self.model.importance_apply, tree, images, norm=ic.mas_norm,
+                             estimator=ic.mas_estimator, path=ic.path, chunk_size=ic.chunk_size, mask=mask)
+    return out["params"]
+
+  def _consolidate(self, state: dict, t: int) -> dict:
+    """Importance and anchors after task t (the state's params are the trained ones)."""
+    method, params = self.method, state["params"]
+    anchors, importance = state["anchors"], state["importance"]
+    set_slot = lambda stack, s, tree: jax.tree.map(lambda a, x: a.at[s].set(x), stack, tree)
+    get_slot = lambda stack, s: jax.tree.map(lambda a: a[s], stack)
+    if method in ("finetune", "joint"):
+      return state
+    if method == "l2":
+      new = jax.tree.map(lambda p, m: jnp.full_like(p, 1.0 if m else 0.0), params, self.mask)
+      importance = set_slot(importance, 0, new)
+    elif method == "ewc":
+      importance = set_slot(importance, t, self._fisher(state, t))
+    elif method == "online_ewc":
+      new = imp.accumulate(get_slot(importance, 0), self._fisher(state, t), mode="ema",
+                           gamma=self.config.importance.online_ewc_gamma)
+      importance = set_slot(importance, 0, new)
+    elif method == "mas":
+      mode = self.config.importance.mas_accumulation
+      if mode == "recompute_all":
+        new = None
+        for j in range(t + 1):
+          new = imp.accumulate(new, self._mas(state, j), mode="sum")
+      elif mode in ("sum", "replace"):
+        new = imp.accumulate(get_slot(importance, 0), self._mas(state, t), mode=mode)
+      else:
+        raise ConfigError(f"unknown importance.mas_accumulation {mode!r}; valid: {', '.join(MAS_ACCUMULATIONS)}")
+      importance = set_slot(importance, 0, new)
+    elif method == "si":
+      xi = self.config.importance.si_xi
+      omega = jax.tree.map(lambda o, w, p, s: o + w / ((p - s) ** 2 + xi),
+                           state["si_omega"], state["si_path"], params, state["start_params"])
+      state = dict(state, si_omega=omega, si_path=_tree_zeros(params))
+      importance = set_slot(importance, 0, jax.tree.map(lambda o: jnp.maximum(o, 0.0), omega))
+    slot = t if method == "ewc" else 0
+    anchors = set_slot(anchors, slot, params)
+    return dict(state, anchors=anchors, importance=importance)
+
+  def _batch_indices(self, key, n: int) -> tuple[jax.Array, jax.Array]:
+    idx = batching.epoch_batch_indices(key, n, self.batch_size)
+    valid = np.zeros((self.max_batches,), bool)
+    valid[:idx.shape[0]] = True
+    pad = self.max_batches - idx.shape[0]
+    if pad:
+      idx = jnp.concatenate([idx, jnp.zeros((pad, self.batch_size), jnp.int32)])
+    return idx, jnp.asarray(valid)
+
+  # -- main loop -------------------------------------------------------------------------------------------------
+
+  def run(self) -> dict:
+    from nas_forgetting.io.metrics import MetricsLogger
+    from nas_forgetting.io.progress import progress
+
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    state = self.fresh_state()
+    self.epoch_fn = steps.make_epoch_fn(self.model.apply, self.tx, penalty_scale=_PENALTY_SCALE[self.method],
+                                        use_si=self.method == "si", max_traces=self.max_traces)
+    self.eval_fn = steps.make_eval_fn(self.model.apply, self.config.train.eval_batch_size)
+    checkpointer = self._checkpointer()
+    latest = checkpointer.latest_step()
+    if latest is not None:
+      try:
+        state = checkpointer.restore(latest, like=state)
+      except CheckpointError:
+        raise
+      except Exception as e:  # a tree that does not match this config
+        raise CheckpointError(f"checkpoint {latest} in {self.workdir / 'checkpoints'} does not match this run "
+                              f"(method {self.method!r}): {e}") from e
+    else:
+      state["baseline"] = jnp.asarray(self._evaluate_all(state["params"], state["batch_stats"]))
+    start_task, start_epoch = int(state["task"]), int(state["epoch"])
+    offsets = np.concatenate([[0], np.cumsum(self.epochs)]).astype(int)
+    total_epochs = int(offsets[-1])
+    done_before = int(offsets[start_task] + start_epoch) if start_task < self.num_tasks else total_epochs
+    stop_after = self.config.train.stop_after_epochs
+    ran, stopped, t0 = 0, False, time.time()
+    strength = jnp.float32(self.strength)
+
+    with MetricsLogger(self.workdir) as logger:
+      bar = progress(total=total_epochs - done_before, desc=f"{self.method}", unit="epoch")
+      for t in range(start_task, self.num_tasks):
+        indices = list(range(t + 1)) if self.method == "joint" else [t]
+        data, n = _task_arrays(self.tasks, indices, "train", self.train_size)
+        first = start_epoch if t == start_task else 0
+        if first == 0:
+          state["start_params"] = state["params"]
+          if self.config.train.reset_optimizer:
+            state["opt_state"] = self.tx.init(state["params"])
+        for e in range(first, self.epochs[t]):
+          key = jax.random.fold_in(jax.random.fold_in(state["rng"], t), e)
+          k_batches, k_steps = jax.random.split(key)
+          idx, valid = self._batch_indices(k_batches, n)
+          carry = steps.Carry(state["params"], state["batch_stats"], state["opt_state"], state["si_path"])
+          carry, m = self.epoch_fn(carry, data, idx, valid, k_steps, state["anchors"], state["importance"],
+                                   strength)
+          state.update(params=carry.params, batch_stats=carry.batch_stats, opt_state=carry.opt_state,
+                       si_path=carry.si_path)
+          step = int(offsets[t] + e + 1)
+          logger.log(step, {"task": t, "epoch": e, **{f"train/{k}": float(v) for k, v in m.items()}})
+          if e + 1 == self.epochs[t]:
+            row = self._evaluate_all(state["params"], state["batch_stats"])
+            state["accuracy"] = state["accuracy"].at[t].set(jnp.asarray(row))
+            state = self._consolidate(state, t)
+            record = {f"eval/task_{j}/accuracy": float(row[j]) for j in range(self.num_tasks)}
+            record["eval/avg_accuracy_seen"] = float(row[:t + 1].mean())
+            if self.method not in ("finetune", "joint"):
+              record.update(_importance_stats(state["importance"]))
+            logger.log(step, record)
+            state["task"], state["epoch"] = jnp.int32(t + 1), jnp.int32(0)
+          else:
+            state["task"], state["epoch"] = jnp.int32(t), jnp.int32(e + 1)
+          checkpointer.save(step, state)
+          bar.update(1)
+          bar.set_postfix(task=t, loss=f"{float(m['loss']):.3f}")
+          ran += 1
+          if stop_after and ran >= stop_after:
+            stopped = True
+            break
+        if stopped:
+          break
+      bar.close()
+    checkpointer.wait()
+    result = {"method": self.method, "stopped": stopped, "epochs_run": ran, "seconds": time.time() - t0,
+              "params": state["params"], "accuracy": np.asarray(state["accuracy"]),
+              "baseline": np.asarray(state["baseline"])}
+    if not stopped:
+      result.update(write_method_outputs(self.workdir, self.method, result["accuracy"], result["baseline"],
+                                         [t.name for t in self.tasks]))
+    return result
+
+
+def write_method_outputs(workdir: pathlib.Path, method: str, accuracy: np.ndarray, baseline: np.ndarray,
+                         task_names: Sequence[str]) -> dict:
+  """accuracy_matrix.csv, per_task.csv, summary.json and the heatmap/curves PNGs; returns the summary."""
+  from nas_forgetting.io import plots
+  from nas_forgetting.io.atomic import atomic_write_text
+  from nas_forgetting.io.metrics import write_csv
+
+  t = accuracy.shape[0]
+  rows = [{"after_task": i, **{f"task_{j}": float(accuracy[i, j]) for j in range(t)}} for i in range(t)]
+  write_csv(workdir / "accuracy_matrix.csv", rows, ["after_task"] + [f"task_{j}" for j in range(t)])
+  drop = cm.final_drop_per_task(accuracy)
+  f = list(cm.forgetting_per_task(accuracy)) + [0.0]
+  write_csv(workdir / "per_task.csv",
+            [{"task": j, "name": task_names[j], "accuracy_when_learned": float(accuracy[j, j]),
+              "final_accuracy": float(accuracy[-1, j]), "final_drop": float(drop[j]), "forgetting": float(f[j]),
+              "untrained_accuracy": float(baseline[j])} for j in range(t)])
+  summary = {"method": method, **cm.summary(accuracy, baseline)}
+  atomic_write_text(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
+  names = [f"T{j}" for j in range(t)]
+  plots.accuracy_matrix_heatmap(accuracy, workdir / "accuracy_matrix.png", task_names=names,
+                                title=f"{method}: accuracy on task j after task i")
+  plots.accuracy_curves(accuracy, workdir / "accuracy_curves.png", task_names=names,
+                        title=f"{method}: accuracy of each task during the stream")
+  return summary
