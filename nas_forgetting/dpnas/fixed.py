@@ -79,8 +79,9 @@ def run_fixed(evaluator, nets: Sequence[tuple[int, str]], seeds: Sequence[int], 
   directory.mkdir(parents=True, exist_ok=True)
   if chosen is not None:
     atomic_write_text(str(directory / CHOSEN_FILE), logs.chosen_to_train_text(chosen))
+  from nas_forgetting.io.progress import progress
   rows: list[dict] = []
-  for index, net in nets:
+  for index, net in progress(nets, desc="DP-NAS fixed nets", unit="net"):
     ns.infer_shapes(net, image_size=image_size, in_channels=in_channels, max_fc_input=0, max_image_size=0)
     results, params = evaluator.evaluate(net, seeds, return_params=True)
     for k, result in enumerate(results):

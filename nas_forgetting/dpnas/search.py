@@ -174,9 +174,19 @@ class Search:
 
   def run(self, max_new: int | None = None) -> dict:
     """Runs until the schedule ends or `max_new` more architectures were sampled; returns a summary."""
+    from nas_forgetting.io.progress import progress
     start, rows_before = time.time(), len(self.buffer)
-    while not self.done and (max_new is None or len(self.buffer) - rows_before < max_new):
-      self.step()
+    index, ite = self.position
+    remaining = sum(n for _, n in self.q.schedule[index:]) - ite
+    bar = progress(total=remaining, desc="DP-NAS search", unit="net")
+    try:
+      while not self.done and (max_new is None or len(self.buffer) - rows_before < max_new):
+        row = self.step()
+        if row.reward > 0:
+          bar.update(1)
+        bar.set_postfix(epsilon=row.epsilon, reward=f"{row.reward:.3f}", refresh=False)
+    finally:
+      bar.close()
     self.save(plot=True)
     rewarded = [r.reward for r in self.buffer.rows if r.reward > 0]
     best = max(self.buffer.rows, key=lambda r: r.reward) if self.buffer.rows else None
