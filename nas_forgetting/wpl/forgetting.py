@@ -27,6 +27,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from nas_forgetting.errors import DataError
+from nas_forgetting.io import metrics as metrics_lib
+from nas_forgetting.io import plots
 
 SUMMARY_KEYS = ("mean_diff", "max_diff", "std_diff", "mean_after_burst", "mean_end_of_epoch", "num_architectures")
 
@@ -115,8 +117,7 @@ def log_forgetting(logger, row: Mapping[str, float], *, prefix: str = "forgettin
 
 def write_forgetting_csv(path: str | pathlib.Path, rows: Sequence[Mapping[str, float]]) -> None:
   """One line per epoch: epoch and SUMMARY_KEYS (atomic write)."""
-  from nas_forgetting.io.metrics import write_csv
-  write_csv(path, [dict(r) for r in rows], fieldnames=["epoch", *SUMMARY_KEYS])
+  metrics_lib.write_csv(path, [dict(r) for r in rows], fieldnames=["epoch", *SUMMARY_KEYS])
 
 
 def plot_forgetting_comparison(path: str | pathlib.Path, runs: Mapping[str, Sequence[Mapping[str, float]]], *,
@@ -124,10 +125,9 @@ def plot_forgetting_comparison(path: str | pathlib.Path, runs: Mapping[str, Sequ
   """One figure: the per-epoch forgetting `statistic` of several runs (e.g. {'WPL': rows, 'no WPL': rows})."""
   if statistic not in SUMMARY_KEYS:
     raise DataError(f"statistic {statistic!r}; expected one of {', '.join(SUMMARY_KEYS)}")
-  from nas_forgetting.io.plots import line_plot
   series = {name: ([float(r["epoch"]) for r in rows], [float(r[statistic]) for r in rows])
             for name, rows in runs.items()}
-  line_plot(path, series, xlabel="epoch", ylabel=f"forgetting ({statistic}, {metric_name}; > 0 = forgetting)",
+  plots.line_plot(path, series, xlabel="epoch", ylabel=f"forgetting ({statistic}, {metric_name}; > 0 = forgetting)",
             title=title)
 
 

@@ -88,3 +88,32 @@ def test_kendall_tau_b_degenerate():
     forgetting.kendall_tau_b([1], [1])
   with pytest.raises(DataError, match="equal length"):
     forgetting.kendall_tau_b([1, 2], [1, 2, 3])
+
+
+def test_forgetting_csv_scalars_and_comparison_plot(tmp_path):
+  from nas_forgetting.io import metrics as metrics_lib
+  runs = {}
+  for name, drops in (("WPL", [0.01, 0.02]), ("no WPL", [0.1, 0.2])):
+    t = forgetting.ForgettingTracker(higher_is_better=True)
+    for epoch, d in enumerate(drops):
+      t.begin_epoch(epoch)
+      t.record_after_burst("a", 0.9)
+      t.record_after_burst("b", 0.8)
+      t.end_epoch([0.9 - d, 0.8])
+    runs[name] = t.rows
+  forgetting.write_forgetting_csv(tmp_path / "forgetting.csv", runs["no WPL"])
+  rows = metrics_lib.read_csv(tmp_path / "forgetting.csv")
+  assert [int(r["epoch"]) for r in rows] == [0, 1]
+  assert [float(r["mean_diff"]) for r in rows] == pytest.approx([0.05, 0.1])
+  assert [float(r["max_diff"]) for r in rows] == pytest.approx([0.1, 0.2])
+  with metrics_lib.MetricsLogger(str(tmp_path / "run")) as logger:
+    for row in runs["WPL"]:
+      forgetting.log_forgetting(logger, row)
+  logged = metrics_lib.read_jsonl(tmp_path / "run" / "metrics.jsonl")
+  assert [r["step"] for r in logged] == [0, 1]
+  assert logged[1]["forgetting/mean_diff"] == pytest.approx(0.01)
+  assert logged[1]["forgetting/num_architectures"] == 2
+  forgetting.plot_forgetting_comparison(tmp_path / "forgetting.png", runs, metric_name="accuracy")
+  assert (tmp_path / "forgetting.png").stat().st_size > 1000
+  with pytest.raises(DataError, match="statistic"):
+    forgetting.plot_forgetting_comparison(tmp_path / "x.png", runs, statistic="median")
