@@ -62,7 +62,8 @@ def _drop_partial_last_line(path: pathlib.Path) -> None:
     f.seek(-1, os.SEEK_END)
     if f.read(1) == b"\n":
       return
-    data = f.seek(0) or f.read()
+    f.seek(0)
+    data = f.read()
     f.truncate(data.rfind(b"\n") + 1)
 
 

@@ -77,6 +77,17 @@ def test_round_trip_restores_exactly_what_was_saved(saved_dir):
   np.testing.assert_array_equal(jax.random.uniform(restored["rng"], (3,)), jax.random.uniform(_state(4)["rng"], (3,)))
 
 
+def test_abstract_target_restores_jax_arrays(saved_dir):
+  saved = _state(4)
+  arrays = ("params", "opt_state", "consolidation")
+  like = {**_like(), **jax.eval_shape(lambda: {k: v for k, v in _state(0).items() if k in arrays})}
+  assert isinstance(like["params"]["layers_0"]["kernel"], jax.ShapeDtypeStruct)
+  restored = Checkpointer(saved_dir).restore(4, like)
+  assert isinstance(restored["params"]["layers_0"]["kernel"], jax.Array)
+  chex.assert_trees_all_equal(restored["opt_state"], saved["opt_state"])
+  chex.assert_trees_all_equal(restored["consolidation"], saved["consolidation"])
+
+
 def test_max_to_keep_and_step_selection(saved_dir):
   checkpointer = Checkpointer(saved_dir, max_to_keep=2)
   assert checkpointer.all_steps() == [3, 4]
