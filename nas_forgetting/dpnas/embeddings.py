@@ -89,3 +89,25 @@ def load_arrays(directory: str | pathlib.Path, splits: Sequence[str] = SPLITS) -
         raise DataError(f"{p}: missing (expected <dir>/<split>_embeddings.npy and <split>_labels.npy)")
     out[split] = (np.load(paths[0]), np.load(paths[1]))
   return out
+
+
+def as_splits(directory: str | pathlib.Path, *, name: str = "deep_prior", include_val_in_train: bool = False):
+  """Stored single-array embeddings as the data module's `Splits` (features as (N, 1, 1, D) "images").
+
+  This is how the continual-learning runner consumes deep-prior embeddings (hypothesis 4): an MLP on the
+  flattened input sees exactly the D features. Values are not in [0, 1] (they are ReLU features).
+  """
+  from nas_forgetting.data.datasets import Splits, make_array_dataset
+  info_path = pathlib.Path(directory) / "embedding.json"
+  if not info_path.is_file():
+    raise DataError(f"{info_path}: missing (write embeddings with store_embeddings first)")
+  num_classes = json.loads(info_path.read_text())["num_classes"]
+  arrays = load_arrays(directory)
+  train_x, train_y = arrays["train"]
+  if include_val_in_train:
+    train_x = np.concatenate([train_x, arrays["val"][0]])
+    train_y = np.concatenate([train_y, arrays["val"][1]])
+  test_x, test_y = arrays["test"]
+  as_images = lambda x: x.reshape(len(x), 1, 1, -1)
+  return Splits(make_array_dataset(as_images(train_x), train_y, num_classes, f"{name}/train"),
+                make_array_dataset(as_images(test_x), test_y, num_classes, f"{name}/test"))

@@ -117,6 +117,10 @@ def test_stored_embeddings_in_both_layouts(tmp_path):
   first = data.train_y[0]
   assert (tmp_path / "train" / f"{first:06d}" / "000001.npy").is_file()
   assert len(list((tmp_path / "val").rglob("*.npy"))) == 8
+  splits = emb.as_splits(tmp_path)
+  assert splits.train.images.shape == (20, 1, 1, 128) and splits.test.num_classes == 4
+  np.testing.assert_array_equal(splits.train.images.reshape(20, -1), direct[0])
+  assert emb.as_splits(tmp_path, include_val_in_train=True).train.images.shape[0] == 28
   with pytest.raises(DataError, match="no such embedding folder"):
     emb.load_reference_layout(tmp_path / "missing")
   with pytest.raises(ConfigError, match="layout"):
