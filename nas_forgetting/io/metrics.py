@@ -2,7 +2,8 @@
 
 `MetricsLogger(workdir).log(step, {"train/loss": 0.3})` appends `{"step": step, "train/loss": 0.3}` to
 `<workdir>/metrics.jsonl` and the scalars to `<workdir>/tensorboard/`. A resumed run appends to the same JSONL
-file; a line cut short by a crash is dropped when the file is reopened.
+file; a line cut short by a crash is dropped when the file is reopened, and with `purge_step` (the first step
+the resumed run logs again) the records of the lost steps are dropped from both outputs.
 """
 
 import csv
@@ -73,15 +74,25 @@ class MetricsLogger:
   Each `log` call is flushed to the JSONL file at once; TensorBoard events are buffered (see `EventWriter`)
   and flushed on `flush()`/`close()`. With `tensorboard=False` nothing is written to TensorBoard and
   `image()` does nothing.
+
+  A run resumed from a checkpoint passes `purge_step`, the first step it will log again: records with
+  `step >= purge_step` (logged after that checkpoint, before the run stopped) are removed from the JSONL file
+  and hidden in TensorBoard, so that the resumed run's outputs equal those of an uninterrupted run.
   """
 
-  def __init__(self, workdir: PathLike, *, tensorboard: bool = True, filename: str = "metrics.jsonl"):
+  def __init__(self, workdir: PathLike, *, tensorboard: bool = True, filename: str = "metrics.jsonl",
+               purge_step: int | None = None):
     self.workdir = pathlib.Path(workdir)
     self.workdir.mkdir(parents=True, exist_ok=True)
     self.path = self.workdir / filename
     _drop_partial_last_line(self.path)
+    if purge_step is not None:
+      purge_step = _step(purge_step)
+      if self.path.exists():
+        kept = [r for r in read_jsonl(self.path) if not (isinstance(r.get("step"), int) and r["step"] >= purge_step)]
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
     self._file = open(self.path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
-    self._events = EventWriter(self.workdir / TENSORBOARD_DIR) if tensorboard else None
+    self._events = EventWriter(self.workdir / TENSORBOARD_DIR, purge_step=purge_step) if tensorboard else None
 
   def log(self, step: int, metrics: Mapping[str, Any]) -> None:
     """Writes one JSON line and one TensorBoard scalar per metric (NaN/inf are written as NaN/Infinity)."""

@@ -7,7 +7,8 @@ File format (what TensorBoard reads):
     `file_version = "brain.Event:2"`, the others a `Summary` with one value.
 The protocol buffers are encoded here by hand (wire format: varints, length-delimited fields, fixed64 double,
 fixed32 float). Field numbers, from tensorflow/core/util/event.proto and tensorflow/core/framework/summary.proto:
-  Event: wall_time=1 (double), step=2 (int64), file_version=3 (string), summary=5 (Summary)
+  Event: wall_time=1 (double), step=2 (int64), file_version=3 (string), summary=5 (Summary),
+         session_log=7 (SessionLog: status=1, an enum with START=1)
   Summary: value=1 (repeated Value)
   Summary.Value: tag=1 (string), simple_value=2 (float), image=4 (Summary.Image)
   Summary.Image: height=1, width=2, colorspace=3 (int32), encoded_image_string=4 (bytes)
@@ -105,13 +106,19 @@ def _float_field(field: int, value: float) -> bytes:
   return _key(field, _FIXED32) + struct.pack("<f", value)
 
 
-def _event(wall_time: float, step: int, *, file_version: str | None = None, summary: bytes | None = None) -> bytes:
+_SESSION_START = 1
+
+
+def _event(wall_time: float, step: int, *, file_version: str | None = None, summary: bytes | None = None,
+           session_start: bool = False) -> bytes:
   # Fields holding their default value are left out, as protobuf serializers do (proto3 canonical form).
   out = _double_field(1, wall_time) + (_int_field(2, step) if step else b"")
   if file_version is not None:
     out += _bytes_field(3, file_version.encode())
   if summary is not None:
     out += _bytes_field(5, summary)
+  if session_start:
+    out += _bytes_field(7, _int_field(1, _SESSION_START))
   return out
 
 
@@ -182,9 +189,14 @@ class EventWriter:
 
   Writes are buffered and flushed every `flush_secs` seconds (checked at each write), on `flush()` and on
   `close()`. Several writers (a resumed run) may share one logdir: each one writes its own file.
+
+  A resumed run passes `purge_step`, the first step it will log again: the writer then records a session
+  restart at that step, and TensorBoard drops the events of earlier files from that step on (so the steps
+  logged after the last checkpoint and before a crash are not shown twice).
   """
 
-  def __init__(self, logdir: str | os.PathLike, *, flush_secs: float = 10.0, filename_suffix: str = ""):
+  def __init__(self, logdir: str | os.PathLike, *, flush_secs: float = 10.0, filename_suffix: str = "",
+               purge_step: int | None = None):
     self.logdir = pathlib.Path(logdir)
     self.logdir.mkdir(parents=True, exist_ok=True)
     name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}."
@@ -194,6 +206,8 @@ class EventWriter:
     self._flush_secs = flush_secs
     self._last_flush = time.monotonic()
     self._write(_event(time.time(), 0, file_version=FILE_VERSION))
+    if purge_step is not None:
+      self._write(_event(time.time(), self._check("purge_step", purge_step), session_start=True))
     self.flush()
 
   def _write(self, event: bytes) -> None:

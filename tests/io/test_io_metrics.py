@@ -127,3 +127,23 @@ def test_jsonl_is_one_object_per_line(tmp_path):
   lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
   assert [json.loads(line)["step"] for line in lines] == [0, 1, 2]
   assert json.loads(lines[1])["x"] == 1 / 3
+
+
+def test_purge_step_drops_steps_lost_after_the_last_checkpoint(tmp_path):
+  with metrics.MetricsLogger(tmp_path) as logger:
+    for step in range(1, 6):
+      logger.log(step, {"loss": 1.0 / step})
+  # Resumed from a checkpoint taken after step 3: steps 4 and 5 are logged again.
+  with metrics.MetricsLogger(tmp_path, purge_step=4) as logger:
+    for step in (4, 5):
+      logger.log(step, {"loss": 2.0 / step})
+  assert metrics.read_jsonl(tmp_path / "metrics.jsonl") == [
+      {"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}, {"step": 3, "loss": 1.0 / 3},
+      {"step": 4, "loss": 0.5}, {"step": 5, "loss": 0.4}]
+  second = max((tmp_path / "tensorboard").iterdir(), key=lambda p: int(p.name.rsplit(".", 1)[-1]))
+  data = second.read_bytes()
+  (length,) = struct.unpack("<Q", data[:8])
+  offset = 16 + length  # After the file_version event.
+  (length,) = struct.unpack("<Q", data[offset:offset + 8])
+  restart = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+  assert restart.step == 4 and restart.session_log.status == event_pb2.SessionLog.START

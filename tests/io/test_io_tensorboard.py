@@ -87,6 +87,12 @@ def test_event_bytes_equal_the_reference_serializer():
   assert tb._event(1234.5, 17, summary=tb.scalar_summary("a/b", 0.75)) == reference.SerializeToString()
   version = event_pb2.Event(wall_time=99.25, step=0, file_version="brain.Event:2")
   assert tb._event(99.25, 0, file_version="brain.Event:2") == version.SerializeToString()
+  restart = event_pb2.Event(wall_time=5.0, step=3, session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START))
+  assert tb._event(5.0, 3, session_start=True) == restart.SerializeToString()
+  image = event_pb2.Event(wall_time=1.0, step=2)
+  image.summary.value.add(tag="im", image=event_pb2.Summary.Image(height=3, width=4, colorspace=3,
+                                                                   encoded_image_string=b"png"))
+  assert tb._event(1.0, 2, summary=tb.image_summary("im", b"png", 3, 4, 3)) == image.SerializeToString()
 
 
 @pytest.mark.parametrize("channels, colorspace", [(1, 1), (3, 3), (4, 4)])
@@ -159,3 +165,14 @@ def test_flush_makes_events_readable_before_close(tmp_path):
   assert [(e.step, e.summary.value[0].simple_value) for e in events[1:]] == [(4, 2.0)]
   writer.close()
   writer.close()
+
+
+def test_purge_step_records_a_session_restart(tmp_path):
+  with tb.EventWriter(tmp_path, purge_step=12) as writer:
+    writer.scalar("x", 1.0, 12)
+  events = read_events(writer.path)
+  assert events[1].step == 12 and events[1].session_log.status == event_pb2.SessionLog.START
+  assert (events[2].step, events[2].summary.value[0].tag) == (12, "x")
+  with tb.EventWriter(tmp_path / "plain") as writer:
+    pass
+  assert [e.WhichOneof("what") for e in read_events(writer.path)] == ["file_version"]
