@@ -90,8 +90,9 @@ def test_event_bytes_equal_the_reference_serializer():
   restart = event_pb2.Event(wall_time=5.0, step=3, session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START))
   assert tb._event(5.0, 3, session_start=True) == restart.SerializeToString()
   image = event_pb2.Event(wall_time=1.0, step=2)
-  image.summary.value.add(tag="im", image=event_pb2.Summary.Image(height=3, width=4, colorspace=3,
-                                                                   encoded_image_string=b"png"))
+  value = image.summary.value.add(tag="im")
+  value.image.height, value.image.width, value.image.colorspace = 3, 4, 3
+  value.image.encoded_image_string = b"png"
   assert tb._event(1.0, 2, summary=tb.image_summary("im", b"png", 3, 4, 3)) == image.SerializeToString()
 
 
