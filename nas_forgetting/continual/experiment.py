@@ -106,7 +106,7 @@ def run(config, workdir: str, *, max_traces: int | None = None) -> dict:
       continue
     rows.append({"method": method, **cm.summary(result["accuracy"], result["baseline"]),
                  "seconds": result["seconds"]})
-  out = {"methods": {m: {k: v for k, v in r.items() if k != "params"} for m, r in results.items()},
+  out = {"methods": {m: {k: v for k, v in r.items() if k not in ("params", "anchors")} for m, r in results.items()},
          "stopped": stopped, "summary": rows, "task_names": [t.name for t in tasks]}
   if stopped:
     return out

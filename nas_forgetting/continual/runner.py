@@ -35,6 +35,7 @@ so a resumed run replays exactly the epochs an uninterrupted run would: the fina
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 import time
@@ -126,17 +127,46 @@ class _Model:
     self.apply = apply
     self.importance_apply = importance_apply
 
-  def init(self, rng, example: np.ndarray, frozen: Sequence[str]) -> tuple[PyTree, PyTree, PyTree]:
-    variables = self.module.init({"params": rng, "dropout": rng}, jnp.asarray(example[:1]), 0)
-    params = variables["params"]
-    batch_stats = variables.get("batch_stats", {})
-    return params, batch_stats, trainable_mask(params, tuple(frozen))
+  def init(self, rng, example: jax.Array) -> tuple[PyTree, PyTree]:
+    """(params, batch_stats) of a fresh model (batch_stats = {} without BatchNorm)."""
+    variables = self.module.init({"params": rng, "dropout": rng}, example, 0)
+    return variables["params"], variables.get("batch_stats", {})
 
 
 def _tree_zeros(tree: PyTree, slots: int | None = None) -> PyTree:
   if slots is None:
     return jax.tree.map(jnp.zeros_like, tree)
   return jax.tree.map(lambda p: jnp.zeros((slots,) + p.shape, p.dtype), tree)
+
+
+@jax.jit
+def _set_slot(stack: PyTree, slot: jax.Array, tree: PyTree) -> PyTree:
+  return jax.tree.map(lambda a, x: a.at[slot].set(x), stack, tree)
+
+
+@jax.jit
+def _get_slot(stack: PyTree, slot: jax.Array) -> PyTree:
+  return jax.tree.map(lambda a: a[slot], stack)
+
+
+@jax.jit
+def _epoch_keys(rng: jax.Array, task: jax.Array, epoch: jax.Array) -> tuple[jax.Array, jax.Array]:
+  key = jax.random.fold_in(jax.random.fold_in(rng, task), epoch)
+  k_batches, k_steps = jax.random.split(key)
+  return k_batches, k_steps
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _padded_batch_indices(key: jax.Array, n: int, batch_size: int, max_batches: int) -> tuple[jax.Array, jax.Array]:
+  idx = batching.epoch_batch_indices(key, n, batch_size)
+  rows = idx.shape[0]
+  idx = jnp.concatenate([idx, jnp.zeros((max_batches - rows, batch_size), jnp.int32)])
+  return idx, jnp.arange(max_batches) < rows
+
+
+@jax.jit
+def _si_omega(omega: PyTree, path: PyTree, params: PyTree, start: PyTree, xi: jax.Array) -> PyTree:
+  return jax.tree.map(lambda o, w, p, s: o + w / ((p - s) ** 2 + xi), omega, path, params, start)
 
 
 def _importance_stats(tree: PyTree) -> dict[str, float]:
@@ -181,20 +211,27 @@ class MethodRun:
   # -- state -----------------------------------------------------------------------------------------------------
 
   def fresh_state(self) -> dict:
+    """The state before the first task (built under one jit: eager per-leaf initialisation compiles per op)."""
     rng = jax.random.key(self.config.seed)
-    params, batch_stats, mask = self.model.init(jax.random.fold_in(rng, 1), self.tasks[0].train.images,
-                                                self.config.model.frozen)
-    self.mask = mask
-    labels = jax.tree.map(lambda m: "train" if m else "frozen", mask)
+    example = jnp.asarray(self.tasks[0].train.images[:1])
+    shapes = jax.eval_shape(lambda k: self.model.init(k, example)[0], rng)
+    self.mask = trainable_mask(shapes, tuple(self.config.model.frozen))
+    labels = jax.tree.map(lambda m: "train" if m else "frozen", self.mask)
     self.tx = optax.multi_transform({"train": self.base_tx, "frozen": optax.set_to_zero()}, labels)
-    return {
-        "params": params, "batch_stats": batch_stats, "opt_state": self.tx.init(params),
-        "si_path": _tree_zeros(params), "si_omega": _tree_zeros(params), "start_params": params,
-        "anchors": _tree_zeros(params, self.num_slots), "importance": _tree_zeros(params, self.num_slots),
-        "accuracy": jnp.zeros((self.num_tasks, self.num_tasks), jnp.float32),
-        "baseline": jnp.zeros((self.num_tasks,), jnp.float32),
-        "task": jnp.int32(0), "epoch": jnp.int32(0), "rng": rng,
-    }
+    num_slots = self.num_slots
+
+    @jax.jit
+    def make(key):
+      params, batch_stats = self.model.init(jax.random.fold_in(key, 1), example)
+      return {"params": params, "batch_stats": batch_stats, "opt_state": self.tx.init(params),
+              "si_path": _tree_zeros(params), "si_omega": _tree_zeros(params), "start_params": params,
+              "anchors": _tree_zeros(params, num_slots), "importance": _tree_zeros(params, num_slots)}
+
+    state = make(rng)
+    self._opt_init = jax.jit(self.tx.init)
+    state.update(accuracy=np.zeros((self.num_tasks, self.num_tasks), np.float32),
+                 baseline=np.zeros((self.num_tasks,), np.float32), task=np.int32(0), epoch=np.int32(0), rng=rng)
+    return state
 
   def _checkpointer(self):
     from nas_forgetting.io.checkpoint import Checkpointer
@@ -242,8 +279,8 @@ class MethodRun:
     """Importance and anchors after task t (the state's params are the trained ones)."""
     method, params = self.method, state["params"]
     anchors, importance = state["anchors"], state["importance"]
-    set_slot = lambda stack, s, tree: jax.tree.map(lambda a, x: a.at[s].set(x), stack, tree)
-    get_slot = lambda stack, s: jax.tree.map(lambda a: a[s], stack)
+    set_slot = lambda stack, s, tree: _set_slot(stack, jnp.int32(s), tree)
+    get_slot = lambda stack, s: _get_slot(stack, jnp.int32(s))
     if method in ("finetune", "joint"):
       return state
     if method == "l2":
@@ -268,8 +305,7 @@ class MethodRun:
       importance = set_slot(importance, 0, new)
     elif method == "si":
       xi = self.config.importance.si_xi
-      omega = jax.tree.map(lambda o, w, p, s: o + w / ((p - s) ** 2 + xi),
-                           state["si_omega"], state["si_path"], params, state["start_params"])
+      omega = _si_omega(state["si_omega"], state["si_path"], params, state["start_params"], jnp.float32(xi))
       state = dict(state, si_omega=omega, si_path=_tree_zeros(params))
       importance = set_slot(importance, 0, jax.tree.map(lambda o: jnp.maximum(o, 0.0), omega))
     slot = t if method == "ewc" else 0
@@ -277,13 +313,8 @@ class MethodRun:
     return dict(state, anchors=anchors, importance=importance)
 
   def _batch_indices(self, key, n: int) -> tuple[jax.Array, jax.Array]:
-    idx = batching.epoch_batch_indices(key, n, self.batch_size)
-    valid = np.zeros((self.max_batches,), bool)
-    valid[:idx.shape[0]] = True
-    pad = self.max_batches - idx.shape[0]
-    if pad:
-      idx = jnp.concatenate([idx, jnp.zeros((pad, self.batch_size), jnp.int32)])
-    return idx, jnp.asarray(valid)
+    """This epoch's batch-index matrix padded to `max_batches` rows, and the rows' validity."""
+    return _padded_batch_indices(key, n, self.batch_size, self.max_batches)
 
   # -- main loop -------------------------------------------------------------------------------------------------
 
@@ -307,7 +338,7 @@ class MethodRun:
         raise CheckpointError(f"checkpoint {latest} in {self.workdir / 'checkpoints'} does not match this run "
                               f"(method {self.method!r}): {e}") from e
     else:
-      state["baseline"] = jnp.asarray(self._evaluate_all(state["params"], state["batch_stats"]))
+      state["baseline"] = self._evaluate_all(state["params"], state["batch_stats"])
     start_task, start_epoch = int(state["task"]), int(state["epoch"])
     offsets = np.concatenate([[0], np.cumsum(self.epochs)]).astype(int)
     total_epochs = int(offsets[-1])
@@ -325,10 +356,9 @@ class MethodRun:
         if first == 0:
           state["start_params"] = state["params"]
           if self.config.train.reset_optimizer:
-            state["opt_state"] = self.tx.init(state["params"])
+            state["opt_state"] = self._opt_init(state["params"])
         for e in range(first, self.epochs[t]):
-          key = jax.random.fold_in(jax.random.fold_in(state["rng"], t), e)
-          k_batches, k_steps = jax.random.split(key)
+          k_batches, k_steps = _epoch_keys(state["rng"], jnp.int32(t), jnp.int32(e))
           idx, valid = self._batch_indices(k_batches, n)
           carry = steps.Carry(state["params"], state["batch_stats"], state["opt_state"], state["si_path"])
           carry, m = self.epoch_fn(carry, data, idx, valid, k_steps, state["anchors"], state["importance"],
@@ -339,16 +369,17 @@ class MethodRun:
           logger.log(step, {"task": t, "epoch": e, **{f"train/{k}": float(v) for k, v in m.items()}})
           if e + 1 == self.epochs[t]:
             row = self._evaluate_all(state["params"], state["batch_stats"])
-            state["accuracy"] = state["accuracy"].at[t].set(jnp.asarray(row))
+            state["accuracy"] = state["accuracy"].copy()
+            state["accuracy"][t] = row
             state = self._consolidate(state, t)
             record = {f"eval/task_{j}/accuracy": float(row[j]) for j in range(self.num_tasks)}
             record["eval/avg_accuracy_seen"] = float(row[:t + 1].mean())
             if self.method not in ("finetune", "joint"):
               record.update(_importance_stats(state["importance"]))
             logger.log(step, record)
-            state["task"], state["epoch"] = jnp.int32(t + 1), jnp.int32(0)
+            state["task"], state["epoch"] = np.int32(t + 1), np.int32(0)
           else:
-            state["task"], state["epoch"] = jnp.int32(t), jnp.int32(e + 1)
+            state["task"], state["epoch"] = np.int32(t), np.int32(e + 1)
           checkpointer.save(step, state)
           bar.update(1)
           bar.set_postfix(task=t, loss=f"{float(m['loss']):.3f}")
@@ -361,7 +392,7 @@ class MethodRun:
       bar.close()
     checkpointer.wait()
     result = {"method": self.method, "stopped": stopped, "epochs_run": ran, "seconds": time.time() - t0,
-              "params": state["params"], "accuracy": np.asarray(state["accuracy"]),
+              "params": state["params"], "anchors": state["anchors"], "accuracy": np.asarray(state["accuracy"]),
               "baseline": np.asarray(state["baseline"])}
     if not stopped:
       result.update(write_method_outputs(self.workdir, self.method, result["accuracy"], result["baseline"],

@@ -44,7 +44,7 @@ def test_head_selection_per_batch_and_per_example():
   np.testing.assert_allclose(per_head[2], hidden @ head2["kernel"] + head2["bias"], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name,shape", [("convnet", (2, 28, 28, 1)), ("alexnet", (2, 32, 32, 3))])
+@pytest.mark.parametrize("name,shape", [("convnet", (2, 8, 8, 1)), ("alexnet", (2, 8, 8, 3))])
 def test_conv_models_shapes(name, shape):
   config = default_model_config(name=name, hidden=(16,), features=(4, 8), width=0.125, fc_units=16)
   model = build_model(config, num_outputs=5, num_heads=2)
@@ -55,7 +55,7 @@ def test_conv_models_shapes(name, shape):
 
 def test_trainable_mask_and_unknown_layer():
   model = build_model(default_model_config(name="alexnet", width=0.125, fc_units=8), num_outputs=2, num_heads=1)
-  params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+  params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
   mask = trainable_mask(params, ("conv_0", "conv_1"))
   assert mask["conv_0"]["kernel"] is False and mask["conv_2"]["kernel"] is True
   with pytest.raises(ConfigError, match="conv_9"):
