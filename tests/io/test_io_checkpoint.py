@@ -105,6 +105,15 @@ def test_saving_an_existing_step_replaces_it(tmp_path):
   np.testing.assert_array_equal(checkpointer.restore(5, {"x": np.zeros(2)})["x"], np.ones(2))
 
 
+def test_an_interrupted_save_is_not_a_step(tmp_path):
+  checkpointer = Checkpointer(tmp_path / "c")
+  checkpointer.save(1, {"x": np.ones(2)})
+  (tmp_path / "c" / "2.orbax-checkpoint-tmp-1234567").mkdir()  # What a save killed half-way leaves.
+  fresh = Checkpointer(tmp_path / "c")
+  assert fresh.all_steps() == [1] and fresh.latest_step() == 1
+  np.testing.assert_array_equal(fresh.restore(None, {"x": np.zeros(2)})["x"], np.ones(2))
+
+
 def test_asynchronous_save_then_wait(tmp_path):
   checkpointer = Checkpointer(tmp_path / "c", asynchronous=True)
   state = _state(1)
