@@ -24,6 +24,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from nas_forgetting.errors import CheckpointError
+from nas_forgetting.io._steps import as_step
 
 _PYTHON_SCALARS = (bool, int, float)
 
@@ -137,9 +138,13 @@ class Checkpointer:
 
     Synchronous unless the Checkpointer was made with `asynchronous=True` (then call `wait()`).
     """
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+    try:
+      number = as_step(step)
+    except TypeError:
+      number = -1
+    if number < 0:
       raise CheckpointError(f"step {step!r} for {self.directory}; expected a non-negative integer")
-    step = int(step)
+    step = number
     storable = _to_storable(tree)
     manager = self._get_manager(create=True)
     try:

@@ -9,7 +9,6 @@ the resumed run logs again) the records of the lost steps are dropped from both 
 import csv
 import io
 import json
-import operator
 import os
 import pathlib
 from typing import Any, Mapping, Sequence
@@ -17,6 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from nas_forgetting.errors import DataError
+from nas_forgetting.io._steps import as_step
 from nas_forgetting.io.atomic import atomic_write_text
 from nas_forgetting.io.tensorboard import EventWriter
 
@@ -44,15 +44,6 @@ def _scalar(key: str, value: Any) -> int | float | bool:
   if not (array.dtype.kind in "biuf" or "float" in array.dtype.name):
     raise ValueError(f"metric {key!r} is {value!r} (dtype {array.dtype}); expected a number")
   return _python_number(array)
-
-
-def _step(step: Any) -> int:
-  try:
-    if isinstance(step, bool):
-      raise TypeError
-    return operator.index(step)
-  except TypeError:
-    raise TypeError(f"step {step!r}; expected an integer") from None
 
 
 def _drop_partial_last_line(path: pathlib.Path) -> None:
@@ -87,7 +78,7 @@ class MetricsLogger:
     self.path = self.workdir / filename
     _drop_partial_last_line(self.path)
     if purge_step is not None:
-      purge_step = _step(purge_step)
+      purge_step = as_step(purge_step)
       if self.path.exists():
         kept = [r for r in read_jsonl(self.path) if not (isinstance(r.get("step"), int) and r["step"] >= purge_step)]
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
@@ -96,7 +87,7 @@ class MetricsLogger:
 
   def log(self, step: int, metrics: Mapping[str, Any]) -> None:
     """Writes one JSON line and one TensorBoard scalar per metric (NaN/inf are written as NaN/Infinity)."""
-    step = _step(step)
+    step = as_step(step)
     if self._file is None:
       raise ValueError(f"metrics logger for {self.path} is closed")
     if "step" in metrics:
@@ -115,7 +106,7 @@ class MetricsLogger:
   def image(self, tag: str, image: np.ndarray | bytes, step: int) -> None:
     """Logs an image to TensorBoard ((H, W, C) uint8 array or PNG bytes)."""
     if self._events is not None:
-      self._events.image(tag, image, _step(step))
+      self._events.image(tag, image, as_step(step))
 
   def flush(self) -> None:
     if self._file is not None:

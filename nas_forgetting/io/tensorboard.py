@@ -16,7 +16,6 @@ fixed32 float). Field numbers, from tensorflow/core/util/event.proto and tensorf
 
 import io
 import itertools
-import operator
 import os
 import pathlib
 import socket
@@ -24,6 +23,8 @@ import struct
 import time
 
 import numpy as np
+
+from nas_forgetting.io._steps import as_step
 
 FILE_VERSION = "brain.Event:2"
 
@@ -207,7 +208,7 @@ class EventWriter:
     self._last_flush = time.monotonic()
     self._write(_event(time.time(), 0, file_version=FILE_VERSION))
     if purge_step is not None:
-      self._write(_event(time.time(), self._check("purge_step", purge_step), session_start=True))
+      self._write(_event(time.time(), as_step(purge_step, "purge_step"), session_start=True))
     self.flush()
 
   def _write(self, event: bytes) -> None:
@@ -221,12 +222,7 @@ class EventWriter:
   def _check(tag: str, step: int) -> int:
     if not isinstance(tag, str) or not tag:
       raise ValueError(f"tag {tag!r}; expected a non-empty string")
-    try:
-      if isinstance(step, bool):
-        raise TypeError
-      return operator.index(step)
-    except TypeError:
-      raise TypeError(f"step for tag {tag!r} is {step!r}; expected an integer") from None
+    return as_step(step, f"step for tag {tag!r} is")
 
   def scalar(self, tag: str, value: float, step: int) -> None:
     """Logs `value` (a Python or 0-d array number) under `tag` at `step`."""

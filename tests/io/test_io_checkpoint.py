@@ -100,7 +100,7 @@ def test_max_to_keep_and_step_selection(saved_dir):
 def test_saving_an_existing_step_replaces_it(tmp_path):
   checkpointer = Checkpointer(tmp_path / "c", max_to_keep=3)
   checkpointer.save(5, {"x": np.zeros(2)})
-  checkpointer.save(5, {"x": np.ones(2)})
+  checkpointer.save(jnp.int32(5), {"x": np.ones(2)})
   assert checkpointer.all_steps() == [5]
   np.testing.assert_array_equal(checkpointer.restore(5, {"x": np.zeros(2)})["x"], np.ones(2))
 
@@ -183,6 +183,8 @@ def test_bad_arguments_are_named(tmp_path):
   checkpointer = Checkpointer(tmp_path / "c")
   with pytest.raises(CheckpointError, match="step -1"):
     checkpointer.save(-1, {"x": np.zeros(1)})
+  with pytest.raises(CheckpointError, match="step 2.0"):
+    checkpointer.save(2.0, {"x": np.zeros(1)})
   with pytest.raises(CheckpointError, match="leaf name is a str"):
     checkpointer.save(0, {"name": "abc"})
   (tmp_path / "file").write_text("")
