@@ -9,7 +9,7 @@ Accuracy matrix: R[i][j] = test accuracy on task j after training tasks 0..i. Af
 evaluated, the unseen ones too (j > i), so R is full and forward transfer is available; the metrics of
 `continual.metrics` read what they need. `baseline[j]` is the untrained model's accuracy on task j.
 
-Methods (strength per method in `config.strength`):
+Methods (strength per method in `config.strength`, or given as '<method>@<strength>', e.g. 'ewc@1e4'):
 - finetune: no penalty. joint: no penalty, and task t trains on the union of tasks 0..t (upper bound).
 - l2: importance 1, anchor = parameters after the previous task.
 - ewc: one (anchor, Fisher) pair per earlier task (Kirkpatrick et al.: a penalty per task), all kept.
@@ -62,9 +62,29 @@ MAS_ACCUMULATIONS = ("sum", "replace", "recompute_all")
 _PENALTY_SCALE = {"finetune": 1.0, "joint": 1.0, "l2": 1.0, "ewc": 1.0, "online_ewc": 1.0, "mas": 2.0, "si": 2.0}
 
 
+def parse_method(spec: str) -> tuple[str, float | None]:
+  """'ewc' -> ('ewc', None) (strength from config.strength); 'ewc@1e4' -> ('ewc', 10000.0).
+
+  The '@strength' form lets one run compare several strengths of a method (each in its own folder)."""
+  name, _, strength = spec.partition("@")
+  if name not in METHODS:
+    raise ConfigError(f"unknown continual method {spec!r}; valid methods: {', '.join(METHODS)} (optionally "
+                      "'<method>@<strength>', e.g. 'ewc@1e4')")
+  if not strength:
+    return name, None
+  if name in ("finetune", "joint"):
+    raise ConfigError(f"method {spec!r}: {name} has no penalty strength")
+  try:
+    value = float(strength)
+  except ValueError:
+    raise ConfigError(f"method {spec!r}: strength {strength!r} is not a number") from None
+  if value < 0:
+    raise ConfigError(f"method {spec!r}: strength must be >= 0")
+  return name, value
+
+
 def check_method(method: str) -> None:
-  if method not in METHODS:
-    raise ConfigError(f"unknown continual method {method!r}; valid methods: {', '.join(METHODS)}")
+  parse_method(method)
 
 
 def make_optimizer(train_config) -> optax.GradientTransformation:
@@ -181,16 +201,18 @@ class MethodRun:
 
   def __init__(self, config, tasks: Sequence[Task], method: str, workdir: str | pathlib.Path, *,
                max_traces: int | None = None):
-    check_method(method)
+    name, strength = parse_method(method)
     if not tasks:
       raise ConfigError("the task stream is empty")
-    self.config, self.tasks, self.method = config, list(tasks), method
+    self.config, self.tasks, self.method, self.label = config, list(tasks), name, method
     self.workdir = pathlib.Path(workdir)
     self.num_tasks = len(self.tasks)
     self.model = _Model(config, self.tasks)
     self.base_tx = make_optimizer(config.train)
-    self.strength = 0.0 if method in ("finetune", "joint") else float(config.strength[method])
-    self.num_slots = self.num_tasks if method == "ewc" else 1
+    if strength is None:
+      strength = 0.0 if name in ("finetune", "joint") else float(config.strength[name])
+    self.strength = strength
+    self.num_slots = self.num_tasks if name == "ewc" else 1
     tc = config.train
     self.batch_size = tc.batch_size
     for t in self.tasks:
@@ -200,7 +222,7 @@ class MethodRun:
     if min(self.epochs) < 1:
       raise ConfigError(f"train.epochs must be >= 1; got {tc.epochs} (first task: {self.epochs[0]})")
     sizes = [len(t.train.labels) for t in self.tasks]
-    self.train_size = sum(sizes) if method == "joint" else max(sizes)
+    self.train_size = sum(sizes) if name == "joint" else max(sizes)
     self.max_batches = self.train_size // self.batch_size
     eb = config.train.eval_batch_size
     test_max = max(len(t.test.labels) for t in self.tasks)
@@ -348,7 +370,7 @@ class MethodRun:
     strength = jnp.float32(self.strength)
 
     with MetricsLogger(self.workdir) as logger:
-      bar = progress(total=total_epochs - done_before, desc=f"{self.method}", unit="epoch")
+      bar = progress(total=total_epochs - done_before, desc=f"{self.label}", unit="epoch")
       for t in range(start_task, self.num_tasks):
         indices = list(range(t + 1)) if self.method == "joint" else [t]
         data, n = _task_arrays(self.tasks, indices, "train", self.train_size)
@@ -391,11 +413,11 @@ class MethodRun:
           break
       bar.close()
     checkpointer.wait()
-    result = {"method": self.method, "stopped": stopped, "epochs_run": ran, "seconds": time.time() - t0,
+    result = {"method": self.label, "stopped": stopped, "epochs_run": ran, "seconds": time.time() - t0,
               "params": state["params"], "anchors": state["anchors"], "accuracy": np.asarray(state["accuracy"]),
               "baseline": np.asarray(state["baseline"])}
     if not stopped:
-      result.update(write_method_outputs(self.workdir, self.method, result["accuracy"], result["baseline"],
+      result.update(write_method_outputs(self.workdir, self.label, result["accuracy"], result["baseline"],
                                          [t.name for t in self.tasks]))
     return result
 
