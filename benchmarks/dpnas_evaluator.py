@@ -22,7 +22,6 @@ import platform
 import time
 
 import jax
-import numpy as np
 
 README_NET = "[C(32,5,1,2,1), P(4,4,0,0), C(32,3,1,1,0), C(1024,1,1,0,1), C(512,3,1,0,1), SM(10)]"
 # same embedding width as README_NET (512x5x5 = 12800, bucket 16384) with a different encoder

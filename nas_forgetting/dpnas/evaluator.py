@@ -44,9 +44,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import math
-from typing import Any, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp

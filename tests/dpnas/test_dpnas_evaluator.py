@@ -4,7 +4,6 @@ padding/chunking invariances, one classifier compilation per bucket, early stopp
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import Mesh

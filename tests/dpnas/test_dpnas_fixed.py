@@ -1,10 +1,8 @@
 """Task 2 (fixed nets, hypothesis-2 selection, checkpoints) and stored embeddings."""
 
-import dataclasses
 import importlib.util
 import math
 
-import jax
 import numpy as np
 import pytest
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nas_forgetting.dpnas import q_learning as ql
-from nas_forgetting.dpnas.state_space import SearchSpace, State
+from nas_forgetting.dpnas.state_space import SearchSpace
 from nas_forgetting.errors import ArchitectureError, DataError
 
 # image 3, only 1x1 convs of 8 or 16 features, max depth 1, no fitting pool: start -> C(f,1,1,0,1) -> SM(2)

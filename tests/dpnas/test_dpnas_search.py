@@ -2,9 +2,7 @@
 trained, an interrupted search resumes to exactly the uninterrupted result, continuing from reference CSVs."""
 
 import collections
-import pathlib
 
-import numpy as np
 import pytest
 
 from nas_forgetting.dpnas import logs
