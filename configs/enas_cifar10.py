@@ -15,6 +15,7 @@ derived cell for 630 epochs on the full training set; offline, reduced-scale run
 
 import ml_collections
 
+from nas_forgetting.data.datasets import default_data_config
 from nas_forgetting.paths import shared_data
 
 
@@ -31,15 +32,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.name = "cifar10"  # data set name shown in summaries
   c.data.path = ""  # unused by micro_cnn (text corpora only)
   c.data.reward_fraction = 0.1  # share of the training images held out for controller rewards
-  c.data.image = ml_collections.ConfigDict()  # passed to nas_forgetting.data.datasets.load_dataset
-  c.data.image.source = "image_folder"  # embedded | tfds | idx | image_folder
-  c.data.image.name = "cifar10"  # tfds / embedded name
-  c.data.image.path = shared_data("cifar10")  # folder with train/<class>/*.jpg and test/<class>/*.jpg
-  c.data.image.train_size = 0  # training images (0 = all)
-  c.data.image.test_size = 0  # test images (0 = all)
-  c.data.image.seed = 0  # seed of any subsampling
-  c.data.image.image_size = 0  # 0 = native 32x32
-  c.data.image.grayscale = False  # keep RGB
+  # Passed to nas_forgetting.data.datasets.load_dataset; its fields are declared (and commented) there.
+  c.data.image = default_data_config(source="image_folder", name="cifar10", path=shared_data("cifar10"))
 
   c.search = ml_collections.ConfigDict()
   c.search.mode = "orig"  # unused by micro_cnn (the RNN space's modes)
@@ -115,7 +109,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if not variant:
       continue
     if variant == "quick":
-      c.data.image.train_size = 2000
+      c.data.image.max_per_class = 100  # decode 100 images per class and split
       c.data.image.test_size = 500
       c.search.num_blocks = 3
       c.cnn.features = 8

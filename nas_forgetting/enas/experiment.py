@@ -46,6 +46,46 @@ NETWORKS = ("rnn", "micro_cnn")
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Jitted functions, cached by their (hashable) static arguments: modes run one after another in a process
+# (derive after train, ablations, tests) reuse the compiled code instead of recompiling it.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _rnn_functions(model, bptt, ar_alpha, tar_beta, grad_clip, l2_reg, momentum, nesterov, reward_c, ppl_square):
+  optimizer = tr.shared_optimizer(grad_clip, l2_reg, momentum, nesterov)
+  step = jax.jit(functools.partial(tr.rnn_shared_step, model=model, optimizer=optimizer, bptt=bptt,
+                                   ar_alpha=ar_alpha, tar_beta=tar_beta), donate_argnums=(0,))
+  reward_fn = functools.partial(tr.rnn_reward_fn, model=model, bptt=bptt, reward_c=reward_c, ppl_square=ppl_square)
+  score_fn = functools.partial(tr.rnn_score_fn, model=model, bptt=bptt)
+  return optimizer, step, reward_fn, score_fn
+
+
+@functools.lru_cache(maxsize=None)
+def _cnn_functions(model, pad, flip, cutout, grad_clip, l2_reg, momentum, nesterov, reward_c):
+  optimizer = tr.shared_optimizer(grad_clip, l2_reg, momentum, nesterov)
+  step = jax.jit(functools.partial(tr.cnn_shared_step, model=model, optimizer=optimizer, pad=pad, flip=flip,
+                                   cutout=cutout), donate_argnums=(0,))
+  reward_fn = functools.partial(tr.cnn_reward_fn, model=model, reward_c=reward_c)
+  score_fn = functools.partial(tr.cnn_score_fn, model=model)
+  return optimizer, step, reward_fn, score_fn
+
+
+@functools.lru_cache(maxsize=None)
+def _search_functions(controller, space, reward_fn, score_fn, lr, grad_clip, num_samples, ema_decay, entropy_coeff,
+                      entropy_mode, use_controller):
+  optimizer = ctl.controller_optimizer(lr, grad_clip)
+  controller_step = jax.jit(functools.partial(
+      tr.controller_step, controller=controller, optimizer=optimizer, decisions_to_arch=space.decisions_to_arch,
+      decision_mask=space.decision_mask, reward_fn=reward_fn, num_samples=num_samples, ema_decay=ema_decay,
+      entropy_coeff=entropy_coeff, entropy_mode=entropy_mode))
+  sample = jax.jit(functools.partial(tr.sample_archs, controller=controller if use_controller else None,
+                                     num_choices=space.num_choices, decisions_to_arch=space.decisions_to_arch),
+                   static_argnames=("num_samples",))
+  return optimizer, controller_step, sample, jax.jit(reward_fn), jax.jit(score_fn)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Network-specific parts: data, model, steps, evaluation
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -61,9 +101,8 @@ class _RnnTask:
 
     c = config
     corpus = load_corpus(c.data.path, allow_missing_train=True)
-    train = None if corpus.train is None else np.asarray(corpus.train)
-    valid, test = np.asarray(corpus.valid), np.asarray(corpus.test)
-    if train is None or train.size == 0:
+    train, valid, test = np.asarray(corpus.train), np.asarray(corpus.valid), np.asarray(corpus.test)
+    if corpus.train_file_missing:  # train is then a copy of valid: split valid into training and reward parts
       if not 0 < c.data.reward_fraction < 1:
         raise ConfigError(f"data.reward_fraction={c.data.reward_fraction} must lie in (0, 1) when {c.data.path} "
                           "has no train.txt")
@@ -93,13 +132,9 @@ class _RnnTask:
                          dropout_output=r.dropout_output, weight_drop=r.weight_drop,
                          max_hidden_norm=r.max_hidden_norm, init_range=r.init_range, next_hidden=r.next_hidden)
     self.batch_size = c.shared.batch_size
-    self.optimizer = tr.shared_optimizer(c.shared.grad_clip, c.shared.l2_reg, c.shared.momentum, c.shared.nesterov)
-    self._step = jax.jit(functools.partial(tr.rnn_shared_step, model=self.model, optimizer=self.optimizer,
-                                           bptt=self.bptt, ar_alpha=r.ar_alpha, tar_beta=r.tar_beta),
-                         donate_argnums=(0,))
-    self.reward_fn = functools.partial(tr.rnn_reward_fn, model=self.model, bptt=self.bptt,
-                                       reward_c=c.controller.reward_c, ppl_square=c.controller.ppl_square)
-    self.score_fn = functools.partial(tr.rnn_score_fn, model=self.model, bptt=self.bptt)
+    self.optimizer, self._step, self.reward_fn, self.score_fn = _rnn_functions(
+        self.model, self.bptt, r.ar_alpha, r.tar_beta, c.shared.grad_clip, c.shared.l2_reg, c.shared.momentum,
+        c.shared.nesterov, c.controller.reward_c, c.controller.ppl_square)
     self.windows_train = (self.train.shape[0] - 1) // self.bptt
     self.windows_reward = (self.reward.shape[0] - 1) // self.bptt
     self._cursor = 0
@@ -171,11 +206,9 @@ class _CnnTask:
                          num_modules=m.num_modules, num_repeat_normal=m.num_repeat_normal,
                          sep_conv_stacks=m.sep_conv_stacks, dropout=m.dropout)
     self.eval_batch_size = c.train.eval_batch_size
-    self.optimizer = tr.shared_optimizer(c.shared.grad_clip, c.shared.l2_reg, c.shared.momentum, c.shared.nesterov)
-    self._step = jax.jit(functools.partial(tr.cnn_shared_step, model=self.model, optimizer=self.optimizer,
-                                           pad=m.pad, flip=m.flip, cutout=m.cutout), donate_argnums=(0,))
-    self.reward_fn = functools.partial(tr.cnn_reward_fn, model=self.model, reward_c=c.controller.reward_c)
-    self.score_fn = functools.partial(tr.cnn_score_fn, model=self.model)
+    self.optimizer, self._step, self.reward_fn, self.score_fn = _cnn_functions(
+        self.model, m.pad, m.flip, m.cutout, c.shared.grad_clip, c.shared.l2_reg, c.shared.momentum,
+        c.shared.nesterov, c.controller.reward_c)
     self._order = None
     self._cursor = 0
     self._rng = np.random.default_rng(c.seed + 1)
@@ -236,18 +269,10 @@ class _Run:
     self.use_controller = not (config.network == "rnn" and config.search.mode == "random")
     self.controller = ctl.Controller(self.space.num_choices, hidden_size=c.hidden_size, temperature=c.temperature,
                                      tanh_c=c.tanh_c, init_range=c.init_range)
-    self.controller_optimizer = ctl.controller_optimizer(c.lr, c.grad_clip)
-    self._controller_step = jax.jit(functools.partial(
-        tr.controller_step, controller=self.controller, optimizer=self.controller_optimizer,
-        decisions_to_arch=self.space.decisions_to_arch, decision_mask=self.space.decision_mask,
-        reward_fn=self.task.reward_fn, num_samples=c.num_samples, ema_decay=c.ema_decay,
-        entropy_coeff=c.entropy_coeff, entropy_mode=c.entropy_mode))
-    self._sample = jax.jit(functools.partial(
-        tr.sample_archs, controller=self.controller if self.use_controller else None,
-        num_choices=self.space.num_choices, decisions_to_arch=self.space.decisions_to_arch),
-        static_argnames=("num_samples",))
-    self._score = jax.jit(self.task.reward_fn)
-    self._metric = jax.jit(self.task.score_fn)
+    (self.controller_optimizer, self._controller_step, self._sample, self._score,
+     self._metric) = _search_functions(self.controller, self.space, self.task.reward_fn, self.task.score_fn, c.lr,
+                                       c.grad_clip, c.num_samples, c.ema_decay, c.entropy_coeff, c.entropy_mode,
+                                       self.use_controller)
     self.logger = MetricsLogger(str(workdir))
 
   # --- states and checkpoints -----------------------------------------------------------------------------------
@@ -286,10 +311,9 @@ class _Run:
 
   # --- logging and drawing ---------------------------------------------------------------------------------------
   def log(self, step: int, history: list[dict[str, jax.Array]], extra: dict[str, float] | None = None):
-    if not history:
+    means = {k: float(np.mean([float(h[k]) for h in history])) for k in (history[0] if history else {})}
+    if not means and not any(k != "epoch" for k in (extra or {})):
       return {}
-    keys = history[0].keys()
-    means = {k: float(np.mean([float(h[k]) for h in history])) for k in keys}
     means.update(extra or {})
     self.logger.log(step, means)
     return means

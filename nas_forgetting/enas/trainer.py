@@ -155,41 +155,37 @@ def pick_best(archs: jax.Array, scores: jax.Array) -> tuple[np.ndarray, float, i
   return np.asarray(archs[best]), float(scores[best]), best
 
 
+def rnn_window_ce_sum(params: Any, inputs: jax.Array, targets: jax.Array, valid: jax.Array, hidden: jax.Array,
+                      arch: jax.Array, *, model: EnasRnn) -> tuple[jax.Array, jax.Array]:
+  """(sum of token cross-entropies over the valid time steps (bool (bptt,)), next hidden), evaluation mode."""
+  logits, new_hidden, _ = model.apply({"params": params}, inputs, hidden, arch, train=False)
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+  ce = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]  # (bptt, batch)
+  return jnp.sum(ce * valid[:, None]), new_hidden
+
+
+_window_ce_sum = jax.jit(rnn_window_ce_sum, static_argnames=("model",))
+
+
 def rnn_evaluate(params: Any, data: jax.Array, arch: jax.Array, *, model: EnasRnn, bptt: int) -> tuple[float, float]:
-  """(mean cross-entropy, perplexity) over a whole time-major token array, hidden carried from zeros.
-
-  Full windows of `bptt` go through one scan; a shorter last window (if any) is evaluated after it. Tokens are
-  weighted equally.
-  """
+  """(mean cross-entropy, perplexity) over a whole time-major token array (num_steps, batch), hidden carried from
+  zeros, every token weighted equally. Windows of `bptt` go through one compiled function; the last, shorter
+  window is padded and masked, so splits of any length share that compilation."""
   steps = data.shape[0] - 1
-  full = steps // bptt
+  if steps < 1:
+    raise ValueError(f"need at least 2 time steps to evaluate, got {data.shape[0]}")
+  windows = -(-steps // bptt)
+  padded = jnp.concatenate([data, jnp.repeat(data[-1:], windows * bptt + 1 - data.shape[0], axis=0)])
   hidden = jnp.zeros((data.shape[1], model.hidden_size))
-  total, count = 0.0, 0
-  if full:
-    total_full, hidden = _scan_eval(params, data[:full * bptt + 1], arch, hidden, model=model, bptt=bptt)
-    total, count = float(total_full), full * bptt
-  rest = steps - full * bptt
-  if rest:
-    ce, _ = _eval_window(params, data[full * bptt:-1], data[full * bptt + 1:], hidden, arch, model=model)
-    total, count = total + float(ce) * rest, count + rest
-  mean = total / max(count, 1)
+  total = 0.0
+  for w in range(windows):
+    s = w * bptt
+    valid = jnp.arange(bptt) < steps - s
+    ce, hidden = _window_ce_sum(params, padded[s:s + bptt], padded[s + 1:s + 1 + bptt], valid, hidden,
+                                jnp.asarray(arch), model=model)
+    total += ce
+  mean = float(total) / (steps * data.shape[1])
   return mean, math.exp(min(mean, 700.0))
-
-
-def _scan_eval_impl(params, data, arch, hidden, *, model, bptt):
-  windows = (data.shape[0] - 1) // bptt
-
-  def body(h, i):
-    inputs, targets = lm_window(data, i * bptt, bptt)
-    ce, h = rnn_batch_ce(params, inputs, targets, h, arch, model=model)
-    return h, ce
-
-  hidden, ces = jax.lax.scan(body, hidden, jnp.arange(windows))
-  return ces.sum() * bptt, hidden
-
-
-_scan_eval = jax.jit(_scan_eval_impl, static_argnames=("model", "bptt"))
-_eval_window = jax.jit(rnn_batch_ce, static_argnames=("model",))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,143 @@
+"""Smoke runs of every ENAS mode on tiny sizes with real data (PTB offline split, CIFAR-10 JPEG subset)."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("nas_forgetting.io.metrics")  # the run-output layer (checkpoints, metrics) of the project
+
+from configs import enas_cifar10, enas_ptb
+from nas_forgetting.enas import experiment
+from nas_forgetting.enas import search_space as ss
+from nas_forgetting.errors import ArchitectureError
+from nas_forgetting.io.metrics import read_csv, read_jsonl
+
+
+def tiny_rnn_config(shared_data, *variants):
+  c = enas_ptb.get_config(",".join(("quick",) + variants))
+  c.data.path = str(shared_data / "ptb")
+  c.search.num_blocks = 3
+  c.rnn.hidden_size = 16
+  c.shared.batch_size = 8
+  c.shared.bptt = 10
+  c.shared.lr = 1.0
+  c.shared.steps_per_epoch = 6
+  c.controller.hidden_size = 8
+  c.controller.steps_per_epoch = 4
+  c.train.max_epoch = 1
+  c.train.log_every = 2
+  c.train.draw_every = 2
+  c.train.draw_backend = "matplotlib"
+  c.train.derive_num_sample = 4
+  c.train.eval_batch_size = 256
+  return c
+
+
+@pytest.fixture(scope="module")
+def trained(shared_data, tmp_path_factory):
+  """A 1-epoch search, then the same run resumed to 2 epochs."""
+  workdir = tmp_path_factory.mktemp("enas_rnn")
+  c = tiny_rnn_config(shared_data)
+  first = experiment.run(c, str(workdir))
+  c.train.max_epoch = 2
+  second = experiment.run(c, str(workdir))
+  return c, workdir, first, second
+
+
+def test_train_writes_outputs_and_resumes(trained):
+  c, workdir, first, second = trained
+  space = ss.RnnSearchSpace(num_blocks=3)
+  for summary in (first, second):
+    assert "train.txt unavailable" in summary["data_note"] and "test.txt" in summary["data_note"]
+    assert np.isfinite(summary["eval/test_perplexity"]) and summary["eval/test_perplexity"] > 1
+  # The derived cell on disk is the reported one.
+  assert space.to_string(ss.load_dag_file(workdir / "derived" / "dag.json", space)) == second["arch"]
+  assert (workdir / "derived" / "cell.png").read_bytes().startswith(b"\x89PNG")
+  assert len(list((workdir / "networks").glob("*.png"))) == 4 and (workdir / "networks.gif").exists()
+  rows = read_jsonl(workdir / "metrics.jsonl")
+  shared_steps = [r["step"] for r in rows if "shared/loss" in r]
+  assert max(shared_steps) == 12  # the resumed run continued from epoch 1: 6 + 6 steps
+  assert sorted({r["epoch"] for r in rows if "forgetting/mean" in r}) == [0, 1]
+  assert any("controller/reward" in r and "controller/entropy" in r for r in rows)
+  assert json.loads((workdir / "summary.json").read_text())["arch"] == second["arch"]
+
+
+def test_modes_on_a_trained_run(trained, tmp_path):
+  c, workdir, _, second = trained
+  c = c.copy_and_resolve_references()
+  c.load_workdir = str(workdir)
+  c.mode = "derive"
+  derived = experiment.run(c, str(tmp_path / "derive"))
+  assert np.isfinite(derived["eval/test_perplexity"])
+  c.mode = "evaluate"
+  c.dag_path = str(workdir / "derived" / "dag.json")
+  evaluated = experiment.run(c, str(tmp_path / "evaluate"))
+  assert evaluated["arch"] == second["arch"]
+  assert evaluated["eval/test_perplexity"] == pytest.approx(second["eval/test_perplexity"], rel=1e-4)
+  c.mode = "ablation_activation"
+  experiment.run(c, str(tmp_path / "ablation"))
+  rows = read_csv(tmp_path / "ablation" / "ablations" / "activation.csv")
+  assert [r["variant"] for r in rows] == ["original", "all_tanh", "all_ReLU", "all_identity", "all_sigmoid"]
+  assert float(rows[0]["test_perplexity"]) == pytest.approx(second["eval/test_perplexity"], rel=1e-4)
+  c.mode = "ablation_node"
+  experiment.run(c, str(tmp_path / "ablation"))
+  rows = read_csv(tmp_path / "ablation" / "ablations" / "node.csv")
+  assert [r["variant"] for r in rows] == ["original", "without_node_1", "without_node_2"]
+  assert (tmp_path / "ablation" / "ablations" / "node.png").exists()
+  c.mode = "train_scratch"
+  c.dag_path = ""
+  scratch = experiment.run(c, str(tmp_path / "scratch"))
+  assert np.isfinite(scratch["eval/test_perplexity"])
+  assert (tmp_path / "scratch" / "scratch" / "dag.json").exists()
+
+
+def test_single_mode_and_bad_dag_files(shared_data, tmp_path):
+  c = tiny_rnn_config(shared_data, "single", "flexible")
+  dag = {"-1": [[0, "tanh"]], "-2": [[0, "tanh"]], "0": [[1, "ReLU"], [2, "sigmoid"]], "1": [[3, "avg"]],
+         "2": [[3, "avg"]], "3": [[4, "h[t]"]]}
+  (tmp_path / "dag.json").write_text(json.dumps(dag))
+  c.dag_path = str(tmp_path / "dag.json")
+  summary = experiment.run(c, str(tmp_path / "single"))
+  assert summary["arch"] == "0:tanh(x,h) 1:ReLU(0) 2:sigmoid(0)"
+  assert (tmp_path / "single" / "single" / "dag.png").exists()
+  dag["1"] = [[2, "tanh"]]  # node 2 now has two parents
+  (tmp_path / "bad.json").write_text(json.dumps(dag))
+  c.dag_path = str(tmp_path / "bad.json")
+  with pytest.raises(ArchitectureError, match=r"bad.json: DAG node 2 has 2 parents"):
+    experiment.run(c, str(tmp_path / "bad"))
+
+
+def test_random_search_without_controller(shared_data, tmp_path):
+  c = tiny_rnn_config(shared_data, "random")
+  summary = experiment.run(c, str(tmp_path))
+  ss.RnnSearchSpace(num_blocks=3).from_string(summary["arch"])
+  rows = read_jsonl(tmp_path / "metrics.jsonl")
+  assert not any("controller/loss" in r for r in rows) and any("shared/loss" in r for r in rows)
+
+
+def test_micro_cnn_search(shared_data, tmp_path):
+  c = enas_cifar10.get_config("quick")
+  c.data.image.path = str(shared_data / "cifar10")
+  c.data.image.max_per_class = 12
+  c.data.image.test_size = 40
+  c.search.num_blocks = 2
+  c.cnn.features = 4
+  c.cnn.num_modules = 1  # one normal cell (reduction cells are covered by the supernet tests)
+  c.shared.batch_size = 16
+  c.shared.steps_per_epoch = 2
+  c.controller.steps_per_epoch = 2
+  c.controller.reward_batch_size = 12
+  c.controller.hidden_size = 8
+  c.train.max_epoch = 1
+  c.train.draw_every = 2
+  c.train.log_every = 2
+  c.train.measure_forgetting = False
+  c.train.derive_num_sample = 2
+  c.train.eval_batch_size = 12
+  c.train.draw_backend = "matplotlib"
+  summary = experiment.run(c, str(tmp_path))
+  assert 0.0 <= summary["eval/test_accuracy"] <= 1.0
+  space = ss.CnnSearchSpace(num_blocks=2)
+  assert space.to_string(ss.load_dag_file(tmp_path / "derived" / "dag.json", space)) == summary["arch"]
+  assert (tmp_path / "derived" / "cell.png").exists()
