@@ -168,7 +168,7 @@ class Search:
     ql.replay_update(self.table, self.buffer, self.rng, replay_number=self.q.replay_number,
                      learning_rate=self.q.learning_rate, discount=self.q.discount)
     self.position = self._normalise(index, ite + (1 if row.reward > 0 else 0))
-    self.save(plot=len(self.buffer) % self.plot_every == 0 or self.done)
+    self.save(plot=len(self.buffer) % self.plot_every == 0)
     self.log(f"[{len(self.buffer)}] epsilon {epsilon} {net}: reward {row.reward:.4f} ({source})")
     return row
 

@@ -70,7 +70,7 @@ def test_q_values_csv_round_trip(tmp_path):
 
 def test_search_runs_schedule_without_retraining_duplicates(tmp_path):
   fake = FakeEvaluator()
-  search = sr.Search(fake, SPACE, 1, tmp_path, Q, seed=0)
+  search = sr.Search(fake, SPACE, 1, tmp_path, Q, seed=0, plot_every=1000)  # plotted once at the end
   summary = search.run()
   rows = search.buffer.rows
   assert summary["done"] and summary["rewarded"] == 12 + 6 + 3
@@ -91,12 +91,12 @@ def test_search_runs_schedule_without_retraining_duplicates(tmp_path):
 
 
 def test_interrupted_search_resumes_to_the_same_result(tmp_path):
-  full = sr.Search(FakeEvaluator(), SPACE, 1, tmp_path / "full", Q, seed=3)
+  full = sr.Search(FakeEvaluator(), SPACE, 1, tmp_path / "full", Q, seed=3, plot_window=100)
   full.run()
-  first = sr.Search(FakeEvaluator(), SPACE, 1, tmp_path / "parts", Q, seed=3)
+  first = sr.Search(FakeEvaluator(), SPACE, 1, tmp_path / "parts", Q, seed=3, plot_window=100)
   first.run(max_new=7)
   assert not first.done and len(first.buffer) == 7
-  second = sr.Search(FakeEvaluator(), SPACE, 1, tmp_path / "parts", Q, seed=3)
+  second = sr.Search(FakeEvaluator(), SPACE, 1, tmp_path / "parts", Q, seed=3, plot_window=100)
   assert len(second.buffer) == 7 and second.position == first.position
   second.run()
   for name in (sr.REPLAY_FILE, sr.Q_FILE):
@@ -112,7 +112,7 @@ def test_continue_from_reference_csvs(tmp_path):
     table.update_sequence(SPACE.net_to_states(row.net), row.reward, 0.1, 1.0)
   logs.write_q_values(tmp_path / "q.csv", table.to_rows())
   source = sr.ContinueFrom(str(tmp_path / "q.csv"), str(tmp_path / "replay.csv"), epsilon=0.5, ite=4)
-  search = sr.Search(FakeEvaluator(), SPACE, 1, tmp_path / "run", Q, seed=0, continue_from=source)
+  search = sr.Search(FakeEvaluator(), SPACE, 1, tmp_path / "run", Q, seed=0, continue_from=source, plot_window=100)
   assert search.position == (1, 3) and len(search.buffer) == 3 and search.table.table == table.table
   search.run()
   new = search.buffer.rows[3:]
