@@ -173,3 +173,25 @@ def test_helpers_and_errors():
   a, b, c, d = ev.split_train_val(np.arange(20), np.arange(20), val_fraction=0.25, seed=1)
   a2, *_ = ev.split_train_val(np.arange(20), np.arange(20), val_fraction=0.25, seed=1)
   assert len(a) == 15 and len(c) == 5 and not set(a) & set(c) and np.array_equal(a, a2)
+
+
+def test_classifier_training_equals_a_plain_full_batch_adam_loop():
+  """With one batch per epoch the permutation does not matter: compare with optax.adam written out by hand."""
+  import optax
+  config = dataclasses.replace(CONFIG, epochs=3, batch_size=128, learning_rate=0.05)
+  evaluator = ev.Evaluator(DATA, config, mesh=one_device_mesh())
+  x_tr, x_va, _, state = evaluator._prepare(NET, [3])
+  params = jax.tree.map(lambda a: np.asarray(a[0]), state[0])
+  results, trained = evaluator.evaluate(NET, [3], return_params=True)
+  kernel = params["logits"]["kernel"][:128]  # true width 128 (bucket 128: no padding)
+  x, xv = np.asarray(x_tr[0][:, :128]), np.asarray(x_va[0][:, :128])
+  tx = optax.adam(0.05)
+  opt = tx.init(kernel)
+  loss = lambda w: optax.softmax_cross_entropy_with_integer_labels(x @ w, DATA.train_y).mean()
+  for epoch in range(3):
+    grads = jax.grad(loss)(kernel)
+    updates, opt = tx.update(grads, opt, kernel)
+    kernel = optax.apply_updates(kernel, updates)
+    val = 100 * np.mean(np.argmax(xv @ kernel, -1) == DATA.val_y)
+    assert results[0].acc_val_all_epochs[epoch] == pytest.approx(val, abs=1e-3)
+  np.testing.assert_allclose(trained["params"]["logits"]["kernel"][0], kernel, rtol=1e-4, atol=1e-5)
