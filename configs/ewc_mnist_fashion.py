@@ -44,7 +44,7 @@ def get_config(arg: str | None = None):
   config.importance.fisher_estimator = "exact"
   config.importance.num_examples = 1000
   if arg == "quick":
-    config.methods = ("finetune", "ewc@1e4")
+    config.methods = ("ewc@1e4",)
     config.data = default_data_config(source="embedded", train_size=300, test_size=100)
     config.data_sequence.d1_fashion_mnist = default_data_config(source="idx", path=shared_data("mnist"),
                                                                 train_size=300, test_size=100)

@@ -54,6 +54,7 @@ def get_config(arg: str | None = None):
   elif variant == "reference":
     config.importance.mas_estimator = "batch"
   elif variant == "quick":
+    config.methods = ("mas",)
     config.data.train_size = 500
     config.data.test_size = 200
     config.stream.num_tasks = 2

@@ -50,14 +50,16 @@ def get_config(arg: str | None = None):
   config.importance.num_examples = 500
   config.importance.chunk_size = 100
   if arg == "quick":
-    config.data.max_per_class = 40
-    config.data.test_size = 200
+    config.methods = ("mas",)
+    config.data.max_per_class = 20
+    config.data.image_size = 16
+    config.data.test_size = 100
     config.stream.num_tasks = 2
     config.model.width = 0.125
     config.model.fc_units = 32
     config.train.epochs = 1
     config.train.batch_size = 16
-    config.train.eval_batch_size = 50
+    config.train.eval_batch_size = 25
     config.importance.num_examples = 32
     config.importance.chunk_size = 32
   elif arg:

@@ -43,6 +43,7 @@ def get_config(arg: str | None = None):
     config.data.train_size = 512
     config.data.test_size = 256
     config.stream.num_tasks = 2
+    config.methods = ("ewc", "mas")
     config.train.epochs = 1
     config.model.hidden = (32,)
     config.importance.num_examples = 256
