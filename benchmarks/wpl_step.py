@@ -9,7 +9,8 @@ The plain step is `enas.trainer.rnn_shared_step`. The WPL step is the same compu
 because the trainer step has no loss hook yet). The burst end is one validation window's cross-entropy gradient,
 squared (the `batch` estimator, which the reference uses; per-example estimators cost more), then
 `wpl.state.end_burst`. Target (the issue's): WPL step <= 1.5x the plain step; a burst of `num_batch_per_iter`
-WPL steps plus its update, per step, reported as well. Architectures rotate every step; one compilation each. Timings: the minimum over interleaved rounds.
+WPL steps plus its update, per step, reported as well. Architectures rotate every step; one compilation each.
+Timings: the minimum over interleaved rounds.
 """
 
 from __future__ import annotations

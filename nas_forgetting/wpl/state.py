@@ -75,7 +75,8 @@ def default_wpl_config(**overrides: Any) -> ml_collections.ConfigDict:
     lambda_fisher             EMA weight of the new Fisher estimate (see `momentum`).
     momentum                  True: F <- (1-lambda) F + lambda g2; False: F <- F + lambda g2 (relies on clipping/reset).
     fisher_clip_by_norm       > 0: scale each Fisher tensor down to at most this L2 norm after every update; 0 = off.
-    set_fisher_zero_per_iter  k > 0: reset the Fisher to zero at the start of every epoch with epoch % k == 0; <= 0 never.
+    set_fisher_zero_per_iter  k > 0: reset the Fisher to zero at the start of every epoch with epoch % k == 0;
+                              <= 0: never.
     start_using_fisher        first epoch at which the Fisher is updated and the penalty applied.
     num_batch_per_iter        training batches per sampled architecture (one "burst") before its Fisher/anchor update.
     estimator                 Fisher estimate per burst: 'empirical' (default: mean over examples of squared
@@ -279,7 +280,8 @@ def update_fisher(state: WPLState, sq_grads: PyTree, active_mask: PyTree | None,
                             f"state's tree {jax.tree.structure(state.fisher)}")
   for (path, f), g in zip(jax.tree_util.tree_leaves_with_path(state.fisher), jax.tree.leaves(sq_grads)):
     if jnp.shape(g) != jnp.shape(f):
-      raise ArchitectureError(f"Fisher estimate at {_path_name(path)} has shape {jnp.shape(g)}; expected {jnp.shape(f)}")
+      raise ArchitectureError(f"Fisher estimate at {_path_name(path)} has shape {jnp.shape(g)}; "
+                              f"expected {jnp.shape(f)}")
   masks = expand_mask(active_mask, state.fisher)
   on = is_on(state, hp)
   alpha = alpha_at(state.epoch, hp)
@@ -299,7 +301,7 @@ def update_fisher(state: WPLState, sq_grads: PyTree, active_mask: PyTree | None,
 
 
 def refresh_anchor(state: WPLState, params: PyTree) -> WPLState:
-  """theta* <- the current values of all monitored parameters (the reference copies all of them, not only active ones)."""
+  """theta* <- the current values of all monitored parameters (as the reference: all of them, not only active ones)."""
   if jax.tree.structure(params) != jax.tree.structure(state.anchor):
     raise ArchitectureError(f"the parameters' tree {jax.tree.structure(params)} does not match the WPL anchor's tree "
                             f"{jax.tree.structure(state.anchor)}")

@@ -14,7 +14,9 @@ dense layers (784 -> h -> h -> h -> h -> h -> 10), whose first k layers (k in {1
 
 Both B runs of one k go through one compiled chunk function (the strength alpha is a traced argument, 0 for
 "no WPL"); B alone is the k = 0 case. Outputs in the workdir: `two_model_k<k>.png` (one figure per k, as the WPL
-paper's introductory example), `two_model_k<k>.csv` (the curves), `metrics.jsonl` + TensorBoard scalars, and a
+paper's introductory example; `two_model_k<k>_a.png` zooms on A's curves), `two_model_k<k>.csv` (the curves),
+`two_model_summary.csv` (per k: A's final accuracy and mean drop over B's training with/without WPL, B's final
+accuracies), `metrics.jsonl` + TensorBoard scalars, and a
 checkpoint of A's trained weights and finished curves under `checkpoints/` (a rerun resumes from it).
 
 Data: MNIST from a `data` config group (`nas_forgetting.data.load_dataset`); offline, the 10k MNIST test split is
@@ -288,17 +290,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   latest = checkpointer.latest_step()
   if latest is not None:
     like = {"a": init_layers(a_key, a_sizes), "a_loss": np.zeros((), np.float32),
+            "a_epochs": np.zeros((), np.int32),
             **{f"k{k}": np.zeros((len(CURVES), num_points), np.float32) for k in ks[:latest]}}
     restored = checkpointer.restore(latest, like)
-    a, a_history = restored["a"], [float(restored["a_loss"])]
+    a, a_history = restored["a"], [float(restored["a_loss"])] * int(restored["a_epochs"])
     done = {k: np.asarray(restored[f"k{k}"]) for k in ks[:latest]}
   else:
     a, a_history = train_model_a(a_key, train, config, a_sizes)
-    checkpointer.save(0, {"a": a, "a_loss": np.float32(a_history[-1])})
+    checkpointer.save(0, {"a": a, "a_loss": np.float32(a_history[-1]), "a_epochs": np.int32(len(a_history))})
   a_alone = float(accuracy(a, *eval_))
 
   summaries = {}
-  saved = {"a": a, "a_loss": np.float32(a_history[-1]), **{f"k{k}": v for k, v in done.items()}}
+  saved = {"a": a, "a_loss": np.float32(a_history[-1]), "a_epochs": np.int32(len(a_history)),
+           **{f"k{k}": v for k, v in done.items()}}
   with metrics_lib.MetricsLogger(str(workdir_path)) as logger:
     logger.log(0, {"a/final_train_loss": a_history[-1], "a/eval_accuracy": a_alone, "a/epochs": len(a_history)})
     # B alone (nothing shared): the same for every k.
@@ -334,12 +338,21 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   metrics_lib.write_csv(workdir_path / "two_model_summary.csv", list(summaries.values()))
   return {"a_eval_accuracy": a_alone, "a_epochs": len(a_history),
           "per_k": {str(k): s for k, s in summaries.items()},
-          "figures": [str(workdir_path / f"two_model_k{k}.png") for k in summaries]}
+          "figures": [str(workdir_path / f"two_model_k{k}{suffix}.png") for k in summaries for suffix in ("", "_a")]}
 
 
 def _plot(path: pathlib.Path, iterations, curves, k: int, config) -> None:
-  series = {"A, no WPL": (iterations, curves["a_no_wpl"]), "A, WPL": (iterations, curves["a_wpl"]),
-            "A alone": (iterations, curves["a_alone"]), "B, no WPL": (iterations, curves["b_no_wpl"]),
-            "B, WPL": (iterations, curves["b_wpl"]), "B alone": (iterations, curves["b_alone"])}
-  plots.line_plot(str(path), series, xlabel="training iterations of model B", ylabel="eval accuracy",
-                  title=f"Model B shares A's first {k} layer{'s' if k > 1 else ''} (alpha={config.wpl.alpha_fisher:g})")
+  """`path`: all six curves, the y range starting just below the lowest value after B's first evaluation (B's
+  untrained start is cut off so that A's changes stay visible); `<stem>_a.png`: A's three curves alone."""
+  label = {"a_no_wpl": "A, no WPL", "a_wpl": "A, WPL", "a_alone": "A alone", "b_no_wpl": "B, no WPL",
+           "b_wpl": "B, WPL", "b_alone": "B alone"}
+  order = ("a_no_wpl", "a_wpl", "a_alone", "b_no_wpl", "b_wpl", "b_alone")
+  series = {label[name]: (iterations, curves[name]) for name in order}
+  shown = [v for name in CURVES for v in curves[name][1:]]
+  low = max(0.0, min(shown) - 0.02)
+  title = f"Model B shares A's first {k} layer{'s' if k > 1 else ''} (alpha={config.wpl.alpha_fisher:g})"
+  plots.line_plot(str(path), series, xlabel="training iterations of model B", ylabel="eval accuracy", title=title,
+                  ylim=(low, min(1.0, max(shown) + 0.01)))
+  a_series = {label[name]: (iterations, curves[name]) for name in ("a_no_wpl", "a_wpl", "a_alone")}
+  plots.line_plot(str(path.with_name(path.stem + "_a.png")), a_series, xlabel="training iterations of model B",
+                  ylabel="eval accuracy of model A", title=title)

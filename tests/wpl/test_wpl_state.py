@@ -32,7 +32,8 @@ def _drift(params, seed=1, scale=0.1):
 def _fisher_like(params, seed=2):
   leaves, tree = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.key(seed), len(leaves))
-  return jax.tree.unflatten(tree, [jax.random.uniform(k, p.shape, minval=0.1, maxval=2.0) for p, k in zip(leaves, keys)])
+  return jax.tree.unflatten(tree, [jax.random.uniform(k, p.shape, minval=0.1, maxval=2.0)
+                                   for p, k in zip(leaves, keys)])
 
 
 def test_penalty_zero_after_anchor_refresh_and_grows_with_drift():

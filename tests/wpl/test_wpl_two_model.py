@@ -119,4 +119,4 @@ def test_quick_run_on_mnist(shared_data, tmp_path):
     assert all(float(r["a_alone"]) == pytest.approx(summary["a_eval_accuracy"]) for r in rows)
   # A rerun in the same workdir resumes: A is restored (not retrained) and the finished curves are reused.
   again = tm.run(config, str(tmp_path))
-  assert again["per_k"] == summary["per_k"]
+  assert again["per_k"] == summary["per_k"] and again["a_epochs"] == summary["a_epochs"]
