@@ -78,6 +78,7 @@ def build(data: ml_collections.ConfigDict, arg: str | None, *, num_classes: int 
   c.search.q_learning_rate = 0.1  # Q-learning rate (reference --q-learning-rate)
   c.search.q_discount_factor = 1.0  # discount (reference --q-discount-factor)
   c.search.init_utility = 0.15  # initial Q-value (the reference uses the early-stopping threshold)
+  c.search.seeds_per_architecture = 1  # initialisations per net (reward = their mean); set to the device count to fill them
   c.search.plot_every = 1  # redraw the moving-average plot every this-many architectures
   c.search.plot_window = 20  # moving-average window
   c.search.max_architectures = 0  # stop after this many sampled nets in this run (0 = until the schedule ends)

@@ -212,10 +212,27 @@ def row_from_result(net: str, result) -> ql.ReplayRow:
                       tuple(result.acc_val_all_epochs), tuple(result.acc_train_all_epochs), result.acc_test_last)
 
 
-def evaluator_fn(evaluator) -> Callable[[str, int], ql.ReplayRow]:
-  """The `evaluate` callback of a `Search` from a deep-prior `Evaluator` (one seed per architecture)."""
+def evaluator_fn(evaluator, seeds_per_architecture: int = 1) -> Callable[[str, int], ql.ReplayRow]:
+  """The `evaluate` callback of a `Search` from a deep-prior `Evaluator`.
+
+  With `seeds_per_architecture` k > 1 every net is evaluated with k initialisations at once (seeds
+  init_seed, init_seed + 1, ...; they fill the devices that one seed would leave idle), and its row holds the mean
+  reward and the mean per-epoch accuracies over the seeds (train_flag: every seed ran all epochs).
+  """
+  if seeds_per_architecture < 1:
+    raise ConfigError(f"seeds_per_architecture={seeds_per_architecture} must be >= 1")
+
   def evaluate(net: str, seed: int) -> ql.ReplayRow:
-    return row_from_result(net, evaluator.evaluate(net, [seed])[0])
+    results = evaluator.evaluate(net, [(seed + k) % (2 ** 31) for k in range(seeds_per_architecture)])
+    if len(results) == 1:
+      return row_from_result(net, results[0])
+    epochs = min(len(r.acc_val_all_epochs) for r in results)
+    mean = lambda lists: tuple(float(np.mean([l[:epochs] for l in lists], axis=0)))
+    val = mean([r.acc_val_all_epochs for r in results])
+    return ql.ReplayRow(0.0, net, all(r.train_flag for r in results), float(np.mean([r.reward for r in results])),
+                        max(val), val, mean([r.acc_train_all_epochs for r in results]),
+                        float(np.mean([r.acc_test_last for r in results])))
+
   return evaluate
 
 

@@ -130,3 +130,20 @@ def test_moving_average_and_plot(tmp_path):
   assert [p.name for p in paths] == ["plot.png", "plot.pdf"]
   assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[1].read_bytes()[:4] == b"%PDF"
   assert logs.plot_moving_average_reward(rows[:20], tmp_path / "none") == []
+
+
+def test_several_seeds_per_architecture_average():
+  from nas_forgetting.dpnas.evaluator import EvalResult
+
+  class Fake:
+    def evaluate(self, net, seeds):
+      return [EvalResult(s, 0.1 * (s % 10), True, 50.0 + s % 10, [40.0, 50.0 + s % 10], [30.0, 60.0], [1.0, 2.0], 70.0)
+              for s in seeds]
+
+  one = sr.evaluator_fn(Fake())("[C(4,1,1,0,1), SM(4)]", 2)
+  assert one.reward == pytest.approx(0.2) and one.acc_val_all_epochs == (40.0, 52.0)
+  row = sr.evaluator_fn(Fake(), 3)("[C(4,1,1,0,1), SM(4)]", 2)  # seeds 2, 3, 4
+  assert row.reward == pytest.approx(0.3) and row.acc_val_all_epochs == (40.0, 53.0) and row.acc_best_val == 53.0
+  assert row.train_flag and row.acc_test_last == 70.0
+  with pytest.raises(ConfigError, match="seeds_per_architecture"):
+    sr.evaluator_fn(Fake(), 0)
