@@ -227,7 +227,7 @@ def evaluator_fn(evaluator, seeds_per_architecture: int = 1) -> Callable[[str, i
     if len(results) == 1:
       return row_from_result(net, results[0])
     epochs = min(len(r.acc_val_all_epochs) for r in results)
-    mean = lambda lists: tuple(float(np.mean([l[:epochs] for l in lists], axis=0)))
+    mean = lambda lists: tuple(float(v) for v in np.mean([l[:epochs] for l in lists], axis=0))
     val = mean([r.acc_val_all_epochs for r in results])
     return ql.ReplayRow(0.0, net, all(r.train_flag for r in results), float(np.mean([r.reward for r in results])),
                         max(val), val, mean([r.acc_train_all_epochs for r in results]),
