@@ -40,6 +40,7 @@ import dataclasses
 from typing import Any, Callable
 
 import flax.linen as nn
+from flax.linen import linear
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -160,10 +161,13 @@ def vmap_chunk_sums(apply_fn: ApplyFn, params: PyTree, index: tuple[int, ...], x
 
     out, vjp_fn = jax.vjp(f, sel)
     cots, w = rule(out, y_i, key_i)
-    return _weighted_phi_sum(vjp_fn, cots.astype(out.dtype), w * v_i, phi, sel)
+    if cots.shape[0] == 1:  # weight applied below, as a contraction over the chunk
+      return [phi(g) for g in vjp_fn(cots[0].astype(out.dtype))[0]], w[0] * v_i
+    return _weighted_phi_sum(vjp_fn, cots.astype(out.dtype), w * v_i, phi, sel), jnp.ones_like(v_i)
 
-  per_example = jax.vmap(one)(x, labels, keys, valid)
-  return [jnp.sum(g, axis=0).astype(jnp.float32) for g in per_example]
+  per_example, weights = jax.vmap(one)(x, labels, keys, valid)
+  # A contraction (not a fused multiply-and-reduce, which XLA:CPU runs very slowly over the batch axis).
+  return [jnp.tensordot(weights.astype(jnp.float32), g.astype(jnp.float32), axes=1) for g in per_example]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -300,11 +304,67 @@ def per_layer_chunk_sums(apply_fn: ApplyFn, params: PyTree, calls: tuple[LayerCa
       # Dense on (n, features): sum_i sum_k w_ik phi(x_i)^T phi(g_ik)  =  phi(X)^T H,  H = sum_k w_k phi(G_k).
       h = jnp.einsum("kn,kno->no", weights, phi(g).astype(jnp.float32))
       sums = {"kernel": phi(x_in).astype(jnp.float32).T @ h, "bias": jnp.sum(h, axis=0)}
+    elif _patchable_conv(module, x_in):
+      sums = _conv_patch_sums(module, lp, x_in, g, weights, phi)
     else:
       sums = _materialised_layer_sums(module, lp, x_in, g, weights, phi)
     for pname, i in call.leaves:
       result[i] = sums[pname].reshape(leaves[i].shape).astype(jnp.float32)
   return result
+
+
+def _kernel_size(module: nn.Conv) -> tuple[int, ...]:
+  return (module.kernel_size,) if isinstance(module.kernel_size, int) else tuple(module.kernel_size)
+
+
+def _broadcast(value, n: int) -> tuple[int, ...]:
+  value = 1 if value is None else value
+  return (value,) * n if isinstance(value, int) else tuple(value)
+
+
+def _patchable_conv(module: nn.Module, x: jax.Array) -> bool:
+  """An nn.Conv whose per-example kernel gradient is a product of input patches and output gradients."""
+  if type(module) is not nn.Conv:
+    return False
+  k = _kernel_size(module)
+  padding = linear.canonicalize_padding(module.padding, len(k))
+  return (x.ndim == len(k) + 2 and module.feature_group_count == 1 and module.mask is None
+          and module.conv_general_dilated is None and module.conv_general_dilated_cls is None
+          and all(d == 1 for d in _broadcast(module.input_dilation, len(k)))
+          and not (isinstance(padding, str) and padding in ("CIRCULAR", "REFLECT", "CAUSAL")))
+
+
+def _conv_patch_sums(module: nn.Conv, layer_params: dict[str, jax.Array], x: jax.Array, g: jax.Array,
+                     weights: jax.Array, phi: Callable) -> dict[str, jax.Array]:
+  """Per-example conv gradients as (input patches)^T (output gradients), one batched matrix product per chunk.
+
+  kernel grad of example i = sum over output positions p of patch_i(p) g_i(p)^T (patch = the receptive field,
+  (C_in, *window)); the sum over positions comes before phi, so each example's (window*C_in, C_out) gradient is
+  formed (small for convolutions), then phi and the weighted sum over the chunk.
+  """
+  k = _kernel_size(module)
+  nd = len(k)
+  padding = linear.canonicalize_padding(module.padding, nd)
+  patches = jax.lax.conv_general_dilated_patches(
+      x, filter_shape=k, window_strides=_broadcast(module.strides, nd), padding=padding,
+      rhs_dilation=_broadcast(module.kernel_dilation, nd), dimension_numbers=linear._conv_dimension_numbers(x.shape),
+      precision=jax.lax.Precision.HIGHEST)
+  n, c = x.shape[0], x.shape[-1]
+  patches = patches.reshape(n, -1, c, int(np.prod(k))).astype(jnp.float32)   # (n, P, C_in, window)
+  kernel_shape = layer_params["kernel"].shape                                  # (*window, C_in, C_out)
+
+  def step(acc, gw):
+    g_k, w_k = gw
+    g_k = g_k.reshape(n, -1, g_k.shape[-1]).astype(jnp.float32)                # (n, P, C_out)
+    grads = jnp.einsum("npcf,npo->nfco", patches, g_k).reshape((n,) + kernel_shape)
+    out = {"kernel": acc["kernel"] + jnp.tensordot(w_k, phi(grads), axes=1)}
+    if "bias" in acc:
+      out["bias"] = acc["bias"] + w_k @ phi(jnp.sum(g_k, axis=1))
+    return out, None
+
+  init = {name: jnp.zeros(v.shape, jnp.float32) for name, v in layer_params.items()}
+  out, _ = jax.lax.scan(step, init, (g, weights))
+  return out
 
 
 def _materialised_layer_sums(module: nn.Module, layer_params: dict[str, jax.Array], x: jax.Array, g: jax.Array,
@@ -318,7 +378,7 @@ def _materialised_layer_sums(module: nn.Module, layer_params: dict[str, jax.Arra
   def step(acc, gw):
     g_k, w_k = gw
     grads = jax.vmap(per_example)(x, g_k)
-    return {k: acc[k] + jnp.einsum("n,n...->...", w_k, phi(grads[k]).astype(jnp.float32)) for k in acc}, None
+    return {k: acc[k] + jnp.tensordot(w_k, phi(grads[k]).astype(jnp.float32), axes=1) for k in acc}, None
 
   init = {k: jnp.zeros(v.shape, jnp.float32) for k, v in layer_params.items()}
   out, _ = jax.lax.scan(step, init, (g, weights))
