@@ -61,7 +61,7 @@ def consolidation_penalty(params: PyTree, anchors: PyTree, importance: PyTree) -
 
 
 def _global_norm(tree: PyTree) -> jax.Array:
-  return optax.global_norm(tree)
+  return optax.tree.norm(tree)
 
 
 def make_epoch_fn(apply_fn: Callable, tx: optax.GradientTransformation, *, penalty_scale: float, use_si: bool,
