@@ -1,17 +1,21 @@
 """Image classification data sets as in-memory arrays, from any source, with one config shape.
 
 `load_dataset(data_config) -> Splits(train, test)`; every split is an `ArrayDataset` of float32 images
-(N, H, W, C) in [0, 1] and int32 labels. The data config (build it with `default_data_config(**overrides)`):
+(N, H, W, C) in [0, 1] and int32 labels (the 'embeddings' source is exempt from the range: its "images" are stored
+feature vectors as (N, 1, 1, D), neither normalised nor clipped; see `embeddings`). The data config (build it with
+`default_data_config(**overrides)`):
 
-  source            'embedded' | 'tfds' | 'idx' | 'image_folder'
+  source            'embedded' | 'tfds' | 'idx' | 'image_folder' | 'embeddings'
   name              embedded name ('' = 'font_digits') or tfds name (mnist, fashion_mnist, cifar10, cifar100);
                     for idx and image_folder only a label for logs ('' = the folder's name)
-  path              folder of IDX files (`{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`) or of
-                    `<split>/<label>/*.jpg|png` image folders
+  path              folder of IDX files (`{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`), of
+                    `<split>/<label>/*.jpg|png` image folders, or of stored embeddings (`embeddings` module:
+                    `<split>_embeddings.npy` / `<split>_labels.npy` [+ embedding.json], or the reference's
+                    `<split>/<label:06d>/<index:06d>.npy`; a stored `val` split is merged into train)
   train_size        examples kept for training; 0 = all (embedded: 10,000)
   test_size         examples kept for testing; 0 = all (embedded: 2,000)
   seed              seeds subsampling, carving and the embedded generator
-  image_size        0 = native size; else resize to image_size x image_size (bilinear, antialiased; image
+  image_size        0 = native size (the only choice for 'embeddings', as for grayscale and channels); else resize to image_size x image_size (bilinear, antialiased; image
                     folders resize while decoding, so folders of mixed sizes load too)
   grayscale         convert RGB to one luma channel
   channels          0 = as the source; 1 or 3 = force that many channels (grey repeated to 3, colour to luma)
@@ -37,17 +41,19 @@ from typing import NamedTuple
 import ml_collections
 import numpy as np
 
-from nas_forgetting.data import embedded, idx, image_folder, tfds_source, transforms
+from nas_forgetting.data import embedded, embeddings, idx, image_folder, tfds_source, transforms
 from nas_forgetting.errors import ConfigError, DataError
 
-SOURCES = ("embedded", "tfds", "idx", "image_folder")
+SOURCES = ("embedded", "tfds", "idx", "image_folder", "embeddings")
 _TFDS_NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
 
 _log = logging.getLogger(__name__)
 
 
 class ArrayDataset(NamedTuple):
-  """One split in memory: float32 images (N, H, W, C) in [0, 1], int32 labels (N,) in [0, num_classes)."""
+  """One split in memory: float32 images (N, H, W, C) in [0, 1], int32 labels (N,) in [0, num_classes).
+
+  Stored embeddings (source 'embeddings') are (N, 1, 1, D) feature vectors, not in [0, 1] (not normalised)."""
   images: np.ndarray
   labels: np.ndarray
   num_classes: int
@@ -78,9 +84,9 @@ def make_array_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int,
 def default_data_config(**overrides) -> ml_collections.ConfigDict:
   """The `data` sub-config with every field declared (see the module docstring); overrides must be known fields."""
   config = ml_collections.ConfigDict()
-  config.source = "embedded"  # 'embedded' | 'tfds' | 'idx' | 'image_folder'
+  config.source = "embedded"  # 'embedded' | 'tfds' | 'idx' | 'image_folder' | 'embeddings' (stored features)
   config.name = ""  # embedded name ('' = font_digits) or tfds name; a label for local folders ('' = folder name)
-  config.path = ""  # folder for 'idx' and 'image_folder'
+  config.path = ""  # folder for 'idx', 'image_folder' and 'embeddings'
   config.train_size = 0  # training examples kept; 0 = all (embedded: 10,000)
   config.test_size = 0  # test examples kept; 0 = all (embedded: 2,000)
   config.seed = 0  # seeds subsampling, carving of single-split sources, and the embedded generator
@@ -109,8 +115,12 @@ def _check_config(config) -> None:
       raise ConfigError(f"data.{field} must be >= 0, got {config[field]}")
   if not 0.0 < float(config.holdout_fraction) < 1.0:
     raise ConfigError(f"data.holdout_fraction must lie in (0, 1), got {config.holdout_fraction}")
-  if config.source in ("idx", "image_folder") and not config.path:
+  if config.source in ("idx", "image_folder", "embeddings") and not config.path:
     raise ConfigError(f"data.source={config.source!r} needs data.path (a folder)")
+  if config.source == "embeddings" and (config.image_size or config.grayscale or config.channels):
+    raise ConfigError(f"data.source='embeddings' stores feature vectors, not images: image_size, grayscale and "
+                      f"channels must stay 0 / False / 0, got {config.image_size} / {config.grayscale} / "
+                      f"{config.channels}")
 
 
 def _subset(n: int, size: int, rng: np.random.Generator, what: str) -> np.ndarray:
@@ -166,6 +176,9 @@ def _load_raw(config) -> tuple[dict, int, str]:
     return found, _TFDS_NUM_CLASSES[config.name], config.name
   path = pathlib.Path(config.path)
   name = config.name or path.name
+  if source == "embeddings":
+    found, num_classes = embeddings.load_embedding_splits(path)
+    return found, num_classes, name
   if source == "idx":
     found = idx.load_idx_folder(path)
     num_classes = int(max(labels.max() for _, labels in found.values())) + 1
