@@ -544,7 +544,6 @@ class Evaluator:
       _PREPARE_FNS[key] = self._shard(jax.vmap(init, in_axes=(0, None)), (P(AXIS), P()))
     state = _PREPARE_FNS[key](_shard_seeds(seeds_arr, self.mesh), sample)
     if self._image_splits is None:
-      n_train, n_val, _ = self.sizes
       self._image_splits = tuple(_replicate(x, self.mesh) for x in (self.data.train_x, self.data.val_x,
                                                                      self.data.test_x))
     x_tr, x_va, x_te = self._image_splits
