@@ -53,6 +53,7 @@ def build(data: ml_collections.ConfigDict, arg: str | None, *, num_classes: int 
   c.evaluator.memory_fraction = 0.5  # share of free device memory one embedding chunk may use
   c.evaluator.cpu_memory_budget = 1 << 30  # bytes assumed free on devices without memory statistics (CPU)
   c.evaluator.eval_batch_size = 1024  # chunk of validation/test forward passes
+  c.evaluator.seed_batching = "auto"  # seeds on one device: vmap | map (sequential) | auto (map on CPU, vmap elsewhere)
   c.evaluator.bucket = "geometric"  # geometric (pad widths to 2^k / 3*2^(k-1): classifier compiled once per bucket) | exact
 
   c.search_space = ml_collections.ConfigDict()

@@ -59,6 +59,7 @@ from nas_forgetting.models import deep_prior as dp
 
 BN_MODES = ("calibrate", "reference")
 BUCKETS = ("geometric", "exact")
+SEED_BATCHING = ("auto", "vmap", "map")
 AXIS = "seeds"
 _TRAIN_FNS: dict = {}  # compiled classifier-training functions, shared by every Evaluator of this process
 _PREPARE_FNS: collections.OrderedDict = collections.OrderedDict()  # per-architecture embedding functions (LRU)
@@ -87,10 +88,13 @@ class EvalConfig:
   cpu_memory_budget: int = 1 << 30  # bytes assumed free on devices that report no memory statistics
   eval_batch_size: int = 1024  # chunk for validation/test forward passes
   bucket: str = "geometric"  # embedding widths padded to 2^k or 3*2^(k-1) ('exact': no padding)
+  seed_batching: str = "auto"  # seeds on one device: vmap | map (one after another) | auto (map on CPU, else vmap)
 
   def __post_init__(self):
     if self.bn_mode not in BN_MODES:
       raise ConfigError(f"bn_mode={self.bn_mode!r}; expected one of {BN_MODES}")
+    if self.seed_batching not in SEED_BATCHING:
+      raise ConfigError(f"seed_batching={self.seed_batching!r}; expected one of {SEED_BATCHING}")
     if self.bucket not in BUCKETS:
       raise ConfigError(f"bucket={self.bucket!r}; expected one of {BUCKETS}")
     dp.weight_initializer(self.weight_init)
@@ -212,6 +216,27 @@ def _gather(x: jax.Array) -> np.ndarray:
   return np.asarray(x)
 
 
+def _over_seeds(fn, in_axes: tuple, mode: str):
+  """`fn` applied to every seed of a device's shard: vmapped, or one seed after another (`lax.map`).
+
+  XLA:CPU turns convolutions vmapped over per-seed weights into grouped convolutions, which it runs far slower
+  than the same convolutions one seed at a time; accelerators prefer the vmapped form.
+  """
+  if mode == "vmap":
+    return jax.vmap(fn, in_axes=in_axes)
+
+  def mapped(*args):
+    per_seed = [a for a, axis in zip(args, in_axes) if axis == 0]
+
+    def one(sliced):
+      it = iter(sliced)
+      return fn(*[next(it) if axis == 0 else a for a, axis in zip(args, in_axes)])
+
+    return jax.lax.map(one, tuple(per_seed))
+
+  return mapped
+
+
 def default_mesh() -> Mesh:
   """A one-axis mesh over every device of every process."""
   return Mesh(np.asarray(jax.devices()), (AXIS,))
@@ -328,6 +353,9 @@ class Evaluator:
                          (data.train_y, data.val_y, data.test_y))
     self._image_splits = None
     self._geometry = _geometry(self.sizes[0], config.batch_size)
+    platform = self.mesh.devices.flat[0].platform
+    self._seed_batching = (("map" if platform == "cpu" else "vmap") if config.seed_batching == "auto"
+                           else config.seed_batching)
     self._tx = _optimizer(config)
 
   # -- public -----------------------------------------------------------------------------------------------------
@@ -426,15 +454,17 @@ class Evaluator:
     c = self.config
     cache_key = key + (num_epochs, self._geometry, c.batch_size, c.learning_rate, c.weight_decay, c.bn_epsilon,
                        c.weight_init, c.dropout_rate, c.eval_batch_size, self.sizes,
-                       tuple(d.id for d in self.mesh.devices.flat), self.mesh.axis_names)
+                       tuple(d.id for d in self.mesh.devices.flat), self.mesh.axis_names, self._seed_batching)
     if cache_key not in _TRAIN_FNS:
       run = _make_run_epochs(apply_fn, self._tx, self.config, self._geometry, num_epochs)
+
+      mode = self._seed_batching
 
       def traced(*args):
         TRACES["train"] += 1
         data_axis = 0 if per_seed_inputs else None
         in_axes = (0, 0, data_axis, None, data_axis, None, data_axis, None, None)
-        return jax.vmap(run, in_axes=in_axes)(*args)
+        return _over_seeds(run, in_axes, mode)(*args)
 
       data_spec = P(AXIS) if per_seed_inputs else P()
       _TRAIN_FNS[cache_key] = self._shard(
@@ -462,7 +492,7 @@ class Evaluator:
     c = self.config
     key = (net, chunk, len(seeds_arr), padded, self.sizes, self._images.shape, c.bn_epsilon, c.weight_init,
            c.bn_mode, c.bn_calibration_size, c.batch_size, c.dropout_rate, c.learning_rate, c.weight_decay,
-           tuple(d.id for d in self.mesh.devices.flat))
+           tuple(d.id for d in self.mesh.devices.flat), self._seed_batching)
     if key not in _PREPARE_FNS:
       _PREPARE_FNS[key] = self._shard(self._make_prepare(net, width, padded, chunk), (P(AXIS), P()))
       while len(_PREPARE_FNS) > 16:
@@ -525,7 +555,7 @@ class Evaluator:
       state = (params, cls.get("batch_stats", {}), tx.init(params))
       return out[:n_train], out[n_train:n_train + n_val], out[n_train + n_val:], state
 
-    return jax.vmap(per_seed, in_axes=(0, None))
+    return _over_seeds(per_seed, (0, None), self._seed_batching)
 
   def _prepare_full(self, net: str, seeds_arr: np.ndarray):
     """Full training: per-seed (params, batch_stats, opt_state) and the per-architecture training function."""
@@ -539,9 +569,9 @@ class Evaluator:
       return variables["params"], variables.get("batch_stats", {}), tx.init(variables["params"])
 
     key = ("full", net, len(seeds_arr), sample.shape, config.bn_epsilon, config.weight_init, config.dropout_rate,
-           config.learning_rate, config.weight_decay, tuple(d.id for d in self.mesh.devices.flat))
+           config.learning_rate, config.weight_decay, tuple(d.id for d in self.mesh.devices.flat), self._seed_batching)
     if key not in _PREPARE_FNS:
-      _PREPARE_FNS[key] = self._shard(jax.vmap(init, in_axes=(0, None)), (P(AXIS), P()))
+      _PREPARE_FNS[key] = self._shard(_over_seeds(init, (0, None), self._seed_batching), (P(AXIS), P()))
     state = _PREPARE_FNS[key](_shard_seeds(seeds_arr, self.mesh), sample)
     if self._image_splits is None:
       self._image_splits = tuple(_replicate(x, self.mesh) for x in (self.data.train_x, self.data.val_x,

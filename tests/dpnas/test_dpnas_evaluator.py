@@ -83,11 +83,14 @@ def test_chunking_and_bucket_padding_do_not_change_results(evaluator):
   assert all(0.0 <= r.reward <= 1.0 for r in base)
 
 
-def test_multi_seed_on_eight_devices_equals_sequential(evaluator):
-  seeds = [0, 1, 2, 3, 4]  # padded to 8 over 8 devices
+@pytest.mark.parametrize("batching", ["map", "vmap"])
+def test_multi_seed_on_eight_devices_equals_sequential(evaluator, batching):
+  seeds = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]  # padded to 16 over 8 devices: two seeds per device
+  if batching == "vmap":
+    evaluator = ev.Evaluator(DATA, dataclasses.replace(CONFIG, seed_batching="vmap"))
   together = evaluator.evaluate(NET, seeds)
   single = ev.Evaluator(DATA, CONFIG, mesh=one_device_mesh())
-  for seed, result in zip(seeds, together):
+  for seed, result in list(zip(seeds, together))[::3]:
     alone = single.evaluate(NET, [seed])[0]
     assert alone.seed == result.seed == seed
     np.testing.assert_allclose(alone.acc_val_all_epochs, result.acc_val_all_epochs, atol=1e-3)
