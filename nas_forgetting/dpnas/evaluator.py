@@ -21,8 +21,9 @@ initialisation). Deep-prior mode (default):
    function; the second is skipped when every seed stopped.
 4. **Reward** = mean of the last `reward_window` (5) validation accuracies / 100, so in [0, 1].
 
-Seeds are vmapped and spread over a one-axis device mesh (`jax.shard_map`; seeds are padded to a multiple of the
-number of devices). The mesh may span several processes after `jax.distributed.initialize`: data are replicated
+Seeds are spread over a one-axis device mesh (`jax.shard_map`; seeds are padded to a multiple of the number of
+devices); the seeds of one device are vmapped on accelerators and mapped one after another on the CPU
+(`seed_batching`). The mesh may span several processes after `jax.distributed.initialize`: data are replicated
 with `jax.make_array_from_process_local_data` and results gathered with `process_allgather`, so every process gets
 every seed's result.
 
