@@ -192,6 +192,11 @@ def train_model_a(rng: jax.Array, train: tuple[jax.Array, jax.Array], config: ml
   return layers, history
 
 
+def eval_iterations(train_b: ml_collections.ConfigDict) -> list[int]:
+  """B's iterations at which A and B are evaluated: 0, eval_every, 2 eval_every, ..., steps."""
+  return [0] + [min(start + train_b.eval_every, train_b.steps) for start in range(0, train_b.steps, train_b.eval_every)]
+
+
 def train_model_b(rng: jax.Array, shared: Layers, a_own: Layers, b_own: Layers, wpl_state: wpl.WPLState,
                   alpha: float, train, eval_, config: ml_collections.ConfigDict, desc: str) -> dict[str, list[float]]:
   """B's training from the given layers; curves of A's and B's eval accuracy at iterations 0, eval_every, ..."""
@@ -200,12 +205,11 @@ def train_model_b(rng: jax.Array, shared: Layers, a_own: Layers, b_own: Layers, 
   cb = config.train_b
   stream = _batch_stream(rng, train[0].shape[0], cb.batch_size, cb.steps)
   a0 = float(accuracy(a_layers(shared, a_own), *eval_)) if shared or a_own else float("nan")
-  curves = {"iteration": [0], "a": [a0], "b": [float(accuracy(b_layers(shared, b_own), *eval_))]}
+  curves = {"a": [a0], "b": [float(accuracy(b_layers(shared, b_own), *eval_))]}
   alpha = jnp.float32(alpha)
   for start in progress_lib.progress(range(0, cb.steps, cb.eval_every), desc=desc, unit="chunk"):
     shared, b_own, opt_state, m = train_b_chunk(shared, b_own, opt_state, stream[start:start + cb.eval_every],
                                                 a_own, wpl_state, alpha, *train, *eval_, optimizer=optimizer)
-    curves["iteration"].append(min(start + cb.eval_every, cb.steps))
     curves["a"].append(float(m["a_accuracy"]))
     curves["b"].append(float(m["b_accuracy"]))
   curves["shared"] = shared
@@ -280,39 +284,42 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   rng = jax.random.key(config.seed)
   a_key, b_init_key, b_data_key, alone_key = jax.random.split(rng, 4)
 
-  # Checkpoint step n holds A's trained weights and the curves of the first n values of `shared_layers`.
+  # The checkpoint (step = number of finished k's) holds A's trained weights and the curves of every finished k
+  # (row k - 1 of `curves`, flagged in `finished`), whatever the order of `shared_layers`.
   checkpointer = ckpt_lib.Checkpointer(workdir_path / "checkpoints", max_to_keep=1)
   a_sizes = layer_sizes(A_DEPTH, num_inputs, h, num_classes)
   b_sizes = layer_sizes(B_DEPTH, num_inputs, h, num_classes)
-  num_points = len(range(0, config.train_b.steps, config.train_b.eval_every)) + 1
+  num_points = len(eval_iterations(config.train_b))
   ks = [int(k) for k in config.shared_layers]
   done: dict[int, np.ndarray] = {}
   latest = checkpointer.latest_step()
+  saved = {"a": init_layers(a_key, a_sizes), "a_loss": np.zeros((), np.float32), "a_epochs": np.zeros((), np.int32),
+           "curves": np.zeros((A_DEPTH - 1, len(CURVES), num_points), np.float32),
+           "finished": np.zeros((A_DEPTH - 1,), bool)}
   if latest is not None:
-    like = {"a": init_layers(a_key, a_sizes), "a_loss": np.zeros((), np.float32),
-            "a_epochs": np.zeros((), np.int32),
-            **{f"k{k}": np.zeros((len(CURVES), num_points), np.float32) for k in ks[:latest]}}
-    restored = checkpointer.restore(latest, like)
-    a, a_history = restored["a"], [float(restored["a_loss"])] * int(restored["a_epochs"])
-    done = {k: np.asarray(restored[f"k{k}"]) for k in ks[:latest]}
+    saved = checkpointer.restore(latest, saved)
+    a, a_history = saved["a"], [float(saved["a_loss"])] * int(saved["a_epochs"])
+    done = {k: np.asarray(saved["curves"][k - 1]) for k in ks if bool(saved["finished"][k - 1])}
   else:
     a, a_history = train_model_a(a_key, train, config, a_sizes)
-    checkpointer.save(0, {"a": a, "a_loss": np.float32(a_history[-1]), "a_epochs": np.int32(len(a_history))})
+    saved.update(a=a, a_loss=np.float32(a_history[-1]), a_epochs=np.int32(len(a_history)))
+    checkpointer.save(0, saved)
   a_alone = float(accuracy(a, *eval_))
 
   summaries = {}
-  saved = {"a": a, "a_loss": np.float32(a_history[-1]), "a_epochs": np.int32(len(a_history)),
-           **{f"k{k}": v for k, v in done.items()}}
+  iterations = eval_iterations(config.train_b)
+  # Metrics of the finished k's were logged before their checkpoint: a resumed run logs only what is new.
   with metrics_lib.MetricsLogger(str(workdir_path)) as logger:
-    logger.log(0, {"a/final_train_loss": a_history[-1], "a/eval_accuracy": a_alone, "a/epochs": len(a_history)})
-    # B alone (nothing shared): the same for every k.
-    alone = train_model_b(b_data_key, [], [], init_layers(alone_key, b_sizes), wpl.init_wpl_state([]), 0.0,
-                          train, eval_, config, desc="B alone")
-    for n, k in enumerate(ks):
+    if latest is None:
+      logger.log(0, {"a/final_train_loss": a_history[-1], "a/eval_accuracy": a_alone, "a/epochs": len(a_history)})
+    alone = None
+    for k in ks:
       if k in done:
         curves = {name: [float(v) for v in done[k][i]] for i, name in enumerate(CURVES)}
-        iterations = alone["iteration"]
       else:
+        if alone is None:  # B alone (nothing shared): the same for every k
+          alone = train_model_b(b_data_key, [], [], init_layers(alone_key, b_sizes), wpl.init_wpl_state([]), 0.0,
+                                train, eval_, config, desc="B alone")
         shared0, a_own = a[:k], a[k:]
         b_own0 = init_layers(b_init_key, b_sizes)[k:]
         fisher = shared_fisher(a, k, *train, config)
@@ -321,19 +328,23 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         for name, alpha in (("no_wpl", 0.0), ("wpl", config.wpl.alpha_fisher)):
           runs[name] = train_model_b(b_data_key, shared0, a_own, b_own0, wpl_state, alpha, train, eval_, config,
                                      desc=f"B k={k} {name}")
-        iterations = runs["wpl"]["iteration"]
         curves = {"a_no_wpl": runs["no_wpl"]["a"], "b_no_wpl": runs["no_wpl"]["b"], "a_wpl": runs["wpl"]["a"],
                   "b_wpl": runs["wpl"]["b"], "a_alone": [a_alone] * len(iterations), "b_alone": alone["b"]}
         logger.log(k, _fisher_report(k, fisher, config))
-      for i, it in enumerate(iterations):
-        logger.log(it, {f"k{k}/{name}": curves[name][i] for name in CURVES})
+        for i, it in enumerate(iterations):
+          logger.log(it, {f"k{k}/{name}": curves[name][i] for name in CURVES})
       rows = [{"iteration": it, **{name: curves[name][i] for name in CURVES}} for i, it in enumerate(iterations)]
       metrics_lib.write_csv(workdir_path / f"two_model_k{k}.csv", rows, fieldnames=["iteration", *CURVES])
       _plot(workdir_path / f"two_model_k{k}.png", iterations, curves, k, config)
       summaries[k] = _forgetting_row(k, curves, a_alone)
-      logger.log(config.train_b.steps, {f"k{k}/{key}": v for key, v in summaries[k].items() if key != "k"})
-      saved[f"k{k}"] = np.asarray([curves[name] for name in CURVES], np.float32)
-      checkpointer.save(n + 1, saved)
+      if k not in done:
+        logger.log(config.train_b.steps, {f"k{k}/{key}": v for key, v in summaries[k].items() if key != "k"})
+      if k not in done:
+        saved["curves"] = np.asarray(saved["curves"]).copy()
+        saved["curves"][k - 1] = np.asarray([curves[name] for name in CURVES], np.float32)
+        saved["finished"] = np.asarray(saved["finished"]).copy()
+        saved["finished"][k - 1] = True
+        checkpointer.save(int(np.sum(saved["finished"])), saved)
     checkpointer.wait()
   metrics_lib.write_csv(workdir_path / "two_model_summary.csv", list(summaries.values()))
   return {"a_eval_accuracy": a_alone, "a_epochs": len(a_history),

@@ -103,13 +103,13 @@ def test_quick_run_on_mnist(shared_data, tmp_path):
   config = _config()
   config.data.train_size, config.data.test_size = 256, 128
   config.model.hidden = 16
-  config.shared_layers = [3, 1]
+  config.shared_layers = [3]
   config.train_a.epochs = 2
   config.train_b.steps, config.train_b.eval_every = 20, 10
   config.wpl.fisher_num_examples = 128
   summary = tm.run(config, str(tmp_path))
-  assert set(summary["per_k"]) == {"1", "3"}
-  for k in (3, 1):
+  assert set(summary["per_k"]) == {"3"}
+  for k in (3,):
     assert (tmp_path / f"two_model_k{k}.png").stat().st_size > 0
     rows = metrics_lib.read_csv(tmp_path / f"two_model_k{k}.csv")
     assert [int(r["iteration"]) for r in rows] == [0, 10, 20]
@@ -117,6 +117,19 @@ def test_quick_run_on_mnist(shared_data, tmp_path):
     assert float(rows[0]["a_no_wpl"]) == pytest.approx(summary["a_eval_accuracy"])
     assert float(rows[0]["a_wpl"]) == pytest.approx(summary["a_eval_accuracy"])
     assert all(float(r["a_alone"]) == pytest.approx(summary["a_eval_accuracy"]) for r in rows)
-  # A rerun in the same workdir resumes: A is restored (not retrained) and the finished curves are reused.
+  logged = metrics_lib.read_jsonl(tmp_path / "metrics.jsonl")
+  assert sum("k3/a_wpl" in r for r in logged) == 3 and sum("a/eval_accuracy" in r for r in logged) == 1
+  # A rerun in the same workdir resumes: A is restored (not retrained), the finished curves are reused, and
+  # nothing is logged twice.
   again = tm.run(config, str(tmp_path))
   assert again["per_k"] == summary["per_k"] and again["a_epochs"] == summary["a_epochs"]
+  assert metrics_lib.read_jsonl(tmp_path / "metrics.jsonl") == logged
+  # Another k (and another order) later in the same workdir: only the new k is trained and logged.
+  config.shared_layers = [1, 3]
+  more = tm.run(config, str(tmp_path))
+  assert more["per_k"]["3"] == summary["per_k"]["3"] and set(more["per_k"]) == {"1", "3"}
+  assert float(metrics_lib.read_csv(tmp_path / "two_model_k1.csv")[0]["a_wpl"]) == pytest.approx(
+      summary["a_eval_accuracy"])
+  now = metrics_lib.read_jsonl(tmp_path / "metrics.jsonl")
+  assert now[:len(logged)] == logged and sum("k1/a_wpl" in r for r in now) == 3
+  assert not any("k3/a_wpl" in r or "a/eval_accuracy" in r for r in now[len(logged):])
