@@ -31,6 +31,9 @@ the SI path integral, anchors, importance, the parameters at the task's start, R
 next (task, epoch) and the run's PRNG key. Epoch e of task t draws its batches from fold_in(fold_in(key, t), e),
 so a resumed run replays exactly the epochs an uninterrupted run would: the final numbers are identical.
 `train.stop_after_epochs` > 0 stops after that many epochs of this call (as if killed; the checkpoint remains).
+A run killed between logging an epoch and saving its checkpoint logs that epoch again on resume (metrics.jsonl
+may then hold one duplicated step; the numbers are the same). A finished method's folder is not retrained: a
+rerun restores its last checkpoint and rewrites its outputs.
 """
 
 from __future__ import annotations
