@@ -4,7 +4,7 @@ Command (paper-like search):
   python launch.py --config configs/enas_cifar10.py --workdir /tmp/enas_cifar10
 Quick run (tiny network on 2,000 JPEG images, about 3 minutes on 2 CPU cores):
   python launch.py --config configs/enas_cifar10.py:quick --workdir /tmp/enas_cifar10_quick
-Variants, combinable with commas: quick; derive | evaluate | train_scratch | single (other modes; set
+Variants, combinable with commas: quick; derive | evaluate | train_scratch | single | rank_correlation (modes; set
 --config.load_workdir / --config.dag_path).
 Data: ../shared/data/cifar10 (JPEG image folders: 20,000 training and 10,000 test images). The controller reward
 uses 10% of the training images held out (never the test set, unlike the WPL reference). Defaults follow the
@@ -23,7 +23,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.experiment = "enas"  # experiment registry name
   c.seed = 12345  # seed of every random draw
-  c.mode = "train"  # train | derive | evaluate | train_scratch | single
+  c.mode = "train"  # train | derive | evaluate | train_scratch | single | rank_correlation
   c.network = "micro_cnn"  # rnn | micro_cnn
   c.load_workdir = ""  # trained run read by derive/evaluate/train_scratch ('' = this workdir)
   c.dag_path = ""  # JSON cell file ({"normal": [...], "reduction": [...]}) for single / evaluate
@@ -32,6 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.name = "cifar10"  # data set name shown in summaries
   c.data.path = ""  # unused by micro_cnn (text corpora only)
   c.data.reward_fraction = 0.1  # share of the training images held out for controller rewards
+  c.data.eval_max_tokens = 0  # unused by micro_cnn (text corpora only)
   # Passed to nas_forgetting.data.datasets.load_dataset; its fields are declared (and commented) there.
   c.data.image = default_data_config(source="image_folder", name="cifar10", path=shared_data("cifar10"))
 
@@ -101,6 +102,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.max_to_keep = 3  # checkpoints kept
   c.train.derive_every = 10  # epochs between derive + evaluation (0 = only at the end)
   c.train.derive_num_sample = 100  # candidates scored by derive
+  c.train.rank_num_archs = 8  # rank_correlation: architectures sampled
+  c.train.rank_epochs = 10  # rank_correlation: epochs each architecture is trained alone
   c.train.measure_forgetting = True  # score each trained architecture right after its burst and at epoch end
   c.train.eval_batch_size = 500  # images per evaluation batch
 
@@ -127,9 +130,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       c.train.draw_every = 5
       c.train.save_every = 1
       c.train.derive_every = 0
+      c.train.rank_num_archs = 3
+      c.train.rank_epochs = 1
       c.train.derive_num_sample = 4
       c.train.eval_batch_size = 100
-    elif variant in ("derive", "evaluate", "train_scratch", "single"):
+    elif variant in ("derive", "evaluate", "train_scratch", "single", "rank_correlation"):
       c.mode = variant
     else:
       raise ValueError(f"unknown variant {variant!r} of configs/enas_cifar10.py")

@@ -9,8 +9,9 @@ Variants, combinable with commas (e.g. `configs/enas_ptb.py:quick,flexible`):
   wikitext2            WikiText-2 instead of PTB
   flexible | chain | tree | random   search-space modes (controller picks the node count; fixed chain/tree
                        topology with searched activations; uniformly random architectures, no controller)
-  derive | evaluate | train_scratch | single | ablation_activation | ablation_node   the other modes (set
-                       --config.load_workdir to the trained run, --config.dag_path to a JSON DAG for single)
+  derive | evaluate | train_scratch | single | ablation_activation | ablation_node | rank_correlation
+                       the other modes (set --config.load_workdir to the trained run, --config.dag_path to a
+                       JSON DAG for single)
 Data: ../shared/data/ptb holds only valid.txt and test.txt. Offline, the shared weights train on the first 90% of
 valid.txt, the controller reward uses the remaining 10%, and evaluation is on test.txt; summary.json and every
 plot title say so. Expected: the quick run finishes with a derived cell and a test perplexity in the hundreds
@@ -28,7 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.experiment = "enas"  # experiment registry name
   c.seed = 12345  # seed of every random draw (weights, architectures, dropout)
-  c.mode = "train"  # train | derive | evaluate | train_scratch | single | ablation_activation | ablation_node
+  c.mode = "train"  # train | derive | evaluate | train_scratch | single | ablation_activation | ablation_node | rank_correlation
   c.network = "rnn"  # rnn (language model) | micro_cnn (image classifier)
   c.load_workdir = ""  # trained run read by derive/evaluate/train_scratch/ablation_* ('' = this workdir)
   c.dag_path = ""  # JSON DAG file (reference format) for single; overrides the derived cell in evaluate/ablation_*
@@ -37,6 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.name = "ptb"  # data set name shown in summaries
   c.data.path = shared_data("ptb")  # folder with train.txt (optional offline), valid.txt, test.txt
   c.data.reward_fraction = 0.1  # without train.txt: share of valid.txt kept for controller rewards
+  c.data.eval_max_tokens = 0  # evaluate on the first tokens of test.txt only (smoke runs); 0 = all
 
   c.search = ml_collections.ConfigDict()
   c.search.mode = "orig"  # orig | flexible | hardcoded | random
@@ -104,6 +106,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.max_to_keep = 4  # checkpoints kept
   c.train.derive_every = 4  # epochs between derive + evaluation during the search (0 = only at the end)
   c.train.derive_num_sample = 100  # candidates scored by derive
+  c.train.rank_num_archs = 8  # rank_correlation: architectures sampled
+  c.train.rank_epochs = 10  # rank_correlation: epochs each architecture is trained alone
   c.train.measure_forgetting = True  # score each trained architecture right after its burst and at epoch end
   c.train.eval_batch_size = 10  # columns for whole-split evaluation (reference: 1, much slower)
 
@@ -124,6 +128,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       c.train.draw_every = 10
       c.train.save_every = 1
       c.train.derive_every = 0
+      c.train.rank_num_archs = 3
+      c.train.rank_epochs = 1
       c.train.derive_num_sample = 8
       c.train.eval_batch_size = 16
     elif variant == "wikitext2":
@@ -134,7 +140,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif variant in ("chain", "tree"):
       c.search.mode = "hardcoded"
       c.search.topology = variant
-    elif variant in ("derive", "evaluate", "train_scratch", "single", "ablation_activation", "ablation_node"):
+    elif variant in ("derive", "evaluate", "train_scratch", "single", "ablation_activation", "ablation_node",
+                     "rank_correlation"):
       c.mode = variant
     else:
       raise ValueError(f"unknown variant {variant!r} of configs/enas_ptb.py")

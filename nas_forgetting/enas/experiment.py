@@ -10,11 +10,14 @@ Modes (`config.mode`):
   single               train the cell of a JSON DAG file (`dag_path`) alone, without a controller.
   ablation_activation  replace every activation of the cell by each activation in turn (RNN only).
   ablation_node        remove one node at a time (RNN only).
+  rank_correlation     sample `train.rank_num_archs` architectures, score each with the shared weights and after
+                       training it alone for `train.rank_epochs` epochs; Kendall tau between the two rankings.
 Modes other than train/single read the trained run from `load_workdir` ('' = this workdir).
 
 Outputs under the workdir: metrics.jsonl and tensorboard/ (shared loss and perplexity or accuracy, controller
 reward, entropy, advantage, baseline, evaluation), checkpoints/, networks/*.png (sampled cells) and
-networks.gif, derived/{dag.json, arch.txt, cell.png}, ablations/<kind>.{csv,png}, summary.json.
+networks.gif, derived/{dag.json, arch.txt, cell.png}, ablations/<kind>.{csv,png}, rank/rank.{csv,png}, summary.json;
+cells trained alone (single, scratch, rank/arch_<k>) keep their own metrics and checkpoints in their folder.
 Offline text data (train.txt missing) train on valid.txt and evaluate on test.txt; every summary says so in
 `data_note`.
 """
@@ -41,7 +44,8 @@ from nas_forgetting.models import controller as ctl
 from nas_forgetting.models.enas_cnn import EnasCnn
 from nas_forgetting.models.enas_rnn import EnasRnn
 
-MODES = ("train", "derive", "evaluate", "train_scratch", "single", "ablation_activation", "ablation_node")
+MODES = ("train", "derive", "evaluate", "train_scratch", "single", "ablation_activation", "ablation_node",
+         "rank_correlation")
 NETWORKS = ("rnn", "micro_cnn")
 
 
@@ -85,6 +89,9 @@ def _search_functions(controller, space, reward_fn, score_fn, lr, grad_clip, num
   return optimizer, controller_step, sample, jax.jit(reward_fn), jax.jit(score_fn)
 
 
+_rows = jax.jit(lambda x, start, n: jax.lax.dynamic_slice_in_dim(x, start, n), static_argnums=2)  # traced start
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Network-specific parts: data, model, steps, evaluation
 # ----------------------------------------------------------------------------------------------------------------
@@ -119,6 +126,9 @@ class _RnnTask:
     self.train = jnp.asarray(batchify(train, c.shared.batch_size))
     self.reward = jnp.asarray(batchify(reward, c.shared.batch_size))
     self.reward_eval = jnp.asarray(batchify(reward, c.train.eval_batch_size))
+    if c.data.eval_max_tokens > 0:  # evaluate on a prefix of the test split (smoke runs); 0 = all of it
+      test = test[:c.data.eval_max_tokens]
+      self.data_note += f" (first {len(test)} tokens)"
     self.test = jnp.asarray(batchify(test, c.train.eval_batch_size))
     for name, arr in (("training", self.train), ("reward", self.reward)):
       if arr.shape[0] < self.bptt + 1:
@@ -137,7 +147,7 @@ class _RnnTask:
         c.shared.nesterov, c.controller.reward_c, c.controller.ppl_square)
     self.windows_train = (self.train.shape[0] - 1) // self.bptt
     self.windows_reward = (self.reward.shape[0] - 1) // self.bptt
-    self._cursor = 0
+    self.cursor = 0  # next training window; checkpointed, so a resumed run reads the same data
     self._hidden = None
 
   def init_params(self, rng):
@@ -151,11 +161,11 @@ class _RnnTask:
     self._hidden = jnp.zeros((self.batch_size, self.model.hidden_size))
 
   def shared_step(self, state, arch, rng, lr):
-    if self._cursor >= self.windows_train:
-      self._cursor = 0
+    if self.cursor >= self.windows_train:
+      self.cursor = 0
       self._hidden = jnp.zeros_like(self._hidden)
-    start = jnp.asarray(self._cursor * self.bptt, jnp.int32)
-    self._cursor += 1
+    start = jnp.asarray(self.cursor * self.bptt, jnp.int32)
+    self.cursor += 1
     state, self._hidden, metrics = self._step(state, self.train, start, self._hidden, arch, rng, lr)
     return state, metrics
 
@@ -209,9 +219,8 @@ class _CnnTask:
     self.optimizer, self._step, self.reward_fn, self.score_fn = _cnn_functions(
         self.model, m.pad, m.flip, m.cutout, c.shared.grad_clip, c.shared.l2_reg, c.shared.momentum,
         c.shared.nesterov, c.controller.reward_c)
-    self._order = None
-    self._cursor = 0
-    self._rng = np.random.default_rng(c.seed + 1)
+    self._seed = c.seed
+    self.cursor = 0  # batches drawn so far (over all passes); checkpointed, so a resumed run reads the same data
 
   def init_params(self, rng):
     x = self.images[:2]
@@ -226,18 +235,17 @@ class _CnnTask:
     return len(self.labels) // self.batch_size
 
   def shared_step(self, state, arch, rng, lr):
-    if self._order is None or self._cursor >= self.steps_per_pass:
-      self._order = self._rng.permutation(len(self.labels))
-      self._cursor = 0
-    idx = jnp.asarray(self._order[self._cursor * self.batch_size:(self._cursor + 1) * self.batch_size], jnp.int32)
-    self._cursor += 1
+    epoch_pass, k = divmod(self.cursor, self.steps_per_pass)
+    order = np.random.default_rng([self._seed, epoch_pass]).permutation(len(self.labels))  # a fresh order per pass
+    idx = jnp.asarray(order[k * self.batch_size:(k + 1) * self.batch_size], jnp.int32)
+    self.cursor += 1
     return self._step(state, self.images, self.labels, idx, arch, rng, lr)
 
   def reward_batch(self, k: int):
     n = len(self.reward_labels)
-    start = (k * self.reward_batch_size) % max(n - self.reward_batch_size + 1, 1)
-    sl = slice(start, start + self.reward_batch_size)
-    return (self.reward_images[sl], self.reward_labels[sl])
+    start = np.int32((k * self.reward_batch_size) % max(n - self.reward_batch_size + 1, 1))
+    return (_rows(self.reward_images, start, self.reward_batch_size),
+            _rows(self.reward_labels, start, self.reward_batch_size))
 
   def evaluate(self, params, arch, split: str) -> float:
     images, labels = ((self.reward_images, self.reward_labels) if split == "reward"
@@ -284,7 +292,7 @@ class _Run:
 
   def _tree(self, shared, cstate, epoch, rng):
     return {"shared": shared, "controller": cstate, "epoch": np.int32(epoch),
-            "rng": np.asarray(jax.random.key_data(rng))}
+            "rng": np.asarray(jax.random.key_data(rng)), "data_cursor": np.int64(self.task.cursor)}
 
   def restore(self, directory: pathlib.Path, rng):
     """(shared, controller, next epoch, rng) from the latest checkpoint in `directory`, or fresh ones."""
@@ -293,9 +301,11 @@ class _Run:
     ckpt = Checkpointer(str(directory), max_to_keep=self.config.train.max_to_keep)
     shared, cstate = self.fresh_states(rng)
     if ckpt.latest_step() is None:
+      self.task.cursor = 0
       return ckpt, shared, cstate, 0, rng
     tree = ckpt.restore(None, self._tree(shared, cstate, 0, rng))
     rng = jax.random.wrap_key_data(jnp.asarray(tree["rng"]))
+    self.task.cursor = int(tree["data_cursor"])
     return ckpt, tree["shared"], tree["controller"], int(tree["epoch"]) + 1, rng
 
   def load_trained(self):
@@ -344,6 +354,7 @@ class _Run:
     measure = c.train.measure_forgetting and fixed_arch is None
     fixed_batch = self.task.reward_batch(0)
     archs, before = [], []
+    step = int(shared.step)  # counted on the host: no device synchronisation per step
     for k in progress(range(steps), total=steps, desc=f"{desc} epoch {epoch}", unit="step"):
       rng, k_arch, k_step = jax.random.split(rng, 3)
       arch = fixed_arch if fixed_arch is not None else self._sample(cstate.params, k_arch, num_samples=1)[0]
@@ -352,7 +363,7 @@ class _Run:
         archs.append(arch)
         before.append(self._metric(shared.params, fixed_batch, arch[None])[0])
       history.append(metrics)
-      step = int(shared.step)
+      step += 1
       if step % c.train.log_every == 0:
         self.log(step, history, {"epoch": epoch})
         history = []
@@ -360,7 +371,7 @@ class _Run:
     if measure:
       after = self.scores(shared.params, fixed_batch, jnp.stack(archs))
       extra.update(tr.forgetting_stats(np.asarray(before), after, higher_is_better=self.task.higher_is_better))
-    self.log(int(shared.step), history, extra)
+    self.log(step, history, extra)
     return shared, rng
 
   def scores(self, params, batch, archs) -> np.ndarray:
@@ -377,21 +388,22 @@ class _Run:
 
     c = self.config
     history = []
+    global_step = int(cstate.step)  # counted on the host: no device synchronisation per step
     for k in progress(range(c.controller.steps_per_epoch), desc=f"controller epoch {epoch}", unit="step"):
       rng, key = jax.random.split(rng)
-      global_step = int(cstate.step)
       cstate, metrics = self._controller_step(cstate, shared.params, self.task.reward_batch(global_step), key)
       history.append(metrics)
-      if (global_step + 1) % c.train.log_every == 0:
-        means = self.log(global_step + 1, history, {"epoch": epoch})
+      global_step += 1
+      if global_step % c.train.log_every == 0:
+        self.log(global_step, history, {"epoch": epoch})
         history = []
-        if c.train.draw_every and (global_step + 1) % c.train.draw_every == 0:
-          rng, key = jax.random.split(rng)
-          arch = self._sample(cstate.params, key, num_samples=1)[0]
-          self.draw(arch, f"{epoch:03d}-{global_step + 1:06d}",
-                    f"epoch {epoch}, controller step {global_step + 1}, reward {means['controller/reward']:.4f}",
-                    "controller/sample", global_step + 1)
-    self.log(int(cstate.step), history, {"epoch": epoch})
+      if c.train.draw_every and global_step % c.train.draw_every == 0:
+        rng, key = jax.random.split(rng)
+        arch = self._sample(cstate.params, key, num_samples=1)[0]
+        self.draw(arch, f"{epoch:03d}-{global_step:06d}",
+                  f"epoch {epoch}, controller step {global_step}, reward {float(metrics['controller/reward']):.4f}",
+                  "controller/sample", global_step)
+    self.log(global_step, history, {"epoch": epoch})
     return cstate, rng
 
   def derive(self, shared, cstate, rng, step: int) -> dict[str, Any]:
@@ -448,11 +460,11 @@ def _train(run: _Run) -> dict[str, Any]:
       run.draw(run._sample(cstate.params, key, num_samples=1)[0], f"{epoch:03d}-{int(shared.step):06d}",
                f"epoch {epoch} (random)", "shared/sample", int(shared.step))
     last = epoch == c.train.max_epoch - 1
-    if (epoch + 1) % c.train.save_every == 0 or last:
-      ckpt.save(epoch, run._tree(shared, cstate, epoch, rng))
     if c.train.derive_every and (epoch + 1) % c.train.derive_every == 0 and not last:
       rng, key = jax.random.split(rng)
       run.derive(shared, cstate, key, int(shared.step))
+    if (epoch + 1) % c.train.save_every == 0 or last:  # after everything that draws from rng: exact resume
+      ckpt.save(epoch, run._tree(shared, cstate, epoch, rng))
   ckpt.wait()
   rng, key = jax.random.split(rng)
   summary = run.derive(shared, cstate, key, int(shared.step))
@@ -471,21 +483,69 @@ def _evaluate(run: _Run) -> dict[str, Any]:
   return run.report_arch(shared, arch, int(shared.step), "evaluated")
 
 
-def _train_fixed(run: _Run, arch: np.ndarray, folder: str) -> dict[str, Any]:
-  """Trains `arch` alone from fresh shared weights (checkpoints in <workdir>/<folder>/checkpoints)."""
+def _train_fixed(run: _Run, arch: np.ndarray, folder: str, epochs: int | None = None) -> dict[str, Any]:
+  """Trains `arch` alone from fresh shared weights for `epochs` (default train.max_epoch); metrics and
+  checkpoints go to <workdir>/<folder>."""
+  from nas_forgetting.io.metrics import MetricsLogger
+
   c = run.config
-  (run.workdir / folder).mkdir(parents=True, exist_ok=True)
-  (run.workdir / folder / "dag.json").write_text(ss.dag_json(arch, run.space))
-  drawing.draw_architecture(arch, run.space, run.workdir / folder / "dag.png", title=run.space.to_string(arch)[:80],
+  epochs = c.train.max_epoch if epochs is None else epochs
+  out = run.workdir / folder
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "dag.json").write_text(ss.dag_json(arch, run.space))
+  drawing.draw_architecture(arch, run.space, out / "dag.png", title=run.space.to_string(arch)[:80],
                             backend=c.train.draw_backend)
-  ckpt, shared, cstate, start, rng = run.restore(run.workdir / folder / "checkpoints", jax.random.key(c.seed + 1))
-  arch_j = jnp.asarray(arch)
-  for epoch in range(start, c.train.max_epoch):
-    shared, rng = run.train_shared_epoch(shared, cstate, rng, epoch, run.lr(epoch), fixed_arch=arch_j, desc=folder)
-    if (epoch + 1) % c.train.save_every == 0 or epoch == c.train.max_epoch - 1:
-      ckpt.save(epoch, run._tree(shared, cstate, epoch, rng))
-  ckpt.wait()
-  return run.report_arch(shared, arch, int(shared.step), folder)
+  search_logger, run.logger = run.logger, MetricsLogger(str(out))
+  try:
+    ckpt, shared, cstate, start, rng = run.restore(out / "checkpoints", jax.random.key(c.seed + 1))
+    arch_j = jnp.asarray(arch)
+    for epoch in range(start, epochs):
+      shared, rng = run.train_shared_epoch(shared, cstate, rng, epoch, run.lr(epoch), fixed_arch=arch_j, desc=folder)
+      if (epoch + 1) % c.train.save_every == 0 or epoch == epochs - 1:
+        ckpt.save(epoch, run._tree(shared, cstate, epoch, rng))
+    ckpt.wait()
+    return run.report_arch(shared, arch, int(shared.step), folder)
+  finally:
+    run.logger.close()
+    run.logger = search_logger
+
+
+def _rank_correlation(run: _Run) -> dict[str, Any]:
+  """Kendall tau between weight-sharing scores and stand-alone scores of sampled architectures."""
+  from nas_forgetting.io.metrics import write_csv
+
+  c = run.config
+  source, shared, cstate = run.load_trained()
+  archs = np.asarray(run._sample(cstate.params, jax.random.key(c.seed + 11), num_samples=c.train.rank_num_archs))
+  m = run.task.metric
+  rows = []
+  for k, arch in enumerate(archs):
+    shared_score = run.task.evaluate(shared.params, arch, "reward")
+    alone = _train_fixed(run, arch, f"rank/arch_{k:02d}", epochs=c.train.rank_epochs)
+    rows.append({"arch": run.space.to_string(arch), f"shared_{m}": shared_score,
+                 f"alone_{m}": alone[f"eval/reward_split_{m}"]})
+  tau = tr.kendall_tau([r[f"shared_{m}"] for r in rows], [r[f"alone_{m}"] for r in rows])
+  write_csv(str(run.workdir / "rank" / "rank.csv"), rows)
+  _scatter_plot(run.workdir / "rank" / "rank.png", [r[f"shared_{m}"] for r in rows], [r[f"alone_{m}"] for r in rows],
+                xlabel=f"{m} with shared weights", ylabel=f"{m} trained alone ({c.train.rank_epochs} epochs)",
+                title=f"Kendall tau {tau:.3f} over {len(rows)} architectures\n{run.task.data_note}")
+  run.logger.log(int(shared.step), {"rank/kendall_tau": tau})
+  return {"kendall_tau": tau, "rows": rows}
+
+
+def _scatter_plot(path: pathlib.Path, x: list[float], y: list[float], *, xlabel: str, ylabel: str, title: str) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(5, 4))
+  ax.scatter(x, y, color="#3182bd")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
 
 
 def _train_scratch(run: _Run) -> dict[str, Any]:
@@ -564,6 +624,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       summary = _train_scratch(r)
     elif mode == "single":
       summary = _single(r)
+    elif mode == "rank_correlation":
+      summary = _rank_correlation(r)
     else:
       summary = _ablation(r, mode.split("_", 1)[1])
   finally:

@@ -155,36 +155,38 @@ def pick_best(archs: jax.Array, scores: jax.Array) -> tuple[np.ndarray, float, i
   return np.asarray(archs[best]), float(scores[best]), best
 
 
-def rnn_window_ce_sum(params: Any, inputs: jax.Array, targets: jax.Array, valid: jax.Array, hidden: jax.Array,
-                      arch: jax.Array, *, model: EnasRnn) -> tuple[jax.Array, jax.Array]:
-  """(sum of token cross-entropies over the valid time steps (bool (bptt,)), next hidden), evaluation mode."""
+def rnn_window_ce_sum(params: Any, data: jax.Array, start: jax.Array, num_valid: jax.Array, hidden: jax.Array,
+                      arch: jax.Array, *, model: EnasRnn, bptt: int) -> tuple[jax.Array, jax.Array]:
+  """(sum of token cross-entropies over the first `num_valid` time steps of the window at `start`, next hidden),
+  evaluation mode. `data` must extend at least bptt + 1 steps past `start` (pad it)."""
+  inputs, targets = lm_window(data, start, bptt)
   logits, new_hidden, _ = model.apply({"params": params}, inputs, hidden, arch, train=False)
   logp = jax.nn.log_softmax(logits.astype(jnp.float32))
   ce = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]  # (bptt, batch)
-  return jnp.sum(ce * valid[:, None]), new_hidden
+  return jnp.sum(ce * (jnp.arange(bptt) < num_valid)[:, None]), new_hidden
 
 
-_window_ce_sum = jax.jit(rnn_window_ce_sum, static_argnames=("model",))
+_window_ce_sum = jax.jit(rnn_window_ce_sum, static_argnames=("model", "bptt"))
 
 
 def rnn_evaluate(params: Any, data: jax.Array, arch: jax.Array, *, model: EnasRnn, bptt: int) -> tuple[float, float]:
   """(mean cross-entropy, perplexity) over a whole time-major token array (num_steps, batch), hidden carried from
-  zeros, every token weighted equally. Windows of `bptt` go through one compiled function; the last, shorter
-  window is padded and masked, so splits of any length share that compilation."""
+  zeros, every token weighted equally. Every window (the last one padded and masked) goes through one compiled
+  function with a traced start, so splits of any length share that compilation."""
   steps = data.shape[0] - 1
   if steps < 1:
     raise ValueError(f"need at least 2 time steps to evaluate, got {data.shape[0]}")
   windows = -(-steps // bptt)
-  padded = jnp.concatenate([data, jnp.repeat(data[-1:], windows * bptt + 1 - data.shape[0], axis=0)])
+  data = jnp.asarray(data)
+  padded = jnp.concatenate([data, jnp.zeros((windows * bptt + 1 - data.shape[0], data.shape[1]), data.dtype)])
   hidden = jnp.zeros((data.shape[1], model.hidden_size))
-  total = 0.0
+  arch = jnp.asarray(arch)
+  sums = []
   for w in range(windows):
-    s = w * bptt
-    valid = jnp.arange(bptt) < steps - s
-    ce, hidden = _window_ce_sum(params, padded[s:s + bptt], padded[s + 1:s + 1 + bptt], valid, hidden,
-                                jnp.asarray(arch), model=model)
-    total += ce
-  mean = float(total) / (steps * data.shape[1])
+    ce, hidden = _window_ce_sum(params, padded, np.int32(w * bptt), np.int32(steps - w * bptt), hidden, arch,
+                                model=model, bptt=bptt)
+    sums.append(ce)
+  mean = float(np.sum(jax.device_get(sums))) / (steps * data.shape[1])
   return mean, math.exp(min(mean, 700.0))
 
 
@@ -274,6 +276,18 @@ def forgetting_stats(before: np.ndarray, after: np.ndarray, *, higher_is_better:
   return {"forgetting/mean": float(diff.mean()), "forgetting/max": float(diff.max()),
           "forgetting/std": float(diff.std()), "forgetting/score_before": float(before.mean()),
           "forgetting/score_after": float(after.mean())}
+
+
+def kendall_tau(a: Any, b: Any) -> float:
+  """Kendall's tau-b rank correlation of two score lists (ties handled; 0 when either list is constant)."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
+    raise ValueError(f"need two score lists of the same length >= 2; got shapes {a.shape} and {b.shape}")
+  i, j = np.triu_indices(len(a), k=1)
+  da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
+  concordance = float(np.sum(da * db))
+  denom = math.sqrt(float(np.sum(da != 0)) * float(np.sum(db != 0)))
+  return concordance / denom if denom > 0 else 0.0
 
 
 def cnn_evaluate(params: Any, images: jax.Array, labels: jax.Array, arch: jax.Array, *, model: EnasCnn,

@@ -15,8 +15,8 @@ def _keys(c, prefix=""):
 
 @pytest.mark.parametrize("module,variants", [
     (enas_ptb, ["", "quick", "quick,wikitext2", "flexible", "chain", "tree", "random", "derive", "evaluate",
-                "train_scratch", "single", "ablation_activation", "ablation_node"]),
-    (enas_cifar10, ["", "quick", "derive", "evaluate", "train_scratch", "single"])])
+                "train_scratch", "single", "ablation_activation", "ablation_node", "rank_correlation"]),
+    (enas_cifar10, ["", "quick", "derive", "evaluate", "train_scratch", "single", "rank_correlation"])])
 def test_configs_load(module, variants):
   base = _keys(module.get_config())
   for v in variants:

@@ -17,6 +17,7 @@ from nas_forgetting.io.metrics import read_csv, read_jsonl
 def tiny_rnn_config(shared_data, *variants):
   c = enas_ptb.get_config(",".join(("quick",) + variants))
   c.data.path = str(shared_data / "ptb")
+  c.data.eval_max_tokens = 6000  # full-vocabulary softmax over all 82k test tokens costs seconds per evaluation
   c.search.num_blocks = 3
   c.rnn.hidden_size = 16
   c.shared.batch_size = 8
@@ -36,20 +37,27 @@ def tiny_rnn_config(shared_data, *variants):
 
 @pytest.fixture(scope="module")
 def trained(shared_data, tmp_path_factory):
-  """A 1-epoch search, then the same run resumed to 2 epochs."""
+  """A 1-epoch search, then the same run resumed to 2 epochs; and the 2 epochs run without interruption."""
   workdir = tmp_path_factory.mktemp("enas_rnn")
   c = tiny_rnn_config(shared_data)
   first = experiment.run(c, str(workdir))
   c.train.max_epoch = 2
   second = experiment.run(c, str(workdir))
-  return c, workdir, first, second
+  straight = experiment.run(c, str(tmp_path_factory.mktemp("enas_rnn_straight")))
+  return c, workdir, first, second, straight
+
+
+def test_resumed_run_equals_an_uninterrupted_one(trained):
+  _, _, _, resumed, straight = trained
+  assert resumed["arch"] == straight["arch"]
+  assert resumed["eval/test_perplexity"] == pytest.approx(straight["eval/test_perplexity"], rel=1e-6)
 
 
 def test_train_writes_outputs_and_resumes(trained):
-  c, workdir, first, second = trained
+  c, workdir, first, second, _ = trained
   space = ss.RnnSearchSpace(num_blocks=3)
   for summary in (first, second):
-    assert "train.txt unavailable" in summary["data_note"] and "test.txt" in summary["data_note"]
+    assert "train.txt unavailable" in summary["data_note"] and "test.txt (first 6000 tokens)" in summary["data_note"]
     assert np.isfinite(summary["eval/test_perplexity"]) and summary["eval/test_perplexity"] > 1
   # The derived cell on disk is the reported one.
   assert space.to_string(ss.load_dag_file(workdir / "derived" / "dag.json", space)) == second["arch"]
@@ -64,7 +72,7 @@ def test_train_writes_outputs_and_resumes(trained):
 
 
 def test_modes_on_a_trained_run(trained, tmp_path):
-  c, workdir, _, second = trained
+  c, workdir, _, second, _ = trained
   c = c.copy_and_resolve_references()
   c.load_workdir = str(workdir)
   c.mode = "derive"
@@ -90,6 +98,12 @@ def test_modes_on_a_trained_run(trained, tmp_path):
   scratch = experiment.run(c, str(tmp_path / "scratch"))
   assert np.isfinite(scratch["eval/test_perplexity"])
   assert (tmp_path / "scratch" / "scratch" / "dag.json").exists()
+  assert any("shared/loss" in r for r in read_jsonl(tmp_path / "scratch" / "scratch" / "metrics.jsonl"))
+  c.mode = "rank_correlation"
+  c.train.rank_num_archs = 3
+  rank = experiment.run(c, str(tmp_path / "rank"))
+  assert -1.0 <= rank["kendall_tau"] <= 1.0 and len(rank["rows"]) == 3
+  assert len(read_csv(tmp_path / "rank" / "rank" / "rank.csv")) == 3
 
 
 def test_single_mode_and_bad_dag_files(shared_data, tmp_path):

@@ -119,3 +119,13 @@ def test_forgetting_stats_sign_convention():
   assert acc["forgetting/std"] == pytest.approx(0.1)
   with pytest.raises(ValueError, match="matching"):
     tr.forgetting_stats(np.array([1.0]), np.array([1.0, 2.0]), higher_is_better=True)
+
+
+def test_kendall_tau():
+  assert tr.kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+  assert tr.kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+  # 5 concordant, 1 discordant pair out of 6: (5 - 1) / 6.
+  assert tr.kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+  # tau-b with a tie in b: pairs (1,2),(1,3),(1,4),(2,3),(2,4),(3,4); b = [1, 1, 2, 3] ties pair (1,2).
+  assert tr.kendall_tau([1, 2, 3, 4], [1, 1, 2, 3]) == pytest.approx(5 / np.sqrt(6 * 5))
+  assert tr.kendall_tau([1, 1, 1], [1, 2, 3]) == 0.0
