@@ -126,3 +126,16 @@ def test_unknown_method_is_rejected(tmp_path):
   config.methods = ("finetune", "ewk")
   with pytest.raises(ConfigError, match="valid methods"):
     experiment.run(config, str(tmp_path))
+
+
+def test_method_specs_and_bad_options():
+  from nas_forgetting.continual.runner import make_optimizer, parse_method
+  assert parse_method("ewc") == ("ewc", None)
+  assert parse_method("ewc@1e4") == ("ewc", 1e4)
+  for bad, match in [("ewc@abc", "not a number"), ("finetune@1", "no penalty"), ("sgd", "valid methods"),
+                     ("mas@-1", ">= 0")]:
+    with pytest.raises(ConfigError, match=match):
+      parse_method(bad)
+  config = tiny_config(optimizer="rmsprop")
+  with pytest.raises(ConfigError, match="rmsprop"):
+    make_optimizer(config.train)
