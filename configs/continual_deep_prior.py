@@ -11,16 +11,16 @@ Then the continual run on it (5 tasks of 2 digits; `data.path` defaults to the f
   python launch.py --config configs/continual_deep_prior.py --workdir /tmp/deep_prior_task          # task-IL
   python launch.py --config configs/continual_deep_prior.py:class --workdir /tmp/deep_prior_class   # class-IL
   python launch.py --config configs/continual_deep_prior.py:quick --workdir /tmp/deep_prior_quick   # smoke test
-      --config.data.path=<another stored_embedding folder>   # e.g. the reference's runs/<ts>/stored_embedding
+Another stored embedding (e.g. the reference's `runs/<timestamp>/stored_embedding`): `--config.data.path=<folder>`.
 Variants: task (default), class, quick, class_quick; `linear` may be added after a comma (e.g. `class,linear`):
 no hidden layer, only the linear heads on the embedding (as DP-NAS's own classifier).
 The data source reads the arrays layout (`<split>_embeddings.npy`, `<split>_labels.npy`, `embedding.json`) or
 the reference's per-sample `.npy` layout; the stored val split is merged into train (8,000 training examples).
 
-Expected time: about 10 s for the DP-NAS run and 1-2 minutes for each continual run on 2 CPU cores (three
-methods). Expected result (measured: docs/results_deep_prior_continual.md): task-IL average accuracy near 99 %
-for every method (the frozen encoder leaves only the small MLP to forget, and EWC / MAS keep it); class-IL:
-fine-tuning and the penalties collapse to about the last task's share (~20 %), as on raw pixels.
+Expected time: under a minute for the DP-NAS run and about a minute for each continual run (three methods) on
+2 CPU cores. Expected result (measured once, seed 0: docs/results_deep_prior_continual.md): task-IL average accuracy
+98-99 % for every method, fine-tuning included (99.2 %: the frozen encoder leaves little to forget); class-IL:
+fine-tuning collapses to the last task (19 %), EWC 22 %, MAS 44 % at these untuned strengths.
 """
 
 from nas_forgetting.continual.experiment import default_config
