@@ -4,11 +4,13 @@ This module owns the on-disk formats of stored embeddings (DP-NAS writes the emb
 them; the continual runner trains on them: continual learning on deep-prior embeddings). Two layouts:
 
 * arrays (`"arrays"`): `<dir>/<split>_embeddings.npy` (N, D) floats (an (N, ...) array is flattened to (N, D)) and
-  `<dir>/<split>_labels.npy` (N,) integers, plus an optional `<dir>/embedding.json` with `num_classes`, `width`
-  (D) and `counts` ({split: N}); whatever of these it states is checked against the arrays.
+  `<dir>/<split>_labels.npy` (N,) integers.
 * reference (`"reference"`): `<dir>/<split>/<label:06d>/<index:06d>.npy`, one flattened feature vector per file,
   `index` running from 1 across the whole split: the layout the DP-NAS reference (PyTorch) writes under
   `stored_embedding/` and a torchvision `DatasetFolder` reads. Examples are read back in index order.
+
+An optional `<dir>/embedding.json` (beside either layout) gives `num_classes`, `width` (D) and `counts`
+({split: N}); whatever it states is checked against the stored data.
 
 Splits are `train`, `val` and `test`; `train` is required, `val` and `test` are optional. `read_embeddings(dir)`
 detects the layout (arrays when `embedding.json` or `train_embeddings.npy` exists, else reference when a `train/`
@@ -164,7 +166,7 @@ def read_embeddings(directory: str | pathlib.Path, *, layout: str = "auto",
   if layout not in LAYOUTS:
     raise DataError(f"{directory}: unknown embedding layout {layout!r}; expected 'auto' or one of {LAYOUTS}")
   found = read_arrays(directory) if layout == "arrays" else read_reference_layout(directory)
-  info = read_info(directory) if layout == "arrays" else None
+  info = read_info(directory)  # written beside either layout (DP-NAS writes it with both)
   widths = {split: x.shape[1] for split, (x, _) in found.items()}
   if len(set(widths.values())) != 1:
     raise DataError(f"{directory}: embedding widths differ between splits {widths}; expected one width D")
@@ -177,7 +179,7 @@ def read_embeddings(directory: str | pathlib.Path, *, layout: str = "auto",
       raise DataError(f"{where}: states width {info['width']} but the stored embeddings have D = {width}")
     for split, count in (info.get("counts") or {}).items():
       if split in found and int(count) != found[split][0].shape[0]:
-        raise DataError(f"{where}: states {count} {split} examples but {arrays_paths(directory, split)[0]} has "
+        raise DataError(f"{where}: states {count} {split} examples but the stored {layout} layout has "
                         f"{found[split][0].shape[0]}")
     if "num_classes" in info:
       num_classes = int(info["num_classes"])

@@ -128,6 +128,10 @@ def _permuted(splits: Splits, config, seed: int) -> list[Task]:
   if config.num_tasks < 1:
     raise ConfigError(f"stream.num_tasks must be >= 1 for a permuted stream, got {config.num_tasks}")
   _, h, w, _ = splits.train.images.shape
+  if h * w == 1:
+    raise DataError(f"{splits.train.name}: a permuted stream permutes pixel positions, but these images have a "
+                    f"single one ({splits.train.images.shape[1:]}, e.g. stored embeddings as (1, 1, D)): every "
+                    f"task would be the same; use a split stream")
   perms = pixel_permutations(config.num_tasks, h * w, seed=seed, permute_first_task=config.permute_first_task)
   classes = tuple(range(splits.train.num_classes))
   parts = []

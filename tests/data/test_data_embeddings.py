@@ -162,7 +162,7 @@ def _arrays_folder(tmp_path, **replace):
     ({"train_labels.npy": np.full(40, -1, np.int32)}, r"negative label -1"),
     ({"embedding.json": b"{broken"}, r"embedding.json: unreadable"),
     ({"embedding.json": b'{"width": 3}'}, r"embedding.json: states width 3 but the stored embeddings have D = 7"),
-    ({"embedding.json": b'{"counts": {"test": 14}}'}, r"states 14 test examples but .*test_embeddings.npy has 15"),
+    ({"embedding.json": b'{"counts": {"test": 14}}'}, r"states 14 test examples but the stored arrays layout has 15"),
 ])
 def test_bad_arrays_folder_names_the_file_and_the_expectation(tmp_path, replace, message):
   directory = _arrays_folder(tmp_path, **replace)
@@ -203,3 +203,11 @@ def test_bad_reference_layouts(tmp_path):
   (tmp_path / "junk" / "train" / f"{y['train'][0]:06d}" / "000001.npy").write_bytes(b"junk")
   with pytest.raises(DataError, match=r"000001.npy: unreadable .npy file"):
     embeddings.read_embeddings(tmp_path / "junk")
+
+
+def test_permuted_stream_of_feature_vectors_is_refused(stored):
+  from nas_forgetting.data import tasks
+  directory, _, _ = stored
+  stream = tasks.default_stream_config(kind="permuted", num_tasks=2, scenario="domain")
+  with pytest.raises(DataError, match=r"permutes pixel positions, but these images have a single one"):
+    tasks.load_task_stream(_config(directory), stream, seed=0)
