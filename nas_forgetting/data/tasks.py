@@ -13,6 +13,7 @@ Kinds:
   acts on the H*W pixel positions; the channels of a pixel move together. Permutations are drawn from a numpy
   generator seeded by (seed, 3), one per task in order; with permute_first_task=False task 0 is the identity and
   tasks 1.. still get the same permutations as with True (the stream is a prefix-stable function of the seed).
+  Images of a single pixel (stored embeddings, (1, 1, D)) are refused: every task would be the same.
 - split: task t holds the examples whose class is in class_order[t*cpt:(t+1)*cpt].
 - sequence: task t is data set t of a list (`make_sequence_stream`), e.g. MNIST then FashionMNIST; images are
   brought to a common shape: the first data set's height and width (or image_size) and the largest channel count
