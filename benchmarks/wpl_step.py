@@ -6,8 +6,8 @@ the per-burst Fisher/anchor update, against the plain shared step on the same ar
 
 The plain step is `enas.trainer.rnn_shared_step`. The WPL step is the same computation with
 `wpl.state.penalty(state, rnn_monitored(params), rnn_active_mask(arch), hp)` added to the loss (written out here
-because the trainer step has no loss hook yet). The burst end is one validation window's cross-entropy gradient,
-squared (the `batch` estimator, which the reference uses; per-example estimators cost more), then
+because the trainer step has no loss hook yet). The burst end is the Fisher estimate on one validation window
+(`wpl.enas_fisher.rnn_fisher`: `empirical` = per-sequence squared gradients, and the reference's `batch`), then
 `wpl.state.end_burst`. Target (the issue's): WPL step <= 1.5x the plain step; a burst of `num_batch_per_iter`
 WPL steps plus its update, per step, reported as well. Architectures rotate every step; one compilation each.
 Timings: the minimum over interleaved rounds.
@@ -28,6 +28,7 @@ import optax
 from nas_forgetting.enas import search_space as ss
 from nas_forgetting.enas import trainer as tr
 from nas_forgetting.models.enas_rnn import EnasRnn, rnn_lm_loss
+from nas_forgetting.wpl import enas_fisher
 from nas_forgetting.wpl import masks
 from nas_forgetting.wpl import state as wpl
 
@@ -59,12 +60,10 @@ def wpl_rnn_step(state, wstate, data, start, hidden, arch, rng, lr, *, model, op
   return tr.SharedState(params, opt_state, state.step + 1), new_hidden, {"shared/loss": loss, "wpl/penalty": penalty}
 
 
-def wpl_burst_end(wstate, params, data, arch, *, model, bptt, hp):
-  """Fisher estimate on one validation window (squared batch-mean CE gradient) and the WPL state update."""
+def wpl_burst_end(wstate, params, data, arch, *, model, bptt, hp, estimator):
+  """Fisher estimate on one validation window (`enas_fisher.rnn_fisher`) and the WPL state update."""
   inputs, targets = tr.lm_window(data, jnp.int32(0), bptt)
-  hidden = jnp.zeros((inputs.shape[1], model.hidden_size))
-  grads = jax.grad(lambda p: tr.rnn_batch_ce(p, inputs, targets, hidden, arch, model=model)[0])(params)
-  sq = jax.tree.map(jnp.square, masks.rnn_monitored(grads))
+  sq = enas_fisher.rnn_fisher(params, inputs, targets, arch, model=model, estimator=estimator)
   return wpl.end_burst(wstate, masks.rnn_monitored(params), sq, masks.rnn_active_mask(arch, model.num_blocks), hp)
 
 
@@ -94,7 +93,8 @@ def main() -> None:
   plain = jax.jit(functools.partial(tr.rnn_shared_step, model=model, optimizer=opt, bptt=a.bptt, ar_alpha=0.0,
                                     tar_beta=0.0))
   step = jax.jit(functools.partial(wpl_rnn_step, model=model, optimizer=opt, bptt=a.bptt, hp=hp))
-  burst_end = jax.jit(functools.partial(wpl_burst_end, model=model, bptt=a.bptt, hp=hp))
+  burst_end = {e: jax.jit(functools.partial(wpl_burst_end, model=model, bptt=a.bptt, hp=hp, estimator=e))
+               for e in enas_fisher.ENAS_ESTIMATORS}
 
   shared = tr.init_shared(params, opt)
   wstate = wpl.init_wpl_state(masks.rnn_monitored(params))
@@ -114,28 +114,29 @@ def main() -> None:
                    jnp.float32(1.0))
     jax.block_until_ready(m["shared/loss"])
 
-  def run_burst_end():
+  def run_burst_end(estimator):
     i = counter["i"] = counter["i"] + 1
-    jax.block_until_ready(burst_end(wstate, shared.params, data, archs[i % a.num_archs]).fisher)
+    jax.block_until_ready(burst_end[estimator](wstate, shared.params, data, archs[i % a.num_archs]).fisher)
 
   # Interleaved rounds, minimum per kind: the machine may be shared, and the minimum is the least disturbed.
-  rounds = {"plain": [], "wpl": [], "end": []}
+  rounds = {"plain": [], "wpl": [], **{e: [] for e in enas_fisher.ENAS_ESTIMATORS}}
   for _ in range(a.rounds):
     rounds["plain"].append(_time(run_plain, a.steps))
     rounds["wpl"].append(_time(run_wpl, a.steps))
-    rounds["end"].append(_time(run_burst_end, a.steps))
-  t_plain, t_wpl, t_end = min(rounds["plain"]), min(rounds["wpl"]), min(rounds["end"])
-  per_step_with_update = t_wpl + t_end / a.burst
+    for e in enas_fisher.ENAS_ESTIMATORS:
+      rounds[e].append(_time(functools.partial(run_burst_end, e), a.steps))
+  t_plain, t_wpl = min(rounds["plain"]), min(rounds["wpl"])
+  t_end = {e: min(rounds[e]) for e in enas_fisher.ENAS_ESTIMATORS}
   print(json.dumps({
       "benchmark": "wpl_step", "device": str(jax.devices()[0]), "platform": platform.platform(),
       "jax": jax.__version__, "optax": optax.__version__,
       "sizes": {"blocks": a.blocks, "hidden": a.hidden, "vocab": a.vocab, "batch": a.batch, "bptt": a.bptt,
                 "num_batch_per_iter": a.burst, "steps_per_round": a.steps, "rounds": a.rounds},
-      "plain_step_seconds": t_plain, "wpl_step_seconds": t_wpl, "burst_end_seconds": t_end,
-      "wpl_step_ratio": t_wpl / t_plain,
-      "wpl_step_plus_amortised_update_ratio": per_step_with_update / t_plain,
+      "plain_step_seconds": t_plain, "wpl_step_seconds": t_wpl,
+      "burst_end_seconds": t_end, "wpl_step_ratio": t_wpl / t_plain,
+      "wpl_step_plus_amortised_update_ratio": {e: (t_wpl + t / a.burst) / t_plain for e, t in t_end.items()},
       "compilations": {"plain": plain._cache_size(), "wpl_step": step._cache_size(),
-                       "burst_end": burst_end._cache_size()},
+                       **{f"burst_end_{e}": f._cache_size() for e, f in burst_end.items()}},
   }, indent=1))
 
 
