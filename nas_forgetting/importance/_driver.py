@@ -56,26 +56,43 @@ def selected_leaves(params: PyTree, mask: PyTree | None, what: str) -> tuple[tup
   return tuple(index), arrays
 
 
-def assemble(params: PyTree, index: tuple[int, ...], values: list[jax.Array], arrays: list[Any]) -> PyTree:
-  """A tree like params: computed leaves at `index`, zeros elsewhere, array masks applied."""
-  leaves, treedef = jax.tree_util.tree_flatten(params)
-  out = [jnp.zeros(jnp.shape(l), jnp.result_type(l)) for l in leaves]
-  for i, v in zip(index, values):
-    v = v.astype(jnp.result_type(leaves[i]))
-    out[i] = v if arrays[i] is None else v * jnp.asarray(arrays[i], v.dtype)
-  return jax.tree_util.tree_unflatten(treedef, out)
-
-
-def check_labels(labels: Any, n: int, num_classes: int | None, what: str) -> None:
+def check_labels(labels: Any, n: int, what: str) -> None:
+  """Shape and dtype on the host; the range [0, num_classes) is checked inside the jitted sum (`raise_bad_labels`)."""
   shape = np.shape(labels)
   if shape != (n,):
     raise DataError(f"{what}: labels must have shape ({n},) (one per image); got {shape}")
   if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
     raise DataError(f"{what}: labels must be integers; got dtype {jnp.result_type(labels)}")
-  lo, hi = int(jnp.min(labels)), int(jnp.max(labels))
-  if lo < 0 or (num_classes is not None and hi >= num_classes):
+
+
+def _bad_labels(y_chunks: jax.Array, valid: jax.Array, num_classes: int) -> jax.Array:
+  """int32 scalar: 0 when every real label lies in [0, num_classes), else num_classes."""
+  bad = jnp.any((valid > 0) & ((y_chunks < 0) | (y_chunks >= num_classes)))
+  return jnp.where(bad, jnp.int32(num_classes), jnp.int32(0))
+
+
+def raise_bad_labels(bad: jax.Array, labels: Any, what: str) -> None:
+  num_classes = int(bad)
+  if num_classes:
+    lo, hi = int(jnp.min(jnp.asarray(labels))), int(jnp.max(jnp.asarray(labels)))
     raise DataError(f"{what}: labels must lie in [0, {num_classes}) (the model's number of outputs); "
                     f"found values in [{lo}, {hi}]")
+
+
+def _full_leaves(params: PyTree, index: tuple[int, ...], values: list[jax.Array]) -> list[jax.Array]:
+  """Inside jit: the computed leaves at `index` (cast to the parameter dtype), zeros elsewhere."""
+  leaves = jax.tree_util.tree_leaves(params)
+  out = [jnp.zeros(jnp.shape(l), jnp.result_type(l)) for l in leaves]
+  for i, v in zip(index, values):
+    out[i] = v.astype(jnp.result_type(leaves[i]))
+  return out
+
+
+def finish(params: PyTree, leaves: list[jax.Array], arrays: list[Any]) -> PyTree:
+  """A tree like params from the jitted leaves, with array masks applied (if any)."""
+  if any(a is not None for a in arrays):
+    leaves = [l if a is None else l * jnp.asarray(a, l.dtype) for l, a in zip(leaves, arrays)]
+  return jax.tree_util.tree_unflatten(jax.tree.structure(params), leaves)
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "rule", "phi", "path", "index"))
@@ -107,7 +124,7 @@ def _per_example_sums(apply_fn, params, x_chunks, y_chunks, n, rng, *, rule, phi
 
   init = [jnp.zeros(leaves[i].shape, jnp.float32) for i in index]
   total = engine.scan_chunks(body, (x_chunks, y_chunks, keys, valid), init)
-  return [t / n for t in total]
+  return _full_leaves(params, index, [t / n for t in total]), _bad_labels(y_chunks, valid, out_shape.shape[-1])
 
 
 def per_example_mean(apply_fn: Callable, params: PyTree, images: Any, labels: Any | None, *, rule: Any, phi: str,
@@ -118,18 +135,22 @@ def per_example_mean(apply_fn: Callable, params: PyTree, images: Any, labels: An
   chunk_size = engine.check_chunk_size(chunk_size)
   n = engine.num_examples(images)
   index, arrays = selected_leaves(params, mask, what)
+  given = labels
   if labels is None:
     labels = np.zeros((n,), np.int32)
+  else:
+    check_labels(labels, n, what)
   x_chunks = engine.pad_to_chunks(images, chunk_size)
-  y_chunks = engine.pad_to_chunks(jnp.asarray(labels, jnp.int32) if not isinstance(labels, np.ndarray)
-                                  else labels.astype(np.int32), chunk_size)
-  values = _per_example_sums(apply_fn, params, x_chunks, y_chunks, jnp.int32(n), rng, rule=rule, phi=phi, path=path,
-                             index=index)
-  return assemble(params, index, values, arrays)
+  y_chunks = engine.pad_to_chunks(labels, chunk_size)
+  leaves, bad = _per_example_sums(apply_fn, params, x_chunks, y_chunks, jnp.int32(n), rng, rule=rule, phi=phi,
+                                  path=path, index=index)
+  if given is not None:
+    raise_bad_labels(bad, given, what)
+  return finish(params, leaves, arrays)
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "objective", "index"))
-def _batch_gradient_sum(apply_fn, params, x_chunks, y_chunks, n, *, objective, index):
+@functools.partial(jax.jit, static_argnames=("apply_fn", "objective", "index", "finalize"))
+def _batch_gradient_sum(apply_fn, params, x_chunks, y_chunks, n, *, objective, index, finalize):
   num_chunks, chunk_size = x_chunks.shape[:2]
   valid = engine.chunk_weights(num_chunks, chunk_size, n)
   leaves, treedef = jax.tree_util.tree_flatten(params)
@@ -147,18 +168,31 @@ def _batch_gradient_sum(apply_fn, params, x_chunks, y_chunks, n, *, objective, i
     return [g.astype(jnp.float32) for g in jax.grad(total)([leaves[i] for i in index])]
 
   init = [jnp.zeros(leaves[i].shape, jnp.float32) for i in index]
-  return engine.scan_chunks(body, (x_chunks, y_chunks, valid), init)
+  sums = engine.scan_chunks(body, (x_chunks, y_chunks, valid), init)
+  values = [finalize(s, n) for s in sums]
+  bad = _bad_labels(y_chunks, valid, out_shape.shape[-1]) if out_shape.ndim == 2 else jnp.int32(0)
+  return _full_leaves(params, index, values), bad
 
 
 def batch_gradient_sum(apply_fn: Callable, params: PyTree, images: Any, labels: Any | None, *, objective: Any,
-                       chunk_size: int, mask: PyTree | None, what: str):
-  """(sum over examples of the gradient of objective(output_i, label_i) for the selected leaves, index, arrays)."""
+                       finalize: Callable[[jax.Array, jax.Array], jax.Array], chunk_size: int, mask: PyTree | None,
+                       what: str) -> PyTree:
+  """finalize(sum over examples of the gradient of objective(output_i, label_i), N), a tree like params.
+
+  `finalize` must be a module-level function (a static argument of the jitted sum).
+  """
   chunk_size = engine.check_chunk_size(chunk_size)
   n = engine.num_examples(images)
   index, arrays = selected_leaves(params, mask, what)
+  given = labels
   if labels is None:
     labels = np.zeros((n,), np.int32)
+  else:
+    check_labels(labels, n, what)
   x_chunks = engine.pad_to_chunks(images, chunk_size)
-  y_chunks = engine.pad_to_chunks(jnp.asarray(labels, jnp.int32), chunk_size)
-  sums = _batch_gradient_sum(apply_fn, params, x_chunks, y_chunks, jnp.int32(n), objective=objective, index=index)
-  return sums, n, index, arrays
+  y_chunks = engine.pad_to_chunks(labels, chunk_size)
+  leaves, bad = _batch_gradient_sum(apply_fn, params, x_chunks, y_chunks, jnp.int32(n), objective=objective,
+                                    index=index, finalize=finalize)
+  if given is not None:
+    raise_bad_labels(bad, given, what)
+  return finish(params, leaves, arrays)

@@ -79,6 +79,8 @@ def pad_to_chunks(array: Any, chunk_size: int) -> jax.Array:
   n = np.shape(array)[0]
   num_chunks = -(-n // chunk_size)
   pad = num_chunks * chunk_size - n
+  if isinstance(array, np.ndarray) and array.dtype.kind in "iu":
+    array = array.astype(np.int32)
   xp = np if isinstance(array, np.ndarray) else jnp
   if pad:
     array = xp.concatenate([array, xp.zeros((pad,) + tuple(np.shape(array)[1:]), dtype=array.dtype)], axis=0)

@@ -101,26 +101,21 @@ def fisher_diagonal(apply_fn: Callable[[PyTree, jax.Array], jax.Array], params: 
   if estimator in ("empirical", "batch"):
     if labels is None:
       raise ConfigError(f"{what} needs the true labels; got labels=None")
-  if labels is not None:
-    num_classes = _num_classes(apply_fn, params, images)
-    _driver.check_labels(labels, n, num_classes, what)
   if estimator == "sampled":
     if rng is None:
       raise ConfigError(f"{what} draws labels from the model and needs rng (a PRNG key); got None")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
       raise ConfigError(f"{what}: num_samples must be a positive int; got {num_samples!r}")
   if estimator == "batch":
-    sums, n, index, arrays = _driver.batch_gradient_sum(apply_fn, params, images, labels, objective=LogLikelihood(),
-                                                        chunk_size=chunk_size, mask=mask, what=what)
-    return _driver.assemble(params, index, [jnp.square(s / n) for s in sums], arrays)
+    return _driver.batch_gradient_sum(apply_fn, params, images, labels, objective=LogLikelihood(),
+                                      finalize=_square_of_mean, chunk_size=chunk_size, mask=mask, what=what)
   rule = FisherRule(estimator, num_samples if estimator == "sampled" else 1)
+  if labels is not None:
+    _driver.check_labels(labels, n, what)
   return _driver.per_example_mean(apply_fn, params, images, labels if estimator == "empirical" else None, rule=rule,
                                   phi="square", path=path, chunk_size=chunk_size,
                                   rng=rng if estimator == "sampled" else None, mask=mask, what=what)
 
 
-def _num_classes(apply_fn, params, images) -> int:
-  out = jax.eval_shape(apply_fn, params, jax.ShapeDtypeStruct((1,) + tuple(jnp.shape(images)[1:]),
-                                                              jnp.result_type(images)))
-  _check_logits(out)
-  return int(out.shape[-1])
+def _square_of_mean(total: jax.Array, n: jax.Array) -> jax.Array:
+  return jnp.square(total / n)

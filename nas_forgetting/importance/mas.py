@@ -89,11 +89,14 @@ def mas_importance(apply_fn: Callable[[PyTree, jax.Array], jax.Array], params: P
   if estimator not in MAS_ESTIMATORS:
     raise ConfigError(f"mas_importance: unknown estimator {estimator!r}; expected one of {MAS_ESTIMATORS}")
   if estimator == "batch":
-    sums, n, index, arrays = _driver.batch_gradient_sum(apply_fn, params, images, None, objective=NormObjective(norm),
-                                                        chunk_size=chunk_size, mask=mask, what=what)
-    return _driver.assemble(params, index, [jnp.abs(s) / n for s in sums], arrays)
+    return _driver.batch_gradient_sum(apply_fn, params, images, None, objective=NormObjective(norm),
+                                      finalize=_abs_over_n, chunk_size=chunk_size, mask=mask, what=what)
   return _driver.per_example_mean(apply_fn, params, images, None, rule=NormRule(norm), phi="abs", path=path,
                                   chunk_size=chunk_size, rng=None, mask=mask, what=what)
+
+
+def _abs_over_n(total: jax.Array, n: jax.Array) -> jax.Array:
+  return jnp.abs(total) / n
 
 
 # ----------------------------------------------------------------------------------------------------------------
