@@ -118,6 +118,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if variant == "quick":
       c.search.num_blocks = 4
       c.rnn.hidden_size = 32
+      c.shared.lr = 5.0  # the clip (0.25) x lr bounds each update; 20 is too large for a 32-wide model
       c.shared.batch_size = 16
       c.shared.bptt = 20
       c.shared.steps_per_epoch = 40

@@ -115,11 +115,13 @@ class _RnnTask:
                           "has no train.txt")
       cut = int(round(len(valid) * (1 - c.data.reward_fraction)))
       train, reward = valid[:cut], valid[cut:]
+      self.data_tag = f"{c.data.name}: trained on valid.txt (no train.txt), tested on test.txt"
       self.data_note = (f"{c.data.name}: train.txt unavailable; shared weights trained on the first "
                         f"{1 - c.data.reward_fraction:.0%} of valid.txt, controller reward on the rest of valid.txt, "
                         "evaluation on test.txt")
     else:
       reward = valid
+      self.data_tag = f"{c.data.name}: train.txt / valid.txt / test.txt"
       self.data_note = f"{c.data.name}: train.txt for training, valid.txt for rewards, test.txt for evaluation"
     self.vocab_size = len(corpus.vocab)
     self.bptt = c.shared.bptt
@@ -199,6 +201,7 @@ class _CnnTask:
                         f"out of {len(train.labels)}")
     perm = np.random.default_rng(c.seed).permutation(len(train.labels))
     train_idx, reward_idx = perm[n_reward:], perm[:n_reward]
+    self.data_tag = f"{train.name}: {len(train_idx)} train images, {len(test.labels)} test images"
     self.data_note = (f"{train.name}: shared weights on {len(train_idx)} training images, controller reward on "
                       f"{len(reward_idx)} held-out training images, evaluation on {len(test.labels)} test images")
     self.images = jnp.asarray(train.images[train_idx])
@@ -424,7 +427,7 @@ class _Run:
     (out / "dag.json").write_text(ss.dag_json(arch, self.space))
     (out / "arch.txt").write_text(self.space.to_string(arch) + "\n")
     png = drawing.draw_architecture(np.asarray(arch), self.space, out / "cell.png",
-                                    title=f"{folder}: test {m} {result[f'eval/test_{m}']:.4g}",
+                                    title=f"{folder}: test {m} {result[f'eval/test_{m}']:.4g} ({self.task.data_tag})",
                                     backend=self.config.train.draw_backend)
     self.logger.image(f"{folder}/best", png, step)
     return {"arch": self.space.to_string(arch), **result}
@@ -469,7 +472,27 @@ def _train(run: _Run) -> dict[str, Any]:
   rng, key = jax.random.split(rng)
   summary = run.derive(shared, cstate, key, int(shared.step))
   run.write_gif()
+  _plot_curves(run)
   return summary
+
+
+def _plot_curves(run: _Run) -> None:
+  """curves_shared.png (training loss or perplexity) and curves_controller.png (reward, baseline) from metrics."""
+  from nas_forgetting.io.metrics import read_jsonl
+  from nas_forgetting.io.plots import line_plot
+
+  rows = read_jsonl(run.workdir / "metrics.jsonl")
+  key = "shared/perplexity" if run.config.network == "rnn" else "shared/accuracy"
+  shared = [(r["step"], r[key]) for r in rows if key in r]
+  if shared:
+    line_plot(run.workdir / "curves_shared.png", {key: tuple(zip(*shared))}, xlabel="shared step",
+              ylabel=key.split("/")[1], logy=run.config.network == "rnn",
+              title=f"shared weights, sampled cells ({run.task.data_tag})")
+  ctrl = {k: [(r["step"], r[k]) for r in rows if k in r] for k in ("controller/reward", "controller/baseline")}
+  ctrl = {k: tuple(zip(*v)) for k, v in ctrl.items() if v}
+  if ctrl:
+    line_plot(run.workdir / "curves_controller.png", ctrl, xlabel="controller step", ylabel="reward",
+              title=f"controller ({run.task.data_tag})")
 
 
 def _derive(run: _Run) -> dict[str, Any]:

@@ -62,6 +62,7 @@ def test_train_writes_outputs_and_resumes(trained):
   # The derived cell on disk is the reported one.
   assert space.to_string(ss.load_dag_file(workdir / "derived" / "dag.json", space)) == second["arch"]
   assert (workdir / "derived" / "cell.png").read_bytes().startswith(b"\x89PNG")
+  assert (workdir / "curves_shared.png").exists() and (workdir / "curves_controller.png").exists()
   assert len(list((workdir / "networks").glob("*.png"))) == 4 and (workdir / "networks.gif").exists()
   rows = read_jsonl(workdir / "metrics.jsonl")
   shared_steps = [r["step"] for r in rows if "shared/loss" in r]
