@@ -15,8 +15,9 @@ feature vectors as (N, 1, 1, D), neither normalised nor clipped; see `embeddings
   train_size        examples kept for training; 0 = all (embedded: 10,000)
   test_size         examples kept for testing; 0 = all (embedded: 2,000)
   seed              seeds subsampling, carving and the embedded generator
-  image_size        0 = native size (the only choice for 'embeddings', as for grayscale and channels); else resize to image_size x image_size (bilinear, antialiased; image
-                    folders resize while decoding, so folders of mixed sizes load too)
+  image_size        0 = native size; else resize to image_size x image_size (bilinear, antialiased; image
+                    folders resize while decoding, so folders of mixed sizes load too). 'embeddings' takes
+                    only 0 here, grayscale=False and channels=0 (features are not resampled nor mixed)
   grayscale         convert RGB to one luma channel
   channels          0 = as the source; 1 or 3 = force that many channels (grey repeated to 3, colour to luma)
   max_per_class     image_folder only: decode at most this many files per class (first in name order); 0 = all
