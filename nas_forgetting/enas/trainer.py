@@ -274,7 +274,8 @@ def forgetting_stats(before: np.ndarray, after: np.ndarray, *, higher_is_better:
     raise ValueError(f"need matching non-empty score arrays; got {before.shape} and {after.shape}")
   diff = before - after if higher_is_better else after - before
   return {"forgetting/mean": float(diff.mean()), "forgetting/max": float(diff.max()),
-          "forgetting/std": float(diff.std()), "forgetting/score_before": float(before.mean()),
+          "forgetting/std": float(diff.std()), "forgetting/median": float(np.median(diff)),
+          "forgetting/score_before": float(before.mean()),
           "forgetting/score_after": float(after.mean())}
 
 

@@ -26,6 +26,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -55,10 +56,19 @@ def sep_conv(x: jax.Array, dw: jax.Array, pw: jax.Array) -> jax.Array:
 def pool3x3(x: jax.Array, kind: str) -> jax.Array:
   if kind == "max":
     return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 1, 1, 1), "SAME")
-  ones = jnp.ones(x.shape[:3] + (1,), x.dtype)
   total = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 3, 3, 1), (1, 1, 1, 1), "SAME")
-  count = jax.lax.reduce_window(ones, 0.0, jax.lax.add, (1, 3, 3, 1), (1, 1, 1, 1), "SAME")
-  return total / count  # average over the valid (unpadded) pixels
+  return total / _valid_counts(x.shape[1], x.shape[2]).astype(x.dtype)  # average over the unpadded pixels
+
+
+def _valid_counts(h: int, w: int) -> np.ndarray:
+  """Pixels of each SAME 3x3 window inside an h x w image, (1, h, w, 1): a numpy constant (XLA would spend seconds
+  constant-folding the same count computed by a reduce_window over ones)."""
+  def per_axis(n):
+    c = np.full(n, 3.0) if n > 1 else np.ones(1)
+    if n > 1:
+      c[0] = c[-1] = 2.0
+    return c
+  return np.outer(per_axis(h), per_axis(w))[None, :, :, None]
 
 
 def apply_op(op: jax.Array, x: jax.Array, dw3: jax.Array, pw3: jax.Array, dw5: jax.Array,

@@ -42,6 +42,15 @@ def test_fixed_cell_equals_hand_composition():
 def test_average_pool_ignores_padding():
   x = jnp.ones((1, 4, 4, 1))
   np.testing.assert_allclose(ec.pool3x3(x, "avg"), x, rtol=1e-6)
+  r = np.random.default_rng(0).normal(size=(1, 3, 5, 2))
+  want = np.zeros_like(r)
+  for i in range(3):
+    for j in range(5):
+      want[0, i, j] = r[0, max(i - 1, 0):i + 2, max(j - 1, 0):j + 2].mean((0, 1))
+  np.testing.assert_allclose(ec.pool3x3(jnp.asarray(r, jnp.float32), "avg"), want, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(ec.pool3x3(jnp.asarray(r, jnp.float32), "max"),
+                             [[[r[0, max(i - 1, 0):i + 2, max(j - 1, 0):j + 2].max((0, 1)) for j in range(5)]
+                               for i in range(3)]], rtol=1e-6)
 
 
 def test_one_trace_for_many_architectures():

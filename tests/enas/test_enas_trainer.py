@@ -116,7 +116,7 @@ def test_forgetting_stats_sign_convention():
   assert ppl["forgetting/mean"] == pytest.approx(5.0) and ppl["forgetting/max"] == pytest.approx(10.0)
   acc = tr.forgetting_stats(np.array([0.8, 0.6]), np.array([0.7, 0.7]), higher_is_better=True)
   assert acc["forgetting/mean"] == pytest.approx(0.0) and acc["forgetting/max"] == pytest.approx(0.1)
-  assert acc["forgetting/std"] == pytest.approx(0.1)
+  assert acc["forgetting/std"] == pytest.approx(0.1) and acc["forgetting/median"] == pytest.approx(0.0)
   with pytest.raises(ValueError, match="matching"):
     tr.forgetting_stats(np.array([1.0]), np.array([1.0, 2.0]), higher_is_better=True)
 
