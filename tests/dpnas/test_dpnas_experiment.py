@@ -37,7 +37,7 @@ def tiny(config, shared_data):
   config.evaluator.batch_size = 32
   config.search_space.conv_features = (4, 8)
   config.search_space.max_conv = 3
-  config.search.schedule = ((1.0, 2), (0.0, 1))
+  config.search.schedule = ((1.0, 1), (0.0, 1))
   config.search.replay_number = 4
   config.verbose = False
   return config
@@ -54,8 +54,8 @@ def test_search_then_resume_then_fixed(tmp_path, shared_data):
   config.search.max_architectures = 0
   second = experiment.run(config, str(tmp_path / "run"))
   rows = logs.read_replay_buffer(tmp_path / "run" / "search" / "replay_buffer.csv")
-  assert second["search"]["done"] and len(rows) == second["search"]["rows"] >= 3
-  assert sum(r.reward > 0 for r in rows) == 3
+  assert second["search"]["done"] and len(rows) == second["search"]["rows"] >= 2
+  assert sum(r.reward > 0 for r in rows) == 2
   assert json.loads((tmp_path / "run" / "summary.json").read_text())["search"]["done"]
 
   fixed = tiny(mnist.get_config("quick,hypothesis2,store_embedding"), shared_data)
