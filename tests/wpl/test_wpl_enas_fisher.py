@@ -13,6 +13,7 @@ from nas_forgetting.models import enas_cnn
 from nas_forgetting.models.enas_cnn import EnasCnn
 from nas_forgetting.models.enas_rnn import EnasRnn
 from nas_forgetting.wpl import enas_fisher, masks
+from nas_forgetting.wpl import state as wpl
 
 
 def _below_or_equal(small, large):
@@ -49,7 +50,7 @@ def test_rnn_fisher_per_sequence_oracle_and_jensen():
 
 def test_cnn_fisher_coupled_per_example_oracle_and_jensen():
   nb, batch = 2, 3
-  model = EnasCnn(num_classes=3, num_blocks=nb, features=2, num_modules=1, num_repeat_normal=1, sep_conv_stacks=1)
+  model = EnasCnn(num_classes=3, num_blocks=nb, features=2, num_modules=2, num_repeat_normal=1, sep_conv_stacks=1)
   images = jax.random.uniform(jax.random.key(0), (batch, 4, 4, 3))
   labels = jnp.array([0, 2, 1])
   arch = jnp.array([[[0, 1, 1, 2], [2, 1, 0, 2]], [[1, 2, 0, 1], [2, 2, 1, 0]]], jnp.int32)
@@ -73,11 +74,15 @@ def test_cnn_fisher_coupled_per_example_oracle_and_jensen():
                               rtol=2e-3, atol=1e-10)
   chex.assert_trees_all_close(bat, jax.tree.map(lambda *g: (sum(g) / batch) ** 2, *grads), rtol=2e-3, atol=1e-10)
   _below_or_equal(bat, emp)
+  # The masks select exactly the weights the architecture uses: zero outside, nonzero on every active tensor.
   mask = masks.cnn_active_mask(arch, emp)
+  assert set(emp) == {"normal_0_0", "normal_1_0", "reduction_1"}
   for cell in emp:
     for name, leaf in emp[cell].items():
-      m = np.asarray(mask[cell][name])
-      assert float(jnp.abs(leaf[~m]).max()) == 0.0
+      m = np.broadcast_to(np.asarray(wpl.expand_mask(mask[cell][name], leaf)), leaf.shape)
+      assert float(jnp.abs(jnp.where(m, 0.0, leaf)).max()) == 0.0
+      if m.any():
+        assert float(jnp.abs(jnp.where(m, leaf, 0.0)).max()) > 0.0
 
 
 def test_unknown_estimator_names_the_choices():

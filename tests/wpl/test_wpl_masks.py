@@ -1,13 +1,14 @@
-"""WPL masks select exactly the shared ENAS weights an architecture uses: the loss gradient vanishes outside them."""
+"""WPL masks select exactly the shared ENAS weights an architecture uses: the loss gradient vanishes outside them.
+
+The micro-CNN masks are checked the same way in test_wpl_enas_fisher.py (one CNN compilation for both)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nas_forgetting.enas.search_space import CnnSearchSpace, RnnSearchSpace
+from nas_forgetting.enas.search_space import RnnSearchSpace
 from nas_forgetting.errors import ArchitectureError
-from nas_forgetting.models.enas_cnn import EnasCnn
 from nas_forgetting.models.enas_rnn import EnasRnn
 from nas_forgetting.wpl import masks, state as wpl
 
@@ -46,34 +47,6 @@ def test_rnn_masks_match_gradient_support():
   assert grads_and_mask._cache_size() == 1
   view = masks.rnn_monitored(params)
   assert view["edges_c"].shape == view["edges_h"].shape == (n * (n - 1) // 2, h, h)
-
-
-def test_cnn_masks_match_gradient_support():
-  nb = 2
-  model = EnasCnn(num_classes=3, num_blocks=nb, features=4, num_modules=2, num_repeat_normal=1,
-                  sep_conv_stacks=1)
-  images = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
-  space = CnnSearchSpace(num_blocks=nb)
-  params = jax.jit(lambda k: model.init(k, images, jnp.zeros((2, nb, 4), jnp.int32), train=False))(
-      jax.random.key(1))["params"]
-
-  @jax.jit
-  def grads_and_mask(params, arch):
-    def loss(p):
-      return jnp.mean(model.apply({"params": p}, images, arch, train=False) ** 2)
-    view = masks.cnn_monitored(jax.grad(loss)(params))
-    return view, masks.cnn_active_mask(arch, view)
-
-  # One architecture with every op kind, and random ones.
-  fixed = jnp.array([[[0, 1, 1, 2], [2, 3, 0, 4]],
-                     [[1, 2, 0, 0], [2, 1, 2, 2]]], jnp.int32)
-  archs = [fixed, space.random_arch(jax.random.key(0))]
-  for arch in archs:
-    view, mask = grads_and_mask(params, arch)
-    assert set(view) == {"normal_0_0", "normal_1_0", "reduction_1"}
-    _check_grad_support(view, mask)
-  assert int(mask["normal_0_0"]["dw3"].sum()) == int(jnp.sum(archs[-1][0, :, 1::2] == 1))
-  assert grads_and_mask._cache_size() == 1
 
 
 def test_mask_errors_name_the_shape():

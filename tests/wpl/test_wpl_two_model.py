@@ -104,7 +104,7 @@ def test_quick_run_on_mnist(shared_data, tmp_path):
   config.data.train_size, config.data.test_size = 256, 128
   config.model.hidden = 16
   config.shared_layers = [3]
-  config.train_a.epochs = 2
+  config.train_a.epochs = 1
   config.train_b.steps, config.train_b.eval_every = 20, 10
   config.wpl.fisher_num_examples = 128
   summary = tm.run(config, str(tmp_path))
