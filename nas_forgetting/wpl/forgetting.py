@@ -11,9 +11,9 @@ Sign convention: **positive means forgetting** for every metric.
 The reference logs raw differences end - after for both (so its CNN "Mean difference" is negative when the model
 forgets); our accuracy figures are the negation of the reference's.
 
-Per epoch we report mean, max (worst) and std (population, ddof=0) of the forgetting over the epoch's
-architectures, plus the mean metric at both times. `ForgettingTracker` collects one epoch at a time for a trainer;
-`write_forgetting_csv`, `log_forgetting` and `plot_forgetting_comparison` write CSV, TensorBoard scalars and the
+Per epoch we report mean, max (worst), std (population, ddof=0) and median (robust to an architecture whose
+perplexity explodes) of the forgetting over the epoch's architectures, plus the mean metric at both times.
+`ForgettingTracker` collects one epoch at a time for a trainer; `write_forgetting_csv`, `log_forgetting` and `plot_forgetting_comparison` write CSV, TensorBoard scalars and the
 with/without-WPL figure through `nas_forgetting.io`. `kendall_tau_b` ranks shared-weight scores against
 stand-alone scores.
 """
@@ -30,7 +30,8 @@ from nas_forgetting.errors import DataError
 from nas_forgetting.io import metrics as metrics_lib
 from nas_forgetting.io import plots
 
-SUMMARY_KEYS = ("mean_diff", "max_diff", "std_diff", "mean_after_burst", "mean_end_of_epoch", "num_architectures")
+SUMMARY_KEYS = ("mean_diff", "max_diff", "std_diff", "median_diff", "mean_after_burst", "mean_end_of_epoch",
+                "num_architectures")
 
 
 def forgetting_differences(after_burst: Sequence[float], end_of_epoch: Sequence[float], *,
@@ -48,7 +49,7 @@ def forgetting_differences(after_burst: Sequence[float], end_of_epoch: Sequence[
 
 def forgetting_summary(after_burst: Sequence[float], end_of_epoch: Sequence[float], *,
                        higher_is_better: bool) -> dict[str, float]:
-  """mean/max/std of the forgetting and the mean metric before/after, for one epoch (keys: SUMMARY_KEYS)."""
+  """mean/max/std/median of the forgetting and the mean metric before/after, for one epoch (keys: SUMMARY_KEYS)."""
   diff = forgetting_differences(after_burst, end_of_epoch, higher_is_better=higher_is_better)
   if diff.size == 0:
     raise DataError("forgetting summary of an epoch without any architecture")
@@ -56,6 +57,7 @@ def forgetting_summary(after_burst: Sequence[float], end_of_epoch: Sequence[floa
       "mean_diff": float(np.mean(diff)),
       "max_diff": float(np.max(diff)),
       "std_diff": float(np.std(diff)),
+      "median_diff": float(np.median(diff)),
       "mean_after_burst": float(np.mean(after_burst)),
       "mean_end_of_epoch": float(np.mean(end_of_epoch)),
       "num_architectures": int(diff.size),

@@ -16,6 +16,7 @@ def test_accuracy_forgetting_is_drop():
   assert s["max_diff"] == pytest.approx(0.2)
   diffs = np.array([0.2, 0.0, -0.1])
   assert s["std_diff"] == pytest.approx(math.sqrt(np.mean((diffs - diffs.mean()) ** 2)))
+  assert s["median_diff"] == pytest.approx(0.0)
   assert s["mean_after_burst"] == pytest.approx(2.2 / 3)
   assert s["mean_end_of_epoch"] == pytest.approx(2.1 / 3)
   assert s["num_architectures"] == 3
@@ -26,6 +27,7 @@ def test_perplexity_forgetting_is_rise():
   assert s["mean_diff"] == pytest.approx((30.0 - 10.0) / 2)
   assert s["max_diff"] == pytest.approx(30.0)
   assert s["std_diff"] == pytest.approx(20.0)
+  assert s["median_diff"] == pytest.approx(10.0)
 
 
 def test_tracker_hand_sequence():
