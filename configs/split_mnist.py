@@ -12,8 +12,8 @@ follow-up with MAS). Class-IL: every one of these penalties stays near 20% (the 
 fine-tuning too; only replay methods escape. A faithful reproduction shows both.
 
 Here (reduced scale): the same network and optimiser with 8k training images (~1,600 per task) and 2k test
-images carved from the 10k MNIST test split, 4 epochs per task (~100 iterations per task). Expected time: about
-3-5 minutes on 2 CPU cores for the six methods. Measured numbers: docs/results_continual.md.
+images carved from the 10k MNIST test split, 4 epochs per task (~50 iterations per task). Expected time: about
+2-3 minutes on 2 CPU cores for the six methods (measured 127-143 s). Measured numbers: docs/results_continual.md.
 """
 
 from nas_forgetting.continual.experiment import default_config
