@@ -13,9 +13,9 @@ forgets); our accuracy figures are the negation of the reference's.
 
 Per epoch we report mean, max (worst), std (population, ddof=0) and median (robust to an architecture whose
 perplexity explodes) of the forgetting over the epoch's architectures, plus the mean metric at both times.
-`ForgettingTracker` collects one epoch at a time for a trainer; `write_forgetting_csv`, `log_forgetting` and `plot_forgetting_comparison` write CSV, TensorBoard scalars and the
-with/without-WPL figure through `nas_forgetting.io`. `kendall_tau_b` ranks shared-weight scores against
-stand-alone scores.
+`ForgettingTracker` collects one epoch at a time for a trainer; `write_forgetting_csv`, `log_forgetting` and
+`plot_forgetting_comparison` write CSV, TensorBoard scalars and the with/without-WPL figure through
+`nas_forgetting.io`. `kendall_tau_b` ranks shared-weight scores against stand-alone scores.
 """
 
 from __future__ import annotations
