@@ -104,7 +104,8 @@ def main(argv: list[str]) -> None:
     summary = run(config, str(workdir))
   except errors.NasForgettingError as e:
     sys.exit(f"error: {e}")
-  logging.info("done: %s", summary)
+  keys = ", ".join(sorted(summary)) if isinstance(summary, dict) else type(summary).__name__
+  logging.info("done; outputs in %s (summary keys: %s)", workdir, keys)
 
 
 if __name__ == "__main__":
