@@ -324,7 +324,11 @@ class _Run:
 
   # --- logging and drawing ---------------------------------------------------------------------------------------
   def log(self, step: int, history: list[dict[str, jax.Array]], extra: dict[str, float] | None = None):
-    means = {k: float(np.mean([float(h[k]) for h in history])) for k in (history[0] if history else {})}
+    means = {}
+    for k in history[0] if history else {}:
+      values = np.asarray([float(h[k]) for h in history], np.float64)
+      # Perplexities are averaged geometrically (= exp of the mean cross-entropy), everything else arithmetically.
+      means[k] = float(np.exp(np.mean(np.log(values)))) if k.endswith("perplexity") else float(values.mean())
     if not means and not any(k != "epoch" for k in (extra or {})):
       return {}
     means.update(extra or {})
