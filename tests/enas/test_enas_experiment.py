@@ -72,6 +72,7 @@ def test_train_writes_outputs_and_resumes(trained):
   assert json.loads((workdir / "summary.json").read_text())["arch"] == second["arch"]
 
 
+@pytest.mark.slow
 def test_modes_on_a_trained_run(trained, tmp_path):
   c, workdir, _, second, _ = trained
   c = c.copy_and_resolve_references()
@@ -131,6 +132,7 @@ def test_random_search_without_controller(shared_data, tmp_path):
   assert not any("controller/loss" in r for r in rows) and any("shared/loss" in r for r in rows)
 
 
+@pytest.mark.slow
 def test_micro_cnn_search(shared_data, tmp_path):
   c = enas_cifar10.get_config("quick")
   c.data.image.path = str(shared_data / "cifar10")
