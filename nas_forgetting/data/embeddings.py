@@ -211,10 +211,19 @@ def write_arrays(directory: str | pathlib.Path, features: Mapping[str, np.ndarra
     np.save(x_path, x.reshape(x.shape[0], -1))
     np.save(y_path, np.asarray(labels[split], np.int32))
   if info is not None:
-    first = np.asarray(next(iter(features.values())))
-    full = {**dict(info), "width": int(np.prod(first.shape[1:])),
-            "counts": {split: int(len(x)) for split, x in features.items()}}
-    (directory / INFO_FILE).write_text(json.dumps(full, indent=2))
+    write_info(directory, features, info)
+
+
+def write_info(directory: str | pathlib.Path, features: Mapping[str, np.ndarray], info: Mapping) -> dict:
+  """Writes `<dir>/embedding.json` = `info` with `width` (D) and `counts` ({split: N}) of `features` filled in, beside
+  either layout; returns what it wrote."""
+  directory = pathlib.Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  first = np.asarray(next(iter(features.values())))
+  full = {**dict(info), "width": int(np.prod(first.shape[1:])),
+          "counts": {split: int(len(x)) for split, x in features.items()}}
+  (directory / INFO_FILE).write_text(json.dumps(full, indent=2))
+  return full
 
 
 def write_reference_layout(directory: str | pathlib.Path, features: Mapping[str, np.ndarray],

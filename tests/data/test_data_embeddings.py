@@ -60,16 +60,13 @@ def test_both_layouts_read_back_exactly_what_dpnas_wrote(stored, layout):
 
 def test_reference_only_folder_is_detected_and_has_no_info(tmp_path):
   x, y = _features(1)
-  dpnas_embeddings.write_reference_layout(tmp_path, x, y)
+  embeddings.write_reference_layout(tmp_path, x, y)
   assert embeddings.detect_layout(tmp_path) == "reference"
   found, num_classes = embeddings.read_embeddings(tmp_path)
   assert num_classes == int(max(v.max() for v in y.values())) + 1
-  np.testing.assert_array_equal(found["test"][0], x["test"])
-  # the DP-NAS reader returns the same, in the same (index) order
-  theirs = dpnas_embeddings.load_reference_layout(tmp_path)
-  for split in COUNTS:
-    np.testing.assert_array_equal(found[split][0], theirs[split][0])
-    np.testing.assert_array_equal(found[split][1], theirs[split][1])
+  for split in COUNTS:  # every split in index order, as written
+    np.testing.assert_array_equal(found[split][0], x[split])
+    np.testing.assert_array_equal(found[split][1], y[split])
 
 
 def test_data_source_merges_val_into_train_and_keeps_values_unnormalised(stored):
@@ -82,10 +79,6 @@ def test_data_source_merges_val_into_train_and_keeps_values_unnormalised(stored)
   np.testing.assert_array_equal(splits.test.images.reshape(-1, D), x["test"])
   assert splits.train.images.min() < 0 and splits.train.images.max() > 1  # exempt from [0, 1]: not clipped
   assert splits.train.num_classes == 3 and splits.train.name == "deep_prior/train"
-  # the same Splits as the DP-NAS helper builds
-  theirs = dpnas_embeddings.as_splits(directory, include_val_in_train=True)
-  np.testing.assert_array_equal(splits.train.images, theirs.train.images)
-  np.testing.assert_array_equal(splits.test.labels, theirs.test.labels)
 
 
 def test_subsets_follow_the_rules_of_sources_with_both_splits(stored):

@@ -6,6 +6,8 @@ import math
 import numpy as np
 import pytest
 
+from nas_forgetting.data import embeddings as stored
+from nas_forgetting.data.datasets import default_data_config, load_dataset
 from nas_forgetting.dpnas import embeddings as emb
 from nas_forgetting.dpnas import evaluator as ev
 from nas_forgetting.dpnas import fixed
@@ -17,19 +19,6 @@ from nas_forgetting.models import deep_prior as dp
 NETS = ("[C(8,3,1,1,1), P(2,2,0,0), SM(4)]", "[C(4,3,1,0,1), P(3,3,0,0), SM(4)]")
 needs_io = pytest.mark.skipif(importlib.util.find_spec("nas_forgetting.io.atomic") is None,
                               reason="nas_forgetting.io.atomic not available yet")
-
-
-def toy_data(n_train=64, n_val=32, n_test=16, seed=0):
-  rng = np.random.default_rng(seed)
-
-  def make(n):
-    y = rng.integers(0, 4, n).astype(np.int32)
-    x = 0.5 * rng.random((n, 8, 8, 1)).astype(np.float32)
-    for i, c in enumerate(y):
-      x[i, 2 * c:2 * c + 2, :, 0] += 1.0
-    return x, y
-
-  return ev.SplitData(*make(n_train), *make(n_val), *make(n_test), 4)
 
 
 CONFIG = ev.EvalConfig(epochs=3, batch_size=16, learning_rate=1e-2, early_stopping_epoch=0, reward_window=2,
@@ -78,7 +67,7 @@ def test_resolve_nets_precedence(tmp_path):
 @needs_io
 def test_run_fixed_writes_rows_and_checkpoints_that_reproduce_accuracy(tmp_path):
   from flax import serialization
-  data = toy_data()
+  data = ev.stripe_data(64, 32, 16)
   evaluator = ev.Evaluator(data, CONFIG)
   chosen = [(4, row(0, 0.5, NETS[0])), (9, row(1, 0.4, NETS[1]))]
   rows = fixed.run_fixed(evaluator, [(i, r.net) for i, r in chosen], [0, 1], tmp_path, chosen=chosen,
@@ -100,13 +89,13 @@ def test_run_fixed_writes_rows_and_checkpoints_that_reproduce_accuracy(tmp_path)
 
 
 def test_stored_embeddings_in_both_layouts(tmp_path):
-  data = toy_data(20, 8, 6)
+  data = ev.stripe_data(20, 8, 6)
   evaluator = ev.Evaluator(data, CONFIG)
   info = emb.store_embeddings(evaluator, NETS[0], 5, tmp_path)
   assert info["width"] == 8 * 4 * 4 and info["counts"] == {"train": 20, "val": 8, "test": 6}
   direct = [e[0] for e in evaluator.embed(NETS[0], [5])]
-  arrays = emb.load_arrays(tmp_path)
-  reference = emb.load_reference_layout(tmp_path)
+  arrays = stored.read_arrays(tmp_path)
+  reference = stored.read_reference_layout(tmp_path)
   for split, x, y in zip(emb.SPLITS, direct, (data.train_y, data.val_y, data.test_y)):
     np.testing.assert_array_equal(arrays[split][0], x)
     np.testing.assert_array_equal(arrays[split][1], y)
@@ -115,11 +104,12 @@ def test_stored_embeddings_in_both_layouts(tmp_path):
   first = data.train_y[0]
   assert (tmp_path / "train" / f"{first:06d}" / "000001.npy").is_file()
   assert len(list((tmp_path / "val").rglob("*.npy"))) == 8
-  splits = emb.as_splits(tmp_path)
-  assert splits.train.images.shape == (20, 1, 1, 128) and splits.test.num_classes == 4
-  np.testing.assert_array_equal(splits.train.images.reshape(20, -1), direct[0])
-  assert emb.as_splits(tmp_path, include_val_in_train=True).train.images.shape[0] == 28
+  # as the data source of the continual runner: val merged into train, features as (N, 1, 1, D)
+  splits = load_dataset(default_data_config(source="embeddings", path=str(tmp_path)))
+  assert splits.train.images.shape == (28, 1, 1, 128) and splits.test.num_classes == 4
+  np.testing.assert_array_equal(splits.train.images[:20].reshape(20, -1), direct[0])
+  np.testing.assert_array_equal(splits.train.images[20:].reshape(8, -1), direct[1])
   with pytest.raises(DataError, match="no such embedding folder"):
-    emb.load_reference_layout(tmp_path / "missing")
+    stored.read_reference_layout(tmp_path / "missing")
   with pytest.raises(ConfigError, match="layout"):
     emb.store_embeddings(evaluator, NETS[0], 5, tmp_path, layout="zip")
