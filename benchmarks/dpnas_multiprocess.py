@@ -7,7 +7,7 @@ seeds in a single process on one device and compares. Prints one JSON object:
 
   python benchmarks/dpnas_multiprocess.py [--processes 2] [--devices-per-process 2] [--seeds 4]
 
-Data: a seeded synthetic 8x8 four-class set (the point is the runtime, not the accuracy).
+Data: `evaluator.stripe_data`, a seeded synthetic 8x8 four-class set (the point is the runtime, not the accuracy).
 """
 
 from __future__ import annotations
@@ -23,21 +23,6 @@ import time
 NET = "[C(8,3,1,1,1), P(2,2,0,0), SM(4)]"
 
 
-def toy_data():
-  import numpy as np
-  from nas_forgetting.dpnas import evaluator as ev
-  rng = np.random.default_rng(0)
-
-  def make(n):
-    y = rng.integers(0, 4, n).astype(np.int32)
-    x = 0.5 * rng.random((n, 8, 8, 1)).astype(np.float32)
-    for i, c in enumerate(y):
-      x[i, 2 * c:2 * c + 2, :, 0] += 1.0
-    return x, y
-
-  return ev.SplitData(*make(64), *make(32), *make(32), 4)
-
-
 def evaluate(seeds, single_device: bool):
   import jax
   import numpy as np
@@ -45,7 +30,7 @@ def evaluate(seeds, single_device: bool):
   from nas_forgetting.dpnas import evaluator as ev
   config = ev.EvalConfig(epochs=3, batch_size=16, learning_rate=1e-2, early_stopping_epoch=0, reward_window=2)
   mesh = Mesh(np.asarray(jax.local_devices()[:1]), (ev.AXIS,)) if single_device else None
-  evaluator = ev.Evaluator(toy_data(), config, mesh=mesh)
+  evaluator = ev.Evaluator(ev.stripe_data(64, 32, 32), config, mesh=mesh)
   return [r.acc_val_all_epochs for r in evaluator.evaluate(NET, seeds)], evaluator.num_devices
 
 

@@ -73,8 +73,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         raise ConfigError("search.continue_search needs search.q_values_csv_path and search.replay_buffer_csv_path")
       continue_from = sr.ContinueFrom(s.q_values_csv_path, s.replay_buffer_csv_path, s.continue_epsilon,
                                       s.continue_ite)
-    search = sr.Search(sr.evaluator_fn(evaluator, s.seeds_per_architecture), search_space(config, data), in_channels, path / "search",
-                       q_config, seed=config.seed, continue_from=continue_from, plot_every=s.plot_every,
+    search = sr.Search(sr.evaluator_fn(evaluator, s.seeds_per_architecture), search_space(config, data), in_channels,
+                       path / "search", q_config, seed=config.seed, continue_from=continue_from, plot_every=s.plot_every,
                        plot_window=s.plot_window, log=log)
     traces = dict(ev.TRACES)
     summary["search"] = search.run(max_new=s.max_architectures or None)

@@ -128,12 +128,4 @@ def plot_seed_spread(rows: Sequence[dict], path_stem: str | pathlib.Path, *,
   ax.set_title("DP-NAS: reward spread over random initialisations")
   ax.legend(loc="lower right", fontsize=8)
   fig.tight_layout()
-  paths = []
-  for suffix in (".png", ".pdf"):
-    path = pathlib.Path(str(path_stem) + suffix)
-    tmp = path.with_name(path.name + ".tmp" + suffix)
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(path)
-    paths.append(path)
-  plt.close(fig)
-  return paths
+  return logs.save_figure(fig, path_stem)

@@ -156,6 +156,21 @@ def chosen_to_train_text(chosen: Sequence[tuple[int, ReplayRow]]) -> str:
 # -- plots ---------------------------------------------------------------------------------------------------------
 
 
+def save_figure(fig, path_stem: str | pathlib.Path) -> list[pathlib.Path]:
+  """Writes `fig` to `<stem>.png` and `<stem>.pdf` (each through a temporary file, then renamed), closes it and
+  returns the paths."""
+  import matplotlib.pyplot as plt
+  paths = []
+  for suffix in (".png", ".pdf"):
+    path = pathlib.Path(str(path_stem) + suffix)
+    tmp = path.with_name(path.name + ".tmp" + suffix)
+    fig.savefig(tmp, dpi=120)
+    tmp.replace(path)
+    paths.append(path)
+  plt.close(fig)
+  return paths
+
+
 def moving_average(values: Sequence[float], window: int) -> list[float]:
   """Trailing means of `window` consecutive values (len(values) - window + 1 of them)."""
   out, total = [], 0.0
@@ -195,12 +210,4 @@ def plot_moving_average_reward(rows: Sequence[ReplayRow], path_stem: str | pathl
   ax.set_title(title)
   ax.set_ylim(0.0, 1.0 if not averages or max(averages) <= 1 else math.ceil(max(averages)))
   fig.tight_layout()
-  paths = []
-  for suffix in (".png", ".pdf"):
-    path = pathlib.Path(str(path_stem) + suffix)
-    tmp = path.with_name(path.name + ".tmp" + suffix)
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(path)
-    paths.append(path)
-  plt.close(fig)
-  return paths
+  return save_figure(fig, path_stem)

@@ -16,21 +16,7 @@ NET = "[C(8,3,1,1,1), P(2,2,0,0), SM(4)]"
 NET_SAME_BUCKET = "[C(8,5,1,2,1), P(2,2,0,0), SM(4)]"  # also 8x4x4 = 128 features
 
 
-def toy_data(n_train=70, n_val=30, n_test=20, seed=0):
-  """4 classes: class c brightens rows 2c, 2c+1 of an 8x8 noise image."""
-  rng = np.random.default_rng(seed)
-
-  def make(n):
-    y = rng.integers(0, 4, n).astype(np.int32)
-    x = 0.5 * rng.random((n, 8, 8, 1)).astype(np.float32)
-    for i, c in enumerate(y):
-      x[i, 2 * c:2 * c + 2, :, 0] += 1.0
-    return x, y
-
-  return ev.SplitData(*make(n_train), *make(n_val), *make(n_test), 4)
-
-
-DATA = toy_data()
+DATA = ev.stripe_data(70, 30, 20)
 CONFIG = ev.EvalConfig(epochs=4, batch_size=32, learning_rate=1e-2, early_stopping_epoch=0, reward_window=2,
                        bn_calibration_size=50)
 
@@ -147,7 +133,7 @@ def test_early_stopping_follows_the_rule():
 
 
 def test_full_training_and_reference_bn_mode():
-  small = toy_data(40, 16, 16)
+  small = ev.stripe_data(40, 16, 16)
   config = dataclasses.replace(CONFIG, epochs=2, full_training=True)
   results = ev.Evaluator(small, config).evaluate("[C(4,3,1,1,1), P(2,2,0,0), SM(4)]", [0, 1])
   assert all(len(r.acc_val_all_epochs) == 2 and 0 <= r.reward <= 1 for r in results)

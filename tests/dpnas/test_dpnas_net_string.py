@@ -85,6 +85,7 @@ def test_infeasible_nets_give_the_reason(text, fragments):
 
 def test_limits_can_be_switched_off_and_in_channels_count():
   text = "[C(8,3,1,1,1), SM(10)]"
-  assert ns.check_feasible(text, image_size=28, in_channels=1, max_fc_input=0, max_image_size=0).embedding_dim == 8 * 28 * 28
+  feasible = ns.check_feasible(text, image_size=28, in_channels=1, max_fc_input=0, max_image_size=0)
+  assert feasible.embedding_dim == 8 * 28 * 28
   # the input channels count when no conv precedes the terminal token
   assert ns.check_feasible("[P(2,2,0,0), SM(10)]", image_size=8, in_channels=3).embedding_dim == 3 * 4 * 4
