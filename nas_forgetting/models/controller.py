@@ -22,13 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nas_forgetting.models.initializers import symmetric_uniform
+
 _NEG = -1e9  # logit of options a decision does not have (exp underflows to exactly 0)
-
-
-def _uniform(scale: float):
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -scale, scale)
-  return init
 
 
 class Controller(nn.Module):
@@ -42,7 +38,7 @@ class Controller(nn.Module):
 
   def setup(self):
     d, h, m = len(self.num_choices), self.hidden_size, max(self.num_choices)
-    init = _uniform(self.init_range)
+    init = symmetric_uniform(self.init_range)
     self.embedding = self.param("embedding", init, (int(sum(self.num_choices)), h))
     self.w_input = self.param("w_input", init, (h, 4 * h))
     self.w_hidden = self.param("w_hidden", init, (h, 4 * h))

@@ -26,13 +26,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from nas_forgetting.models.initializers import symmetric_uniform
+
 NEXT_HIDDEN = ("average", "last_node")
-
-
-def _uniform(scale: float):
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -scale, scale)
-  return init
 
 
 def apply_activation(index: jax.Array, z: jax.Array) -> jax.Array:
@@ -75,7 +71,7 @@ class EnasRnn(nn.Module):
     if self.next_hidden not in NEXT_HIDDEN:
       raise ValueError(f"next_hidden={self.next_hidden!r}; expected one of {NEXT_HIDDEN}")
     h_size, n = self.hidden_size, self.num_blocks
-    init = _uniform(self.init_range)
+    init = symmetric_uniform(self.init_range)
     embedding = self.param("embedding", init, (self.vocab_size, h_size))
     w_x = self.param("w_x", init, (h_size, 2 * h_size))
     b_x = self.param("b_x", init, (2 * h_size,))
