@@ -127,25 +127,33 @@ def _per_example_sums(apply_fn, params, x_chunks, y_chunks, n, rng, *, rule, phi
   return _full_leaves(params, index, [t / n for t in total]), _bad_labels(y_chunks, valid, out_shape.shape[-1])
 
 
+def _chunked_inputs(params: PyTree, images: Any, labels: Any | None, *, chunk_size: int, mask: PyTree | None,
+                    what: str) -> tuple:
+  """Checked inputs padded to whole chunks: (N, selected leaf indices, their arrays, image chunks, label chunks).
+
+  Missing labels (objectives that do not read them) become zeros.
+  """
+  chunk_size = engine.check_chunk_size(chunk_size)
+  n = engine.num_examples(images)
+  index, arrays = selected_leaves(params, mask, what)
+  if labels is None:
+    labels = np.zeros((n,), np.int32)
+  else:
+    check_labels(labels, n, what)
+  return n, index, arrays, engine.pad_to_chunks(images, chunk_size), engine.pad_to_chunks(labels, chunk_size)
+
+
 def per_example_mean(apply_fn: Callable, params: PyTree, images: Any, labels: Any | None, *, rule: Any, phi: str,
                      path: str, chunk_size: int, rng: jax.Array | None, mask: PyTree | None, what: str) -> PyTree:
   """mean over examples of sum_k w_ik phi(per-example gradient), as a tree like params (see _engine)."""
   if path not in engine.PATHS:
     raise ConfigError(f"{what}: unknown path {path!r}; expected one of {engine.PATHS}")
-  chunk_size = engine.check_chunk_size(chunk_size)
-  n = engine.num_examples(images)
-  index, arrays = selected_leaves(params, mask, what)
-  given = labels
-  if labels is None:
-    labels = np.zeros((n,), np.int32)
-  else:
-    check_labels(labels, n, what)
-  x_chunks = engine.pad_to_chunks(images, chunk_size)
-  y_chunks = engine.pad_to_chunks(labels, chunk_size)
+  n, index, arrays, x_chunks, y_chunks = _chunked_inputs(params, images, labels, chunk_size=chunk_size, mask=mask,
+                                                          what=what)
   leaves, bad = _per_example_sums(apply_fn, params, x_chunks, y_chunks, jnp.int32(n), rng, rule=rule, phi=phi,
                                   path=path, index=index)
-  if given is not None:
-    raise_bad_labels(bad, given, what)
+  if labels is not None:
+    raise_bad_labels(bad, labels, what)
   return finish(params, leaves, arrays)
 
 
@@ -181,18 +189,10 @@ def batch_gradient_sum(apply_fn: Callable, params: PyTree, images: Any, labels: 
 
   `finalize` must be a module-level function (a static argument of the jitted sum).
   """
-  chunk_size = engine.check_chunk_size(chunk_size)
-  n = engine.num_examples(images)
-  index, arrays = selected_leaves(params, mask, what)
-  given = labels
-  if labels is None:
-    labels = np.zeros((n,), np.int32)
-  else:
-    check_labels(labels, n, what)
-  x_chunks = engine.pad_to_chunks(images, chunk_size)
-  y_chunks = engine.pad_to_chunks(labels, chunk_size)
+  n, index, arrays, x_chunks, y_chunks = _chunked_inputs(params, images, labels, chunk_size=chunk_size, mask=mask,
+                                                          what=what)
   leaves, bad = _batch_gradient_sum(apply_fn, params, x_chunks, y_chunks, jnp.int32(n), objective=objective,
                                     index=index, finalize=finalize)
-  if given is not None:
-    raise_bad_labels(bad, given, what)
+  if labels is not None:
+    raise_bad_labels(bad, labels, what)
   return finish(params, leaves, arrays)

@@ -47,6 +47,17 @@ def _save(fig, path: PathLike) -> list[pathlib.Path]:
   return targets
 
 
+def _finish(fig, ax, path: PathLike, *, xlabel: str, ylabel: str, title: str) -> list[pathlib.Path]:
+  """Axis labels, grid, legend and title of a line chart, then `_save`."""
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8, loc="best")
+  if title:
+    ax.set_title(title)
+  return _save(fig, path)
+
+
 def _matrix(matrix, task_names: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
   r = np.asarray(matrix, np.float64)
   if r.ndim != 2 or r.size == 0:
@@ -123,13 +134,7 @@ def accuracy_curves(matrix, path: PathLike, *, task_names: Sequence[str] | None 
     if stages == tasks and np.isfinite(r[j, j]):
       ax.plot([j], [r[j, j]], marker="o", markersize=8, color=line.get_color(), linestyle="none")
   ax.set_xticks(x, stage_names)
-  ax.set_xlabel("after training task")
-  ax.set_ylabel(ylabel)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8, loc="best")
-  if title:
-    ax.set_title(title)
-  return _save(fig, path)
+  return _finish(fig, ax, path, xlabel="after training task", ylabel=ylabel, title=title)
 
 
 def line_plot(path: PathLike, series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, xlabel: str,
@@ -164,10 +169,4 @@ def line_plot(path: PathLike, series: Mapping[str, tuple[Sequence[float], Sequen
     ax.set_yscale("log")
   if ylim is not None:
     ax.set_ylim(*ylim)
-  ax.set_xlabel(xlabel)
-  ax.set_ylabel(ylabel)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8, loc="best")
-  if title:
-    ax.set_title(title)
-  return _save(fig, path)
+  return _finish(fig, ax, path, xlabel=xlabel, ylabel=ylabel, title=title)
