@@ -10,6 +10,8 @@ with a message listing the valid keys. `config.experiment` selects what runs (se
 TensorBoard events, plots and checkpoints; launching again with the same workdir resumes the run.
 """
 
+import logging as std_logging
+import os
 import sys
 
 from absl import app
@@ -85,7 +87,15 @@ def _load_config() -> ml_collections.ConfigDict:
   return config
 
 
+class _QuietCheckpointLibrary(std_logging.Filter):
+  """Keeps orbax's per-save INFO chatter (a dozen lines per checkpoint) out of the terminal; warnings still show."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
 def main(argv: list[str]) -> None:
+  logging.get_absl_handler().addFilter(_QuietCheckpointLibrary())
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   config = _load_config()
