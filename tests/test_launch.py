@@ -63,3 +63,17 @@ def test_missing_config_file(tmp_path):
 def test_workdir_is_required(config_file):
   result = _launch(f"--config={config_file}")
   assert result.returncode != 0 and "workdir" in result.stderr
+
+
+def test_quick_run_writes_config_revision_and_outputs(tmp_path):
+  workdir = tmp_path / "run"
+  result = _launch("--config=configs/quickstart.py:quick", f"--workdir={workdir}", "--config.seed=3")
+  assert result.returncode == 0, result.stderr[-2000:]
+  import json  # pylint: disable=import-outside-toplevel
+  config = json.loads((workdir / "config.json").read_text())
+  assert config["experiment"] == "continual" and config["seed"] == 3
+  revision = (workdir / "git_revision.txt").read_text().strip()
+  assert revision
+  assert (workdir / "comparison.csv").is_file() and (workdir / "comparison.png").is_file()
+  assert "avg acc %" in result.stdout
+  assert "orbax-checkpoint-tmp" not in result.stderr  # per-save library chatter stays out of the terminal
