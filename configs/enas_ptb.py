@@ -23,6 +23,7 @@ with train.txt and the final retraining, i.e. not comparable to offline runs. A 
 import ml_collections
 
 from nas_forgetting.paths import shared_data
+from nas_forgetting.wpl.state import default_wpl_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -108,8 +109,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.derive_num_sample = 100  # candidates scored by derive
   c.train.rank_num_archs = 8  # rank_correlation: architectures sampled
   c.train.rank_epochs = 10  # rank_correlation: epochs each architecture is trained alone
-  c.train.measure_forgetting = True  # score each trained architecture right after its burst and at epoch end
   c.train.eval_batch_size = 10  # columns for whole-split evaluation (reference: 1, much slower)
+
+  # Weight plasticity loss (nas_forgetting.wpl.state.default_wpl_config documents every field). Off here
+  # (enabled=False): plain ENAS, one architecture per shared step (num_batch_per_iter=1); the forgetting
+  # measurement (measure_forgetting) works with WPL on or off. configs/wpl_enas_*.py switch it on.
+  c.wpl = default_wpl_config(enabled=False, num_batch_per_iter=1)
 
   for variant in (arg or "").split(","):
     variant = variant.strip()

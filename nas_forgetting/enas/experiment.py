@@ -43,6 +43,10 @@ from nas_forgetting.errors import ConfigError, DataError
 from nas_forgetting.models import controller as ctl
 from nas_forgetting.models.enas_cnn import EnasCnn
 from nas_forgetting.models.enas_rnn import EnasRnn
+from nas_forgetting.wpl import enas_fisher
+from nas_forgetting.wpl import forgetting as forgetting_lib
+from nas_forgetting.wpl import masks as wpl_masks
+from nas_forgetting.wpl import state as wpl_lib
 
 MODES = ("train", "derive", "evaluate", "train_scratch", "single", "ablation_activation", "ablation_node",
          "rank_correlation")
@@ -56,23 +60,56 @@ NETWORKS = ("rnn", "micro_cnn")
 
 
 @functools.lru_cache(maxsize=None)
-def _rnn_functions(model, bptt, ar_alpha, tar_beta, grad_clip, l2_reg, momentum, nesterov, reward_c, ppl_square):
+def _rnn_functions(model, bptt, ar_alpha, tar_beta, grad_clip, l2_reg, momentum, nesterov, reward_c, ppl_square,
+                   wpl_hp=None, wpl_estimator="empirical"):
   optimizer = tr.shared_optimizer(grad_clip, l2_reg, momentum, nesterov)
   step = jax.jit(functools.partial(tr.rnn_shared_step, model=model, optimizer=optimizer, bptt=bptt,
-                                   ar_alpha=ar_alpha, tar_beta=tar_beta), donate_argnums=(0,))
+                                   ar_alpha=ar_alpha, tar_beta=tar_beta, wpl_hp=wpl_hp), donate_argnums=(0,))
   reward_fn = functools.partial(tr.rnn_reward_fn, model=model, bptt=bptt, reward_c=reward_c, ppl_square=ppl_square)
   score_fn = functools.partial(tr.rnn_score_fn, model=model, bptt=bptt)
-  return optimizer, step, reward_fn, score_fn
+
+  def end_burst(wpl_state, params, data, start, arch):
+    """Fisher of the architecture's cross-entropy on the window at `start`, then Fisher update and anchor refresh."""
+    inputs, targets = tr.lm_window(data, start, bptt)
+    fisher = enas_fisher.rnn_fisher(params, inputs, targets, arch, model=model, estimator=wpl_estimator)
+    return wpl_lib.end_burst(wpl_state, wpl_masks.rnn_monitored(params), fisher,
+                             wpl_masks.rnn_active_mask(arch, model.num_blocks), wpl_hp)
+
+  return optimizer, step, reward_fn, score_fn, (jax.jit(end_burst) if wpl_hp is not None else None)
 
 
 @functools.lru_cache(maxsize=None)
-def _cnn_functions(model, pad, flip, cutout, grad_clip, l2_reg, momentum, nesterov, reward_c):
+def _cnn_functions(model, pad, flip, cutout, grad_clip, l2_reg, momentum, nesterov, reward_c, wpl_hp=None,
+                   wpl_estimator="empirical"):
   optimizer = tr.shared_optimizer(grad_clip, l2_reg, momentum, nesterov)
   step = jax.jit(functools.partial(tr.cnn_shared_step, model=model, optimizer=optimizer, pad=pad, flip=flip,
-                                   cutout=cutout), donate_argnums=(0,))
+                                   cutout=cutout, wpl_hp=wpl_hp), donate_argnums=(0,))
   reward_fn = functools.partial(tr.cnn_reward_fn, model=model, reward_c=reward_c)
   score_fn = functools.partial(tr.cnn_score_fn, model=model)
-  return optimizer, step, reward_fn, score_fn
+
+  def end_burst(wpl_state, params, images, labels, arch):
+    fisher = enas_fisher.cnn_fisher(params, images, labels, arch, model=model, estimator=wpl_estimator)
+    # The view holds the parameter leaves themselves; copy them so that the anchors never alias the shared
+    # weights' buffers, which the next shared step donates.
+    view = jax.tree.map(lambda x: x + jnp.zeros((), x.dtype), wpl_masks.cnn_monitored(params))
+    return wpl_lib.end_burst(wpl_state, view, fisher, wpl_masks.cnn_active_mask(arch, view), wpl_hp)
+
+  return optimizer, step, reward_fn, score_fn, (jax.jit(end_burst) if wpl_hp is not None else None)
+
+
+def wpl_settings(config: ml_collections.ConfigDict) -> tuple[wpl_lib.WPLHyperParams | None, str]:
+  """(hyper-parameters or None when WPL is off, Fisher estimator) from the `wpl` group, validated."""
+  w = config.wpl
+  hp = wpl_lib.WPLHyperParams.from_config(w)
+  if not w.enabled:
+    return None, w.estimator
+  if w.estimator not in enas_fisher.ENAS_ESTIMATORS:
+    raise ConfigError(f"wpl.estimator={w.estimator!r} is not available for the ENAS supernets; expected one of "
+                      f"{', '.join(enas_fisher.ENAS_ESTIMATORS)}")
+  if not w.shared_ce_fisher:
+    raise ConfigError("wpl.shared_ce_fisher=False (Fisher of the full training loss) is not supported in ENAS "
+                      "shared training; the Fisher is of the cross-entropy alone (shared_ce_fisher=True)")
+  return hp, w.estimator
 
 
 @functools.lru_cache(maxsize=None)
@@ -144,9 +181,10 @@ class _RnnTask:
                          dropout_output=r.dropout_output, weight_drop=r.weight_drop,
                          max_hidden_norm=r.max_hidden_norm, init_range=r.init_range, next_hidden=r.next_hidden)
     self.batch_size = c.shared.batch_size
-    self.optimizer, self._step, self.reward_fn, self.score_fn = _rnn_functions(
+    self.wpl_hp, estimator = wpl_settings(c)
+    self.optimizer, self._step, self.reward_fn, self.score_fn, self._end_burst = _rnn_functions(
         self.model, self.bptt, r.ar_alpha, r.tar_beta, c.shared.grad_clip, c.shared.l2_reg, c.shared.momentum,
-        c.shared.nesterov, c.controller.reward_c, c.controller.ppl_square)
+        c.shared.nesterov, c.controller.reward_c, c.controller.ppl_square, self.wpl_hp, estimator)
     self.windows_train = (self.train.shape[0] - 1) // self.bptt
     self.windows_reward = (self.reward.shape[0] - 1) // self.bptt
     self.cursor = 0  # next training window; checkpointed, so a resumed run reads the same data
@@ -162,14 +200,26 @@ class _RnnTask:
   def start_epoch(self):
     self._hidden = jnp.zeros((self.batch_size, self.model.hidden_size))
 
-  def shared_step(self, state, arch, rng, lr):
+  def shared_step(self, state, arch, rng, lr, wpl_state=None):
     if self.cursor >= self.windows_train:
       self.cursor = 0
       self._hidden = jnp.zeros_like(self._hidden)
     start = jnp.asarray(self.cursor * self.bptt, jnp.int32)
+    self._last_start = start
     self.cursor += 1
-    state, self._hidden, metrics = self._step(state, self.train, start, self._hidden, arch, rng, lr)
+    state, self._hidden, metrics = self._step(state, self.train, start, self._hidden, arch, rng, lr, wpl_state)
     return state, metrics
+
+  def end_burst(self, wpl_state, params, arch, valid_batch: int | None):
+    """WPL update after an architecture's burst: Fisher on reward window `valid_batch`, or (None) on the last
+    training window."""
+    if valid_batch is None:
+      return self._end_burst(wpl_state, params, self.train, self._last_start, arch)
+    data, start = self.reward_batch(valid_batch)
+    return self._end_burst(wpl_state, params, data, start, arch)
+
+  def monitored(self, params):
+    return wpl_masks.rnn_monitored(params)
 
   @property
   def steps_per_pass(self) -> int:
@@ -219,9 +269,10 @@ class _CnnTask:
                          num_modules=m.num_modules, num_repeat_normal=m.num_repeat_normal,
                          sep_conv_stacks=m.sep_conv_stacks, dropout=m.dropout)
     self.eval_batch_size = c.train.eval_batch_size
-    self.optimizer, self._step, self.reward_fn, self.score_fn = _cnn_functions(
+    self.wpl_hp, estimator = wpl_settings(c)
+    self.optimizer, self._step, self.reward_fn, self.score_fn, self._end_burst = _cnn_functions(
         self.model, m.pad, m.flip, m.cutout, c.shared.grad_clip, c.shared.l2_reg, c.shared.momentum,
-        c.shared.nesterov, c.controller.reward_c)
+        c.shared.nesterov, c.controller.reward_c, self.wpl_hp, estimator)
     self._seed = c.seed
     self.cursor = 0  # batches drawn so far (over all passes); checkpointed, so a resumed run reads the same data
 
@@ -237,12 +288,25 @@ class _CnnTask:
   def steps_per_pass(self) -> int:
     return len(self.labels) // self.batch_size
 
-  def shared_step(self, state, arch, rng, lr):
+  def shared_step(self, state, arch, rng, lr, wpl_state=None):
     epoch_pass, k = divmod(self.cursor, self.steps_per_pass)
     order = np.random.default_rng([self._seed, epoch_pass]).permutation(len(self.labels))  # a fresh order per pass
     idx = jnp.asarray(order[k * self.batch_size:(k + 1) * self.batch_size], jnp.int32)
+    self._last_idx = idx
     self.cursor += 1
-    return self._step(state, self.images, self.labels, idx, arch, rng, lr)
+    return self._step(state, self.images, self.labels, idx, arch, rng, lr, wpl_state)
+
+  def end_burst(self, wpl_state, params, arch, valid_batch: int | None):
+    """WPL update after an architecture's burst: Fisher on reward batch `valid_batch`, or (None) on the last
+    training batch (without augmentation)."""
+    if valid_batch is None:
+      images, labels = self.images[self._last_idx], self.labels[self._last_idx]
+    else:
+      images, labels = self.reward_batch(valid_batch)
+    return self._end_burst(wpl_state, params, images, labels, arch)
+
+  def monitored(self, params):
+    return wpl_masks.cnn_monitored(params)
 
   def reward_batch(self, k: int):
     n = len(self.reward_labels)
@@ -285,17 +349,25 @@ class _Run:
                                        c.grad_clip, c.num_samples, c.ema_decay, c.entropy_coeff, c.entropy_mode,
                                        self.use_controller)
     self.logger = MetricsLogger(str(workdir))
+    self.wpl_hp = self.task.wpl_hp
+    self.wpl_state = None  # WPLState over the monitored shared weights when WPL is on (set by restore)
+    self.forgetting = forgetting_lib.ForgettingTracker(higher_is_better=self.task.higher_is_better)
 
   # --- states and checkpoints -----------------------------------------------------------------------------------
   def fresh_states(self, rng):
     k_shared, k_ctl = jax.random.split(rng)
     shared = tr.init_shared(self.task.init_params(k_shared), self.task.optimizer)
     cparams = ctl.init_controller(self.controller, k_ctl)
+    self.wpl_state = (wpl_lib.init_wpl_state(self.task.monitored(shared.params)) if self.wpl_hp is not None
+                      else None)
     return shared, ctl.init_reinforce(self.controller, cparams, self.controller_optimizer)
 
   def _tree(self, shared, cstate, epoch, rng):
-    return {"shared": shared, "controller": cstate, "epoch": np.int32(epoch),
+    tree = {"shared": shared, "controller": cstate, "epoch": np.int32(epoch),
             "rng": np.asarray(jax.random.key_data(rng)), "data_cursor": np.int64(self.task.cursor)}
+    if self.wpl_state is not None:  # importance and anchors: a resumed run continues with the same penalty
+      tree["wpl"] = self.wpl_state
+    return tree
 
   def restore(self, directory: pathlib.Path, rng):
     """(shared, controller, next epoch, rng) from the latest checkpoint in `directory`, or fresh ones."""
@@ -309,6 +381,7 @@ class _Run:
     tree = ckpt.restore(None, self._tree(shared, cstate, 0, rng))
     rng = jax.random.wrap_key_data(jnp.asarray(tree["rng"]))
     self.task.cursor = int(tree["data_cursor"])
+    self.wpl_state = tree.get("wpl")
     return ckpt, tree["shared"], tree["controller"], int(tree["epoch"]) + 1, rng
 
   def load_trained(self):
@@ -351,35 +424,66 @@ class _Run:
 
   # --- phases ---------------------------------------------------------------------------------------------------
   def train_shared_epoch(self, shared, cstate, rng, epoch: int, lr: float, fixed_arch=None, desc="shared"):
+    """One epoch of shared training. A search samples one architecture per burst of `wpl.num_batch_per_iter`
+    steps; with WPL on, each step adds the penalty and each burst ends with the Fisher update and anchor refresh
+    (`wpl.state.end_burst`). With `wpl.measure_forgetting`, every architecture is scored on a fixed reward batch
+    right after its burst and again at the end of the epoch (forgetting/* metrics, forgetting.csv)."""
     from nas_forgetting.io.progress import progress
 
     c = self.config
     steps = c.shared.steps_per_epoch or self.task.steps_per_pass
+    search = fixed_arch is None
+    burst = c.wpl.num_batch_per_iter if search else 1
     self.task.start_epoch()
     lr = jnp.asarray(lr, jnp.float32)
     history = []
-    measure = c.train.measure_forgetting and fixed_arch is None
+    measure = c.wpl.measure_forgetting and search
+    update_wpl = self.wpl_hp is not None and search  # a cell trained alone keeps a zero Fisher: no penalty
+    if update_wpl:
+      self.wpl_state = wpl_lib.begin_epoch(self.wpl_state, epoch, self.wpl_hp)
+    if measure:
+      self.forgetting.begin_epoch(epoch)
     fixed_batch = self.task.reward_batch(0)
-    archs, before = [], []
     step = int(shared.step)  # counted on the host: no device synchronisation per step
+    arch = fixed_arch
     for k in progress(range(steps), total=steps, desc=f"{desc} epoch {epoch}", unit="step"):
       rng, k_arch, k_step = jax.random.split(rng, 3)
-      arch = fixed_arch if fixed_arch is not None else self._sample(cstate.params, k_arch, num_samples=1)[0]
-      shared, metrics = self.task.shared_step(shared, arch, k_step, lr)
-      if measure:  # score right after this architecture's training burst, on a fixed validation batch
-        archs.append(arch)
-        before.append(self._metric(shared.params, fixed_batch, arch[None])[0])
+      if search and k % burst == 0:
+        arch = self._sample(cstate.params, k_arch, num_samples=1)[0]
+      shared, metrics = self.task.shared_step(shared, arch, k_step, lr, self.wpl_state)
+      if search and ((k + 1) % burst == 0 or k == steps - 1):  # the end of this architecture's burst
+        if update_wpl:
+          valid = step // burst if c.wpl.shared_valid_fisher else None
+          self.wpl_state = self.task.end_burst(self.wpl_state, shared.params, arch, valid)
+        if measure:  # score right after this architecture's training burst, on a fixed validation batch
+          self.forgetting.record_after_burst(arch, float(self._metric(shared.params, fixed_batch, arch[None])[0]))
       history.append(metrics)
       step += 1
       if step % c.train.log_every == 0:
         self.log(step, history, {"epoch": epoch})
         history = []
     extra = {"epoch": epoch}
+    if update_wpl:
+      extra.update({k: float(v) for k, v in wpl_lib.fisher_statistics(self.wpl_state).items()})
+      extra["wpl/alpha"] = float(wpl_lib.penalty_strength(self.wpl_state, self.wpl_hp))
     if measure:
-      after = self.scores(shared.params, fixed_batch, jnp.stack(archs))
-      extra.update(tr.forgetting_stats(np.asarray(before), after, higher_is_better=self.task.higher_is_better))
+      after = self.scores(shared.params, fixed_batch, jnp.stack(self.forgetting.architectures))
+      row = self.forgetting.end_epoch(list(after))
+      extra.update({f"forgetting/{k}": float(row[k]) for k in forgetting_lib.SUMMARY_KEYS})
+      forgetting_lib.write_forgetting_csv(self.workdir / "forgetting.csv", self.forgetting.rows)
     self.log(step, history, extra)
     return shared, rng
+
+  def restore_forgetting_rows(self, next_epoch: int) -> None:
+    """The forgetting rows of the epochs before `next_epoch` from forgetting.csv (a resumed search)."""
+    from nas_forgetting.io.metrics import read_csv
+
+    path = self.workdir / "forgetting.csv"
+    if next_epoch == 0 or not path.exists():
+      return
+    counts = ("epoch", "num_architectures")
+    self.forgetting.rows = [{k: int(float(v)) if k in counts else float(v) for k, v in r.items()}
+                            for r in read_csv(path) if int(float(r["epoch"])) < next_epoch]
 
   def scores(self, params, batch, archs) -> np.ndarray:
     """Scores of many architectures on one batch, in chunks of a fixed size (one compilation)."""
@@ -458,6 +562,7 @@ class _Run:
 def _train(run: _Run) -> dict[str, Any]:
   c = run.config
   ckpt, shared, cstate, start, rng = run.restore(run.workdir / "checkpoints", jax.random.key(c.seed))
+  run.restore_forgetting_rows(start)
   for epoch in range(start, c.train.max_epoch):
     shared, rng = run.train_shared_epoch(shared, cstate, rng, epoch, run.lr(epoch))
     if run.use_controller and c.controller.steps_per_epoch > 0:

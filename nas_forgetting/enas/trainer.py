@@ -20,6 +20,8 @@ from nas_forgetting.models import controller as ctl
 from nas_forgetting.models import enas_cnn
 from nas_forgetting.models.enas_cnn import EnasCnn
 from nas_forgetting.models.enas_rnn import EnasRnn, rnn_lm_loss
+from nas_forgetting.wpl import masks as wpl_masks
+from nas_forgetting.wpl import state as wpl_lib
 
 
 class SharedState(NamedTuple):
@@ -57,10 +59,34 @@ def lm_window(data: jax.Array, start: jax.Array, bptt: int) -> tuple[jax.Array, 
   return window[:-1], window[1:]
 
 
+def wpl_rnn_penalty(params: Any, arch: jax.Array, wpl_state: wpl_lib.WPLState | None,
+                    wpl_hp: wpl_lib.WPLHyperParams | None, num_blocks: int) -> jax.Array:
+  """The WPL penalty of an RNN architecture over its active edges (0. without WPL, i.e. `wpl_hp` None)."""
+  if wpl_hp is None:
+    return jnp.float32(0.0)
+  return wpl_lib.penalty(wpl_state, wpl_masks.rnn_monitored(params), wpl_masks.rnn_active_mask(arch, num_blocks),
+                         wpl_hp)
+
+
+def wpl_cnn_penalty(params: Any, arch: jax.Array, wpl_state: wpl_lib.WPLState | None,
+                    wpl_hp: wpl_lib.WPLHyperParams | None) -> jax.Array:
+  """The WPL penalty of a micro-CNN architecture over its active edge ops (0. without WPL)."""
+  if wpl_hp is None:
+    return jnp.float32(0.0)
+  view = wpl_masks.cnn_monitored(params)
+  return wpl_lib.penalty(wpl_state, view, wpl_masks.cnn_active_mask(arch, view), wpl_hp)
+
+
 def rnn_shared_step(state: SharedState, data: jax.Array, start: jax.Array, hidden: jax.Array, arch: jax.Array,
-                    rng: jax.Array, lr: jax.Array, *, model: EnasRnn, optimizer: optax.GradientTransformation,
-                    bptt: int, ar_alpha: float, tar_beta: float) -> tuple[SharedState, jax.Array, dict[str, jax.Array]]:
-  """One SGD step of the shared weights on one architecture; the hidden state is carried (and not differentiated)."""
+                    rng: jax.Array, lr: jax.Array, wpl_state: wpl_lib.WPLState | None = None, *, model: EnasRnn,
+                    optimizer: optax.GradientTransformation, bptt: int, ar_alpha: float, tar_beta: float,
+                    wpl_hp: wpl_lib.WPLHyperParams | None = None
+                    ) -> tuple[SharedState, jax.Array, dict[str, jax.Array]]:
+  """One SGD step of the shared weights on one architecture; the hidden state is carried (and not differentiated).
+
+  With `wpl_hp` (static) the loss adds the weight plasticity loss of `wpl_state` (traced) over the architecture's
+  active edges: alpha/2 * sum F (theta - theta*)^2, so its gradient is alpha F (theta - theta*) there, 0 elsewhere.
+  """
   inputs, targets = lm_window(data, start, bptt)
   hidden = jax.lax.stop_gradient(hidden)
 
@@ -68,7 +94,8 @@ def rnn_shared_step(state: SharedState, data: jax.Array, start: jax.Array, hidde
     logits, new_hidden, extras = model.apply({"params": params}, inputs, hidden, arch, train=True,
                                              rngs={"dropout": rng})
     loss, parts = rnn_lm_loss(logits, targets, extras, ar_alpha=ar_alpha, tar_beta=tar_beta)
-    return loss, (new_hidden, parts, extras)
+    parts = dict(parts, wpl=wpl_rnn_penalty(params, arch, wpl_state, wpl_hp, model.num_blocks))
+    return loss + parts["wpl"], (new_hidden, parts, extras)
 
   (loss, (new_hidden, parts, extras)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -78,6 +105,8 @@ def rnn_shared_step(state: SharedState, data: jax.Array, start: jax.Array, hidde
              "shared/update_norm": lr * optax.tree.norm(updates), "shared/param_norm": optax.tree.norm(params),
              "shared/max_hidden_norm": extras["max_hidden_norm"], "shared/clipped_fraction": extras["clipped_fraction"],
              "shared/lr": lr}
+  if wpl_hp is not None:
+    metrics["shared/wpl_penalty"] = parts["wpl"]
   return SharedState(params, opt_state, state.step + 1), new_hidden, metrics
 
 
@@ -226,23 +255,28 @@ def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def cnn_shared_step(state: SharedState, images: jax.Array, labels: jax.Array, index: jax.Array, arch: jax.Array,
-                    rng: jax.Array, lr: jax.Array, *, model: EnasCnn, optimizer: optax.GradientTransformation,
-                    pad: int, flip: bool, cutout: int) -> tuple[SharedState, dict[str, jax.Array]]:
-  """One step of the shared CNN weights on the examples `index` (int32 (batch,)) of on-device data in [0, 1]."""
+                    rng: jax.Array, lr: jax.Array, wpl_state: wpl_lib.WPLState | None = None, *, model: EnasCnn,
+                    optimizer: optax.GradientTransformation, pad: int, flip: bool, cutout: int,
+                    wpl_hp: wpl_lib.WPLHyperParams | None = None) -> tuple[SharedState, dict[str, jax.Array]]:
+  """One step of the shared CNN weights on the examples `index` (int32 (batch,)) of on-device data in [0, 1];
+  with `wpl_hp`, plus the WPL penalty of `wpl_state` over the architecture's active edge ops (as rnn_shared_step)."""
   k_aug, k_drop = jax.random.split(rng)
   x = enas_cnn.normalize(enas_cnn.augment(k_aug, images[index], pad=pad, flip=flip, cutout=cutout))
   y = labels[index]
 
   def loss_fn(params):
     logits = model.apply({"params": params}, x, arch, train=True, rngs={"dropout": k_drop})
-    return _cross_entropy(logits, y).mean(), logits
+    wpl = wpl_cnn_penalty(params, arch, wpl_state, wpl_hp)
+    return _cross_entropy(logits, y).mean() + wpl, (logits, wpl)
 
-  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (loss, (logits, wpl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = jax.tree.map(lambda p, u: p - lr * u, state.params, updates)
   metrics = {"shared/loss": loss, "shared/accuracy": jnp.mean(jnp.argmax(logits, -1) == y),
              "shared/grad_norm": optax.tree.norm(grads), "shared/update_norm": lr * optax.tree.norm(updates),
              "shared/param_norm": optax.tree.norm(params), "shared/lr": lr}
+  if wpl_hp is not None:
+    metrics["shared/wpl_penalty"] = wpl
   return SharedState(params, opt_state, state.step + 1), metrics
 
 
@@ -264,19 +298,6 @@ def cnn_score_fn(shared_params: Any, batch: tuple[jax.Array, jax.Array], archs: 
                  model: EnasCnn) -> jax.Array:
   """Accuracy of K architectures on one batch (images, labels), scored one after the other."""
   return jax.lax.map(lambda a: cnn_correct(shared_params, batch[0], batch[1], a, model=model).mean(), archs)
-
-
-def forgetting_stats(before: np.ndarray, after: np.ndarray, *, higher_is_better: bool) -> dict[str, float]:
-  """Degradation of each architecture's score between right after its training burst (`before`) and the end of
-  the epoch (`after`): positive means forgetting (perplexity up, or accuracy down). Mean, max and std."""
-  before, after = np.asarray(before, np.float64), np.asarray(after, np.float64)
-  if before.shape != after.shape or before.size == 0:
-    raise ValueError(f"need matching non-empty score arrays; got {before.shape} and {after.shape}")
-  diff = before - after if higher_is_better else after - before
-  return {"forgetting/mean": float(diff.mean()), "forgetting/max": float(diff.max()),
-          "forgetting/std": float(diff.std()), "forgetting/median": float(np.median(diff)),
-          "forgetting/score_before": float(before.mean()),
-          "forgetting/score_after": float(after.mean())}
 
 
 def kendall_tau(a: Any, b: Any) -> float:

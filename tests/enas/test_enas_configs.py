@@ -2,7 +2,7 @@
 
 import pytest
 
-from configs import enas_cifar10, enas_ptb
+from configs import enas_cifar10, enas_ptb, wpl_enas_cifar10, wpl_enas_ptb
 from nas_forgetting.enas import experiment
 
 
@@ -16,7 +16,9 @@ def _keys(c, prefix=""):
 @pytest.mark.parametrize("module,variants", [
     (enas_ptb, ["", "quick", "quick,wikitext2", "flexible", "chain", "tree", "random", "derive", "evaluate",
                 "train_scratch", "single", "ablation_activation", "ablation_node", "rank_correlation"]),
-    (enas_cifar10, ["", "quick", "derive", "evaluate", "train_scratch", "single", "rank_correlation"])])
+    (enas_cifar10, ["", "quick", "derive", "evaluate", "train_scratch", "single", "rank_correlation"]),
+    (wpl_enas_ptb, ["", "quick", "quick,nowpl", "nowpl", "wikitext2", "derive"]),
+    (wpl_enas_cifar10, ["", "quick", "quick,nowpl", "derive"])])
 def test_configs_load(module, variants):
   base = _keys(module.get_config())
   for v in variants:
@@ -31,3 +33,22 @@ def test_configs_load(module, variants):
 def test_rnn_and_cnn_configs_share_their_shape():
   rnn, cnn = _keys(enas_ptb.get_config()), _keys(enas_cifar10.get_config())
   assert rnn - cnn == set() and {k for k in cnn - rnn if not k.startswith("data.image.")} == set()
+
+
+def test_wpl_group():
+  """Plain ENAS configs have WPL off (one architecture per step); the WPL configs follow the reference command lines."""
+  for module in (enas_ptb, enas_cifar10):
+    c = module.get_config()
+    assert not c.wpl.enabled and c.wpl.num_batch_per_iter == 1 and c.wpl.measure_forgetting
+  rnn = wpl_enas_ptb.get_config()
+  assert rnn.wpl.enabled and rnn.wpl.alpha_fisher == 60 and rnn.wpl.fisher_clip_by_norm == 10
+  assert (rnn.wpl.alpha_decay, rnn.wpl.alpha_decay_after, rnn.wpl.set_fisher_zero_per_iter) == (1, 15, 2)
+  assert rnn.wpl.num_batch_per_iter == 7 and rnn.controller.reward_c == 80 and rnn.shared.steps_per_epoch == 420
+  cnn = wpl_enas_cifar10.get_config()
+  assert cnn.wpl.enabled and not cnn.wpl.momentum and cnn.wpl.set_fisher_zero_per_iter == 3
+  assert cnn.search.num_blocks == 5 and cnn.cnn.num_repeat_normal == 5 and cnn.wpl.num_batch_per_iter == 7
+  for module in (wpl_enas_ptb, wpl_enas_cifar10):  # the baseline differs from the WPL run only in wpl.enabled
+    on, off = module.get_config("quick"), module.get_config("quick,nowpl")
+    assert on.wpl.enabled and not off.wpl.enabled
+    off.wpl.enabled = True
+    assert on.to_dict() == off.to_dict()

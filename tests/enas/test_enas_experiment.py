@@ -67,7 +67,7 @@ def test_train_writes_outputs_and_resumes(trained):
   rows = read_jsonl(workdir / "metrics.jsonl")
   shared_steps = [r["step"] for r in rows if "shared/loss" in r]
   assert max(shared_steps) == 12  # the resumed run continued from epoch 1: 6 + 6 steps
-  assert sorted({r["epoch"] for r in rows if "forgetting/mean" in r}) == [0, 1]
+  assert sorted({r["epoch"] for r in rows if "forgetting/mean_diff" in r}) == [0, 1]
   assert any("controller/reward" in r and "controller/entropy" in r for r in rows)
   assert json.loads((workdir / "summary.json").read_text())["arch"] == second["arch"]
 
@@ -149,7 +149,7 @@ def test_micro_cnn_search(shared_data, tmp_path):
   c.train.max_epoch = 1
   c.train.draw_every = 2
   c.train.log_every = 2
-  c.train.measure_forgetting = False
+  c.wpl.measure_forgetting = False
   c.train.derive_num_sample = 2
   c.train.eval_batch_size = 12
   c.train.draw_backend = "matplotlib"

@@ -12,6 +12,8 @@ from nas_forgetting.enas import trainer as tr
 from nas_forgetting.enas.search_space import RnnSearchSpace
 from nas_forgetting.models import controller as ctl
 from nas_forgetting.models.enas_rnn import EnasRnn
+from nas_forgetting.wpl import masks as wpl_masks
+from nas_forgetting.wpl import state as wpl_lib
 
 V, H, B, BPTT = 17, 8, 3, 5
 SPACE = RnnSearchSpace(num_blocks=4)
@@ -111,14 +113,62 @@ def test_ablation_edits():
     tr.remove_node(arch, 0)
 
 
-def test_forgetting_stats_sign_convention():
-  ppl = tr.forgetting_stats(np.array([100.0, 120.0]), np.array([110.0, 120.0]), higher_is_better=False)
-  assert ppl["forgetting/mean"] == pytest.approx(5.0) and ppl["forgetting/max"] == pytest.approx(10.0)
-  acc = tr.forgetting_stats(np.array([0.8, 0.6]), np.array([0.7, 0.7]), higher_is_better=True)
-  assert acc["forgetting/mean"] == pytest.approx(0.0) and acc["forgetting/max"] == pytest.approx(0.1)
-  assert acc["forgetting/std"] == pytest.approx(0.1) and acc["forgetting/median"] == pytest.approx(0.0)
-  with pytest.raises(ValueError, match="matching"):
-    tr.forgetting_stats(np.array([1.0]), np.array([1.0, 2.0]), higher_is_better=True)
+def _wpl_state(params, seed=0):
+  """A WPL state with random positive Fisher and anchors displaced from the current weights."""
+  view = wpl_masks.rnn_monitored(params)
+  keys = iter(jax.random.split(jax.random.key(seed), 8))
+  fisher = jax.tree.map(lambda v: jax.random.uniform(next(keys), v.shape, minval=0.5, maxval=2.0), view)
+  anchor = jax.tree.map(lambda v: v + 0.1 * jax.random.normal(next(keys), v.shape), view)
+  return wpl_lib.init_wpl_state(view)._replace(fisher=fisher, anchor=anchor)
+
+
+def test_wpl_step_gradient_is_alpha_fisher_displacement_on_active_edges_only():
+  hp = wpl_lib.WPLHyperParams(alpha_fisher=3.0, alpha_decay=0.0)
+  opt = tr.shared_optimizer(grad_clip=0.0, l2_reg=0.0)  # identity: the update is the gradient
+  params = _params()
+  wpl_state = _wpl_state(params)
+  kw = dict(model=MODEL, optimizer=opt, bptt=BPTT, ar_alpha=0.0, tar_beta=0.0)
+  plain = jax.jit(functools.partial(tr.rnn_shared_step, **kw))
+  with_wpl = jax.jit(functools.partial(tr.rnn_shared_step, **kw, wpl_hp=hp))
+  arch = jnp.asarray(SPACE.from_string("0:tanh(x,h) 1:ReLU(0) 2:identity(0) 3:tanh(2)"))
+  args = (_corpus(), jnp.asarray(0), jnp.zeros((B, H)), arch, jax.random.key(1), jnp.asarray(1.0))
+  p0, _, m0 = plain(tr.init_shared(params, opt), *args)
+  p1, _, m1 = with_wpl(tr.init_shared(params, opt), *args, wpl_state)
+  # With lr 1 and no transformation, params(plain) - params(WPL) = the penalty's gradient.
+  diff = jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), p0.params, p1.params)
+  active = np.asarray(wpl_masks.rnn_active_edges(arch, 4))
+  assert active.sum() == 3 and active.size == 6  # edges (0,1), (0,2), (2,3) of the 6 possible
+  view, dview = wpl_masks.rnn_monitored(params), wpl_masks.rnn_monitored(diff)
+  for name in ("edges_c", "edges_h"):
+    expected = 3.0 * np.asarray(wpl_state.fisher[name]) * (np.asarray(view[name]) - np.asarray(wpl_state.anchor[name]))
+    np.testing.assert_allclose(dview[name][active], expected[active], rtol=1e-4, atol=1e-6)
+    assert np.all(dview[name][~active] == 0.0)
+    assert np.abs(expected[~active]).max() > 0  # the inactive edges do have a displacement the penalty ignores
+  for name in params:
+    if name != "edges":
+      assert all(np.all(d == 0.0) for d in jax.tree.leaves(diff[name])), name
+  penalty = 0.5 * 3.0 * sum(float(np.sum((np.asarray(wpl_state.fisher[n]) * (np.asarray(view[n]) -
+                                          np.asarray(wpl_state.anchor[n])) ** 2)[active])) for n in view)
+  assert float(m1["shared/wpl_penalty"]) == pytest.approx(penalty, rel=1e-5)
+  assert float(m1["shared/loss"]) == pytest.approx(float(m0["shared/loss"]) + penalty, rel=1e-5)
+  assert float(m1["shared/ce"]) == pytest.approx(float(m0["shared/ce"]), rel=1e-6)
+
+
+def test_wpl_step_compiles_once_for_all_architectures():
+  hp = wpl_lib.WPLHyperParams(alpha_fisher=1.0)
+  opt = tr.shared_optimizer(grad_clip=0.25, l2_reg=1e-7)
+  fn = functools.partial(tr.rnn_shared_step, model=MODEL, optimizer=opt, bptt=BPTT, ar_alpha=0.0, tar_beta=0.0,
+                         wpl_hp=hp)
+  step = jax.jit(chex.assert_max_traces(lambda *args: fn(*args), n=1))
+  state = tr.init_shared(_params(), opt)
+  wpl_state = _wpl_state(state.params)
+  data, hidden = _corpus(), jnp.zeros((B, H))
+  for k, cell in enumerate(["0:tanh(x,h) 1:ReLU(0) 2:identity(1) 3:tanh(0)",
+                            "0:ReLU(x,h) 1:tanh(0) 2:sigmoid(0) 3:ReLU(0)",
+                            "0:sigmoid(x,h) 1:identity(0) 2:ReLU(1) 3:tanh(2)"]):
+    state, hidden, m = step(state, data, jnp.asarray(k * BPTT), hidden, jnp.asarray(SPACE.from_string(cell)),
+                            jax.random.key(k), jnp.asarray(1.0), wpl_state)
+    assert np.isfinite(float(m["shared/wpl_penalty"])) and float(m["shared/wpl_penalty"]) > 0
 
 
 def test_kendall_tau():

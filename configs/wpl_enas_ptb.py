@@ -1,0 +1,43 @@
+"""ENAS recurrent-cell search on Penn Treebank with the weight plasticity loss (WPL) in shared training.
+
+The reference WPL command line (RNN): alpha 60, Fisher norm clip 10, alpha decay 1 per epoch after epoch 15, Fisher
+reset every 2 epochs, 7 batches per sampled architecture, controller reward 80 / perplexity, 150 epochs of 60
+architectures (60 x 7 = 420 shared steps per epoch). Everything else is configs/enas_ptb.py.
+
+Commands:
+  python launch.py --config configs/wpl_enas_ptb.py --workdir /tmp/wpl_enas_ptb           # paper-size, GPU
+  python launch.py --config configs/wpl_enas_ptb.py:quick --workdir /tmp/wpl_enas_ptb_q   # ~2-3 min, 2 CPU cores
+  python launch.py --config configs/wpl_enas_ptb.py:quick,nowpl --workdir /tmp/nowpl_q     # same budget, no WPL
+Variants (commas): quick (tiny model, 3 epochs of 8 architectures x 5 batches); nowpl (WPL off, everything else
+identical: the baseline of the with/without comparison; forgetting is measured in both); any variant of
+configs/enas_ptb.py (wikitext2, flexible, derive, ...).
+Outputs: as configs/enas_ptb.py, plus forgetting.csv (per epoch mean/max/std/median of the perplexity increase of
+each architecture between right after its burst and the epoch end; > 0 = forgetting) and forgetting/* and wpl/*
+scalars in TensorBoard. Expected: with WPL the mean forgetting per epoch is lower than without (the paper: ENAS PTB
+perplexity 65.01 -> 61.9 with WPL, with train.txt and full retraining; offline runs are not comparable).
+A paper-size epoch (420 shared + 2000 controller steps) takes minutes on a GPU and is impractical on a CPU.
+"""
+
+import ml_collections
+
+from configs import enas_ptb
+from nas_forgetting.wpl.state import reference_rnn_wpl_config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variants = [v.strip() for v in (arg or "").split(",") if v.strip()]
+  own = {"nowpl"}
+  c = enas_ptb.get_config(",".join(v for v in variants if v not in own))
+  c.wpl = reference_rnn_wpl_config()  # alpha 60, clip 10, decay 1 after epoch 15, reset every 2 epochs, 7 batches
+  c.wpl.estimator = "batch"  # the reference's estimate (square of the batch-mean gradient); 'empirical' costs more
+  c.controller.reward_c = 80.0
+  c.train.max_epoch = 150
+  c.shared.steps_per_epoch = 60 * c.wpl.num_batch_per_iter  # 60 architectures per epoch
+  if "quick" in variants:
+    c.wpl.num_batch_per_iter = 5
+    c.wpl.alpha_decay_after = 2
+    c.shared.steps_per_epoch = 8 * c.wpl.num_batch_per_iter  # 8 architectures per epoch
+    c.train.max_epoch = 3
+  if "nowpl" in variants:
+    c.wpl.enabled = False
+  return c

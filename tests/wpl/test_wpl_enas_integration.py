@@ -1,0 +1,120 @@
+"""WPL inside ENAS shared training: quick searches (offline PTB, CIFAR-10 subset) with forgetting measured, and an
+exact resume of the WPL state (importance and anchors) from the checkpoint."""
+
+import jax
+import numpy as np
+import pytest
+
+from configs import wpl_enas_cifar10, wpl_enas_ptb
+from nas_forgetting.enas import experiment
+from nas_forgetting.io.metrics import read_csv, read_jsonl
+from nas_forgetting.wpl.forgetting import SUMMARY_KEYS
+
+
+def tiny_wpl_rnn_config(shared_data, *variants):
+  c = wpl_enas_ptb.get_config(",".join(("quick",) + variants))
+  c.data.path = str(shared_data / "ptb")
+  c.data.eval_max_tokens = 3000
+  c.search.num_blocks = 3
+  c.rnn.hidden_size = 16
+  c.shared.batch_size = 8
+  c.shared.bptt = 10
+  c.shared.lr = 1.0
+  c.wpl.num_batch_per_iter = 3
+  c.shared.steps_per_epoch = 9  # 3 architectures per epoch
+  c.controller.hidden_size = 8
+  c.controller.steps_per_epoch = 2
+  c.train.max_epoch = 2
+  c.train.log_every = 3
+  c.train.draw_every = 0
+  c.train.draw_backend = "matplotlib"
+  c.train.derive_num_sample = 4
+  c.train.eval_batch_size = 256
+  return c
+
+
+def _wpl_state(config, workdir):
+  run = experiment._Run(config, workdir)
+  try:
+    run.restore(workdir / "checkpoints", jax.random.key(config.seed))
+    return run.wpl_state
+  finally:
+    run.logger.close()
+
+
+@pytest.fixture(scope="module")
+def runs(shared_data, tmp_path_factory):
+  """A 2-epoch WPL search run straight; the same run stopped after epoch 1 and resumed."""
+  c = tiny_wpl_rnn_config(shared_data)
+  straight_dir = tmp_path_factory.mktemp("wpl_straight")
+  straight = experiment.run(c, str(straight_dir))
+  resumed_dir = tmp_path_factory.mktemp("wpl_resumed")
+  c1 = tiny_wpl_rnn_config(shared_data)
+  c1.train.max_epoch = 1
+  experiment.run(c1, str(resumed_dir))
+  resumed = experiment.run(c, str(resumed_dir))
+  return c, straight_dir, straight, resumed_dir, resumed
+
+
+def test_wpl_search_writes_forgetting_and_penalises(runs):
+  c, workdir, summary, _, _ = runs
+  assert np.isfinite(summary["eval/test_perplexity"])
+  rows = read_csv(workdir / "forgetting.csv")
+  assert [int(r["epoch"]) for r in rows] == [0, 1]
+  assert all(int(r["num_architectures"]) == 3 for r in rows)
+  assert all(np.isfinite(float(r[k])) for r in rows for k in SUMMARY_KEYS)
+  metrics = read_jsonl(workdir / "metrics.jsonl")
+  assert sorted(r["epoch"] for r in metrics if "forgetting/mean_diff" in r) == [0, 1]
+  assert any(r.get("wpl/fisher_sum", 0) > 0 for r in metrics)
+  penalties = [r["shared/wpl_penalty"] for r in metrics if "shared/wpl_penalty" in r]
+  assert penalties and penalties[0] == 0.0 and max(penalties) > 0  # zero before the first burst, then on
+  state = _wpl_state(c, workdir)
+  assert int(state.epoch) == 1 and int(state.num_updates) == 6  # one Fisher update per architecture
+
+
+def test_resume_restores_the_wpl_state_exactly(runs):
+  c, straight_dir, straight, resumed_dir, resumed = runs
+  a, b = _wpl_state(c, straight_dir), _wpl_state(c, resumed_dir)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert read_csv(straight_dir / "forgetting.csv") == read_csv(resumed_dir / "forgetting.csv")
+  assert resumed["arch"] == straight["arch"]
+
+
+def test_bad_wpl_settings_are_rejected(shared_data, tmp_path):
+  c = tiny_wpl_rnn_config(shared_data)
+  c.wpl.estimator = "exact"
+  with pytest.raises(Exception, match="wpl.estimator='exact'"):
+    experiment.run(c, str(tmp_path / "a"))
+  c = tiny_wpl_rnn_config(shared_data)
+  c.wpl.shared_ce_fisher = False
+  with pytest.raises(Exception, match="shared_ce_fisher"):
+    experiment.run(c, str(tmp_path / "b"))
+
+
+def test_wpl_micro_cnn_search(shared_data, tmp_path):
+  c = wpl_enas_cifar10.get_config("quick")
+  c.data.image.path = str(shared_data / "cifar10")
+  c.data.image.max_per_class = 12
+  c.data.image.test_size = 40
+  c.search.num_blocks = 2
+  c.cnn.features = 4
+  c.cnn.num_modules = 1
+  c.shared.batch_size = 16
+  c.wpl.num_batch_per_iter = 2
+  c.shared.steps_per_epoch = 4
+  c.controller.steps_per_epoch = 1
+  c.controller.reward_batch_size = 12
+  c.controller.hidden_size = 8
+  c.train.max_epoch = 1
+  c.train.draw_every = 0
+  c.train.log_every = 2
+  c.train.derive_num_sample = 2
+  c.train.eval_batch_size = 12
+  c.train.draw_backend = "matplotlib"
+  summary = experiment.run(c, str(tmp_path))
+  assert 0.0 <= summary["eval/test_accuracy"] <= 1.0
+  rows = read_csv(tmp_path / "forgetting.csv")
+  assert len(rows) == 1 and int(rows[0]["num_architectures"]) == 2
+  state = _wpl_state(c, tmp_path)
+  assert int(state.num_updates) == 2 and float(sum(np.sum(f) for f in jax.tree.leaves(state.fisher))) > 0
