@@ -656,7 +656,7 @@ def _rank_correlation(run: _Run) -> dict[str, Any]:
     alone = _train_fixed(run, arch, f"rank/arch_{k:02d}", epochs=c.train.rank_epochs)
     rows.append({"arch": run.space.to_string(arch), f"shared_{m}": shared_score,
                  f"alone_{m}": alone[f"eval/reward_split_{m}"]})
-  tau = tr.kendall_tau([r[f"shared_{m}"] for r in rows], [r[f"alone_{m}"] for r in rows])
+  tau = forgetting_lib.kendall_tau_b([r[f"shared_{m}"] for r in rows], [r[f"alone_{m}"] for r in rows])
   write_csv(str(run.workdir / "rank" / "rank.csv"), rows)
   _scatter_plot(run.workdir / "rank" / "rank.png", [r[f"shared_{m}"] for r in rows], [r[f"alone_{m}"] for r in rows],
                 xlabel=f"{m} with shared weights", ylabel=f"{m} trained alone ({c.train.rank_epochs} epochs)",

@@ -300,18 +300,6 @@ def cnn_score_fn(shared_params: Any, batch: tuple[jax.Array, jax.Array], archs: 
   return jax.lax.map(lambda a: cnn_correct(shared_params, batch[0], batch[1], a, model=model).mean(), archs)
 
 
-def kendall_tau(a: Any, b: Any) -> float:
-  """Kendall's tau-b rank correlation of two score lists (ties handled; 0 when either list is constant)."""
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
-    raise ValueError(f"need two score lists of the same length >= 2; got shapes {a.shape} and {b.shape}")
-  i, j = np.triu_indices(len(a), k=1)
-  da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
-  concordance = float(np.sum(da * db))
-  denom = math.sqrt(float(np.sum(da != 0)) * float(np.sum(db != 0)))
-  return concordance / denom if denom > 0 else 0.0
-
-
 def cnn_evaluate(params: Any, images: jax.Array, labels: jax.Array, arch: jax.Array, *, model: EnasCnn,
                  batch_size: int) -> float:
   """Accuracy over a whole split in batches of `batch_size`. The last batch is filled up with the split's first

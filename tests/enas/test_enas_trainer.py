@@ -169,13 +169,3 @@ def test_wpl_step_compiles_once_for_all_architectures():
     state, hidden, m = step(state, data, jnp.asarray(k * BPTT), hidden, jnp.asarray(SPACE.from_string(cell)),
                             jax.random.key(k), jnp.asarray(1.0), wpl_state)
     assert np.isfinite(float(m["shared/wpl_penalty"])) and float(m["shared/wpl_penalty"]) > 0
-
-
-def test_kendall_tau():
-  assert tr.kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-  assert tr.kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-  # 5 concordant, 1 discordant pair out of 6: (5 - 1) / 6.
-  assert tr.kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
-  # tau-b with a tie in b: pairs (1,2),(1,3),(1,4),(2,3),(2,4),(3,4); b = [1, 1, 2, 3] ties pair (1,2).
-  assert tr.kendall_tau([1, 2, 3, 4], [1, 1, 2, 3]) == pytest.approx(5 / np.sqrt(6 * 5))
-  assert tr.kendall_tau([1, 1, 1], [1, 2, 3]) == 0.0
