@@ -16,8 +16,12 @@ Modes other than train/single read the trained run from `load_workdir` ('' = thi
 
 Outputs under the workdir: metrics.jsonl and tensorboard/ (shared loss and perplexity or accuracy, controller
 reward, entropy, advantage, baseline, evaluation), checkpoints/, networks/*.png (sampled cells) and
-networks.gif, derived/{dag.json, arch.txt, cell.png}, ablations/<kind>.{csv,png}, rank/rank.{csv,png}, summary.json;
+networks.gif, derived/{dag.json, arch.txt, cell.png}, ablations/<kind>.{csv,png}, rank/rank.{csv,png}, summary.json,
+forgetting.csv (per-epoch forgetting of the search's architectures, `wpl.measure_forgetting`);
 cells trained alone (single, scratch, rank/arch_<k>) keep their own metrics and checkpoints in their folder.
+WPL (`config.wpl`, see `nas_forgetting.wpl.state.default_wpl_config`; off in the plain ENAS configs): the penalty
+over each architecture's active shared weights in the shared step, the Fisher update and anchor refresh after each
+burst of `wpl.num_batch_per_iter` steps, the WPL state in the checkpoint.
 Offline text data (train.txt missing) train on valid.txt and evaluate on test.txt; every summary says so in
 `data_note`.
 """
