@@ -22,19 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from nas_forgetting.enas import search_space as ss
+from timing import seconds_per_call
 from nas_forgetting.enas import trainer as tr
 from nas_forgetting.models import controller as ctl
 from nas_forgetting.models.enas_cnn import EnasCnn
 from nas_forgetting.models.enas_rnn import EnasRnn
-
-
-def _time(fn, n: int) -> float:
-  """Seconds per call of fn() (which blocks on its result), after one warm-up call."""
-  fn()
-  start = time.perf_counter()
-  for _ in range(n):
-    fn()
-  return (time.perf_counter() - start) / n
 
 
 def bench_rnn(a) -> dict:
@@ -60,7 +52,7 @@ def bench_rnn(a) -> dict:
 
     t0 = time.perf_counter()
     one()
-    return time.perf_counter() - t0, _time(one, a.steps)
+    return time.perf_counter() - t0, seconds_per_call(one, a.steps)
 
   # Supernet: one compiled step, the k architectures in rotation (a new one every step).
   fn = jax.jit(step)
@@ -98,7 +90,7 @@ def bench_rnn(a) -> dict:
     cstate, m = cstep(cstate, params, (data, jnp.int32(0)), jax.random.key(counter["i"]))
     jax.block_until_ready(m["controller/loss"])
 
-  sec = _time(cone, a.steps)
+  sec = seconds_per_call(cone, a.steps)
   results["controller_steps_per_second"] = 1.0 / sec  # sample + reward on one window + REINFORCE update
   results["controller_compilations"] = cstep._cache_size()
   return results
@@ -129,7 +121,7 @@ def bench_cnn(a) -> dict:
 
     t0 = time.perf_counter()
     one()
-    return time.perf_counter() - t0, _time(one, a.cnn_steps)
+    return time.perf_counter() - t0, seconds_per_call(one, a.cnn_steps)
 
   fn = jax.jit(step)
   first, sec = measure(fn, lambda f, s, i: f(s, images, labels, idx, archs[i % a.num_archs], jax.random.key(i),

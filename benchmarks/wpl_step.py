@@ -19,26 +19,18 @@ import argparse
 import functools
 import json
 import platform
-import time
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from nas_forgetting.enas import search_space as ss
+from timing import seconds_per_call
 from nas_forgetting.enas import trainer as tr
 from nas_forgetting.models.enas_rnn import EnasRnn, rnn_lm_loss
 from nas_forgetting.wpl import enas_fisher
 from nas_forgetting.wpl import masks
 from nas_forgetting.wpl import state as wpl
-
-
-def _time(fn, n: int) -> float:
-  fn()
-  start = time.perf_counter()
-  for _ in range(n):
-    fn()
-  return (time.perf_counter() - start) / n
 
 
 def wpl_rnn_step(state, wstate, data, start, hidden, arch, rng, lr, *, model, optimizer, bptt, hp):
@@ -121,10 +113,10 @@ def main() -> None:
   # Interleaved rounds, minimum per kind: the machine may be shared, and the minimum is the least disturbed.
   rounds = {"plain": [], "wpl": [], **{e: [] for e in enas_fisher.ENAS_ESTIMATORS}}
   for _ in range(a.rounds):
-    rounds["plain"].append(_time(run_plain, a.steps))
-    rounds["wpl"].append(_time(run_wpl, a.steps))
+    rounds["plain"].append(seconds_per_call(run_plain, a.steps))
+    rounds["wpl"].append(seconds_per_call(run_wpl, a.steps))
     for e in enas_fisher.ENAS_ESTIMATORS:
-      rounds[e].append(_time(functools.partial(run_burst_end, e), a.steps))
+      rounds[e].append(seconds_per_call(functools.partial(run_burst_end, e), a.steps))
   t_plain, t_wpl = min(rounds["plain"]), min(rounds["wpl"])
   t_end = {e: min(rounds[e]) for e in enas_fisher.ENAS_ESTIMATORS}
   print(json.dumps({
