@@ -94,7 +94,7 @@ def build(data: ml_collections.ConfigDict, arg: str | None, *, num_classes: int 
   c.fixed.replay_buffer_csv_path = ""  # a search log: with index >= 0 that row, else the hypothesis-2 selection
   c.fixed.index = -1  # row of replay_buffer_csv_path (by position); -1 = hypothesis-2 selection
   c.fixed.num_seeds = 8  # random initialisations per net, evaluated at once
-  c.fixed.save_checkpoints = True  # store the trained classifier (or net) of every (net, seed)
+  c.fixed.save_checkpoints = True  # keep each (net, seed)'s classifier (or net) at its best val epoch; reruns skip them
   c.fixed.store_embedding = False  # write the first net's embedding (seed 0) to stored_embedding/
   c.fixed.embedding_layout = "both"  # reference (<split>/<label>/<index>.npy) | arrays | both
 

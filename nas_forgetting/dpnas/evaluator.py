@@ -62,6 +62,9 @@ BN_MODES = ("calibrate", "reference")
 BUCKETS = ("geometric", "exact")
 SEED_BATCHING = ("auto", "vmap", "map")
 AXIS = "seeds"
+# EvalConfig fields that change only speed and memory, not what is computed (up to floating-point summation order)
+SPEED_FIELDS = ("embed_chunk_size", "memory_fraction", "cpu_memory_budget", "eval_batch_size", "bucket",
+                "seed_batching")
 _TRAIN_FNS: dict = {}  # compiled classifier-training functions, shared by every Evaluator of this process
 _PREPARE_FNS: collections.OrderedDict = collections.OrderedDict()  # per-architecture embedding functions (LRU)
 TRACES = collections.Counter()  # traces (= compilations) of "train" and per-architecture "prepare" functions
@@ -104,6 +107,10 @@ class EvalConfig:
         raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
     if self.early_stopping_epoch < 0:
       raise ConfigError(f"early_stopping_epoch={self.early_stopping_epoch} must be >= 0 (0 disables)")
+
+  def result_fields(self) -> dict:
+    """The settings that change results, as a dict (`SPEED_FIELDS` change only speed and memory)."""
+    return {k: v for k, v in dataclasses.asdict(self).items() if k not in SPEED_FIELDS}
 
   @classmethod
   def from_config(cls, config) -> "EvalConfig":
@@ -287,8 +294,25 @@ def _accuracy(apply_fn, variables, x, y, eval_batch_size: int) -> jax.Array:
   return 100.0 * jnp.mean(predictions == y)
 
 
+class TrainState(NamedTuple):
+  """One seed's training state. `best` holds the variables {"params", "batch_stats"} of the first epoch with the
+  highest validation accuracy so far, `best_val` that accuracy in percent (-1 before the first epoch)."""
+
+  params: dict
+  batch_stats: dict
+  opt_state: optax.OptState
+  best: dict
+  best_val: jax.Array
+
+
+def _train_state(params: dict, batch_stats: dict, tx: optax.GradientTransformation) -> TrainState:
+  """The state before the first epoch."""
+  return TrainState(params, batch_stats, tx.init(params), {"params": params, "batch_stats": batch_stats},
+                    jnp.float32(-1.0))
+
+
 def _make_run_epochs(apply_fn, tx, config: EvalConfig, geometry: _TrainGeometry, num_epochs: int):
-  """Per-seed function: `num_epochs` epochs from `first_epoch`; returns (state, (train, val, test) accuracies)."""
+  """Per-seed function: `num_epochs` epochs from `first_epoch`; returns (TrainState, (train, val, test) accuracies)."""
   batch = config.batch_size
   slots = geometry.num_batches * batch
 
@@ -318,14 +342,16 @@ def _make_run_epochs(apply_fn, tx, config: EvalConfig, geometry: _TrainGeometry,
         correct = correct + jnp.sum((jnp.argmax(logits, -1) == y) * bmask)
         return (params, new_stats, opt_state, correct), None
 
-      params, batch_stats, opt_state = state
       inputs = (jnp.arange(geometry.num_batches), index.reshape(-1, batch), mask.reshape(-1, batch))
       (params, batch_stats, opt_state, correct), _ = jax.lax.scan(
-          step, (params, batch_stats, opt_state, jnp.zeros((), jnp.float32)), inputs)
+          step, (state.params, state.batch_stats, state.opt_state, jnp.zeros((), jnp.float32)), inputs)
       variables = {"params": params, "batch_stats": batch_stats}
       val = _accuracy(apply_fn, variables, x_va, y_va, config.eval_batch_size)
       test = _accuracy(apply_fn, variables, x_te, y_te, config.eval_batch_size)
-      return (params, batch_stats, opt_state), jnp.stack([100.0 * correct / geometry.used, val, test])
+      better = val > state.best_val  # strict: the first epoch reaching the best accuracy is kept
+      best = jax.tree.map(lambda new, old: jnp.where(better, new, old), variables, state.best)
+      state = TrainState(params, batch_stats, opt_state, best, jnp.maximum(val, state.best_val))
+      return state, jnp.stack([100.0 * correct / geometry.used, val, test])
 
     return jax.lax.scan(epoch, state, first_epoch + jnp.arange(num_epochs))
 
@@ -394,8 +420,10 @@ class Evaluator:
     """Evaluates the deep priors (or, with `full_training`, the trained nets) of `seeds` on this data.
 
     Returns a list of `EvalResult` (one per seed); with `return_params`, also the trained variables
-    {"params", "batch_stats"} with a leading seed axis (the classifier's, first kernel cut back to the true
-    embedding width; with `full_training` the whole net's). A deep prior's encoder is re-created from its seed.
+    {"params", "batch_stats"} with a leading seed axis, each seed's as they were after its best validation epoch
+    (the first epoch whose validation accuracy equals `acc_best_val`; for an early-stopped seed, among the epochs
+    it ran): the classifier's, first kernel cut back to the true embedding width, or with `full_training` the
+    whole net's. A deep prior's encoder is re-created from its seed.
     """
     net = ns.format_net(ns.as_net(net))
     self._check_classes(net)
@@ -425,8 +453,8 @@ class Evaluator:
     if not return_params:
       return results
     n = len(seeds)
-    take = lambda state: jax.tree.map(lambda x: _gather(x)[:n], {"params": state[0], "batch_stats": state[1]})
-    early, late = take(first_state), take(final_state)
+    take = lambda state: jax.tree.map(lambda x: _gather(x)[:n], state.best)
+    early, late = take(first_state), take(final_state)  # an early-stopped seed keeps its best before the stop
     mask = stopped[:n]
     variables = jax.tree.map(lambda a, b: np.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), early, late)
     if not config.full_training:
@@ -569,7 +597,7 @@ class Evaluator:
         out = embed_range(variables, images, out, 0, total, min(chunk, total))
       cls = classifier.init(cls_key, jnp.zeros((1, width), jnp.float32))
       params = _pad_first_kernel(cls["params"], padded - width)
-      state = (params, cls.get("batch_stats", {}), tx.init(params))
+      state = _train_state(params, cls.get("batch_stats", {}), tx)
       return out[:n_train], out[n_train:n_train + n_val], out[n_train + n_val:], state
 
     return _over_seeds(per_seed, (0, None), self._seed_batching)
@@ -583,7 +611,7 @@ class Evaluator:
 
     def init(seed, images):
       variables = model.init(jax.random.fold_in(jax.random.key(seed), 0), images[:1])
-      return variables["params"], variables.get("batch_stats", {}), tx.init(variables["params"])
+      return _train_state(variables["params"], variables.get("batch_stats", {}), tx)
 
     key = ("full", net, len(seeds_arr), sample.shape, config.bn_epsilon, config.weight_init, config.dropout_rate,
            config.learning_rate, config.weight_decay, tuple(d.id for d in self.mesh.devices.flat), self._seed_batching)

@@ -6,9 +6,10 @@ same validation split. The official (or carved) test split is the test split.
 
 Outputs under `workdir`: `config.json` and `git_revision.txt`; `search/` (task 1: `replay_buffer.csv`,
 `q_values.csv`, `search_state.json`, `moving_average_reward.{png,pdf}`); `fixed/` (task 2: `fixed_net.csv`,
-`chosen_to_train.csv`, `checkpoints/<row>/seed_<seed>.msgpack`, `seed_spread.{png,pdf}`);
-`stored_embedding/` (task 2 with `fixed.store_embedding`); `summary.json`. Running again in the same workdir
-continues the search from `search/search_state.json`.
+`chosen_to_train.csv`, `checkpoints/<variant>/<net>/seed_<seed>.{msgpack,json}` (best validation epoch; see
+`nas_forgetting.dpnas.fixed`), `seed_spread.{png,pdf}`); `stored_embedding/` (task 2 with `fixed.store_embedding`);
+`summary.json`. Running again in the same workdir continues the search from `search/search_state.json`, and task 2
+skips the (net, seed) pairs whose checkpoints are there.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   from nas_forgetting.io.run import prepare_workdir
   if config.task not in TASKS:
     raise ConfigError(f"task={config.task!r}; expected one of {TASKS}")
+  s = config.search
+  if config.task == "search" and s.continue_search and not (s.q_values_csv_path and s.replay_buffer_csv_path):
+    raise ConfigError("search.continue_search needs search.q_values_csv_path and search.replay_buffer_csv_path")
   path = pathlib.Path(prepare_workdir(workdir, config))
   data = load_split_data(config)
   evaluator = ev.Evaluator(data, ev.EvalConfig.from_config(config.evaluator))
@@ -64,13 +68,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
              "image_shape": list(data.train_x.shape[1:]), "devices": evaluator.num_devices}
   log = print if config.verbose else None
   if config.task == "search":
-    s = config.search
     q_config = sr.QConfig(schedule=sr.read_schedule(s.schedule), replay_number=s.replay_number,
                           learning_rate=s.q_learning_rate, discount=s.q_discount_factor, init_utility=s.init_utility)
     continue_from = None
     if s.continue_search:
-      if not (s.q_values_csv_path and s.replay_buffer_csv_path):
-        raise ConfigError("search.continue_search needs search.q_values_csv_path and search.replay_buffer_csv_path")
       continue_from = sr.ContinueFrom(s.q_values_csv_path, s.replay_buffer_csv_path, s.continue_epsilon,
                                       s.continue_ite)
     search = sr.Search(sr.evaluator_fn(evaluator, s.seeds_per_architecture), search_space(config, data), in_channels,
@@ -84,7 +85,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     nets, chosen = fx.resolve_nets(net=f.net, replay_buffer_csv=f.replay_buffer_csv_path, index=f.index)
     seeds = [int(config.seed) * 1000 + k for k in range(f.num_seeds)]
     rows = fx.run_fixed(evaluator, nets, seeds, path / "fixed", chosen=chosen, in_channels=in_channels,
-                        image_size=image_size, save_params=f.save_checkpoints, log=log)
+                        image_size=image_size, save_params=f.save_checkpoints, log=log,
+                        context={"data": config.data.to_dict(), "val_fraction": config.val_fraction,
+                                 "split_seed": config.seed})
     per_net = {}
     for r in rows:
       per_net.setdefault(f"{r['index']} {r['net']}", []).append(r["reward"])

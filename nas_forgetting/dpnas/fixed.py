@@ -9,23 +9,30 @@ n-6..n-1 (top): 18 nets (fewer, without repeats, when n < 18).
 Every net is evaluated with several seeds at once by the same evaluator as the search (fresh random weights per
 seed: the initialisation lottery of hypothesis 2); `full_training` in the evaluator's config gives hypothesis 3.
 Outputs: `fixed_net.csv` (one row per net and seed; rewritten after every net), `chosen_to_train.csv` when the nets
-came from a CSV, the trained classifier (or whole net) of every (net, seed) under
-`checkpoints/<row index>/seed_<seed>.msgpack` (so runs of several nets never overwrite one another), and
-`seed_spread.{png,pdf}`: the reward of every seed per net.
+came from a CSV, `seed_spread.{png,pdf}` (the reward of every seed per net), and one checkpoint per (net, seed,
+variant): `checkpoints/<variant>/<net>/seed_<seed>.msgpack`, the classifier (`deep_prior`) or the whole net
+(`full_training`) as it was after its best validation epoch (the reference's `model_best`), with
+`seed_<seed>.json` beside it (what was evaluated, the fixed-net row and the best epoch). `<net>` is
+`row<index>_<digest>` for a replay-buffer row and `net_<digest>` for a net string, the digest being the first 12 hex
+digits of the SHA-256 of the net string, so no two nets, seeds or variants share a file. Running again in the same
+folder resumes: a (net, seed) with a record is not evaluated again, and a record of a different evaluation (other
+evaluator settings or data) is never overwritten (CheckpointError).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import pathlib
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from nas_forgetting.dpnas import logs
 from nas_forgetting.dpnas import net_string as ns
 from nas_forgetting.dpnas.q_learning import ReplayRow
-from nas_forgetting.errors import ConfigError, DataError
+from nas_forgetting.errors import CheckpointError, ConfigError, DataError
 
 FIXED_FILE = "fixed_net.csv"
 CHOSEN_FILE = "chosen_to_train.csv"
@@ -68,35 +75,126 @@ def resolve_nets(*, net: str = "", replay_buffer_csv: str = "", index: int = -1
   return [(i, r.net) for i, r in chosen], chosen
 
 
+CHECKPOINT_DIR = "checkpoints"
+VARIANTS = ("deep_prior", "full_training")  # classifier on a frozen random encoder | the whole net trained
+
+
+def checkpoint_folder(directory: str | pathlib.Path, index: int, net: str, full_training: bool) -> pathlib.Path:
+  """`<directory>/checkpoints/<variant>/<row<index> or net>_<net digest>`: one folder per (net, variant)."""
+  net = ns.format_net(ns.as_net(net))
+  digest = hashlib.sha256(net.encode()).hexdigest()[:12]
+  name = f"net_{digest}" if index < 0 else f"row{index}_{digest}"
+  return pathlib.Path(directory) / CHECKPOINT_DIR / VARIANTS[int(bool(full_training))] / name
+
+
+def checkpoint_identity(evaluator, index: int, net: str, seed: int, context: Mapping | None = None) -> dict:
+  """What a checkpoint must agree on to stand for this (net, seed) evaluation: the net, its row, the seed, the
+  variant, the evaluator settings that change results (`EvalConfig.result_fields`), the split sizes and image
+  shape, and the caller's `context` (e.g. the data config); JSON values (tuples become lists)."""
+  config = evaluator.config
+  identity = {"net": ns.format_net(ns.as_net(net)), "index": int(index), "seed": int(seed),
+              "variant": VARIANTS[int(bool(config.full_training))], "evaluator": config.result_fields(),
+              "splits": list(evaluator.sizes), "image_shape": list(evaluator.data.train_x.shape[1:]),
+              "num_classes": int(evaluator.data.num_classes), "context": dict(context or {})}
+  return json.loads(json.dumps(identity))
+
+
+def load_checkpoint(path: str | pathlib.Path) -> tuple[dict, dict]:
+  """(variables {"params", "batch_stats"}, record) of `<folder>/seed_<seed>.msgpack` and its `.json` record
+  (keys identity, row, best_epoch)."""
+  from flax import serialization
+  path = pathlib.Path(path)
+  record_path = path.with_suffix(".json")
+  for p in (path, record_path):
+    if not p.is_file():
+      raise CheckpointError(f"{p}: no such checkpoint file")
+  try:
+    variables = serialization.msgpack_restore(path.read_bytes())
+    record = json.loads(record_path.read_text())
+  except (ValueError, TypeError) as error:
+    raise CheckpointError(f"{path}: unreadable checkpoint ({error})") from error
+  return variables, record
+
+
+def _finished(folder: pathlib.Path, seed: int, identity: dict) -> dict | None:
+  """The stored fixed-net row of a finished evaluation of `identity`, or None when there is none to resume from.
+
+  The record (`.json`) is written last, so an evaluation interrupted before it counts as not done; a record of
+  another evaluation at the same place raises rather than being overwritten."""
+  record_path = folder / f"seed_{seed}.json"
+  if not record_path.is_file():
+    return None
+  try:
+    record = json.loads(record_path.read_text())
+    stored = record["identity"]
+  except (ValueError, KeyError, TypeError) as error:
+    raise CheckpointError(f"{record_path}: unreadable checkpoint record ({error}); remove it to evaluate again") \
+        from error
+  if stored != identity:
+    keys = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
+    raise CheckpointError(f"{record_path} holds another evaluation (differs in {', '.join(keys)}); refusing to "
+                          f"overwrite it: use another workdir or remove {folder}")
+  if not (folder / f"seed_{seed}.msgpack").is_file():
+    return None
+  return record["row"]
+
+
 def run_fixed(evaluator, nets: Sequence[tuple[int, str]], seeds: Sequence[int], directory: str | pathlib.Path, *,
               chosen: Sequence[tuple[int, ReplayRow]] | None = None, in_channels: int, image_size: int,
-              save_params: bool = True, log=None) -> list[dict]:
-  """Evaluates every net with every seed; writes the files of the module docstring; returns the fixed-net rows."""
+              save_params: bool = True, context: Mapping | None = None, log=None) -> list[dict]:
+  """Evaluates every net with every seed; writes the files of the module docstring; returns the fixed-net rows.
+
+  With `save_params`, each (net, seed) leaves `seed_<seed>.msgpack` (the variables after its best validation epoch)
+  and `seed_<seed>.json` (identity, row, best_epoch) in `checkpoint_folder(...)`; a (net, seed) whose record is
+  there already is not evaluated again (its stored row is used), so an interrupted run resumes and a finished one
+  is not overwritten. A record of another evaluation (different settings, data `context` or net) raises
+  CheckpointError. Without `save_params` nothing is stored and every (net, seed) is evaluated.
+  """
   from flax import serialization
 
   from nas_forgetting.io.atomic import atomic_write_bytes, atomic_write_text
+  from nas_forgetting.io.progress import progress
   directory = pathlib.Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
   if chosen is not None:
     atomic_write_text(str(directory / CHOSEN_FILE), logs.chosen_to_train_text(chosen))
-  from nas_forgetting.io.progress import progress
+  full_training = evaluator.config.full_training
   rows: list[dict] = []
   for index, net in progress(nets, desc="DP-NAS fixed nets", unit="net"):
     ns.infer_shapes(net, image_size=image_size, in_channels=in_channels, max_fc_input=0, max_image_size=0)
-    results, params = evaluator.evaluate(net, seeds, return_params=True)
-    for k, result in enumerate(results):
-      rows.append({"index": index, "net": net, "seed": result.seed, "reward": result.reward,
-                   "acc_best_val": result.acc_best_val, "acc_val_all_epochs": result.acc_val_all_epochs,
-                   "acc_train_all_epochs": result.acc_train_all_epochs, "acc_test_last": result.acc_test_last})
+    folder = checkpoint_folder(directory, index, net, full_training)
+    identities = {s: checkpoint_identity(evaluator, index, net, s, context) for s in seeds}
+    done = {}
+    for s in seeds if save_params else ():
+      stored = _finished(folder, s, identities[s])
+      if stored is not None:
+        done[s] = stored
+    todo = [s for s in seeds if s not in done]
+    fresh = {}
+    if todo:
       if save_params:
-        single = serialization.to_state_dict(_take(params, k))
-        path = directory / "checkpoints" / str(index) / f"seed_{result.seed}.msgpack"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(str(path), serialization.msgpack_serialize(single))
+        results, params = evaluator.evaluate(net, todo, return_params=True)
+      else:
+        results, params = evaluator.evaluate(net, todo), None
+      for k, result in enumerate(results):
+        row = {"index": index, "net": net, "seed": result.seed, "reward": result.reward,
+               "acc_best_val": result.acc_best_val, "acc_val_all_epochs": result.acc_val_all_epochs,
+               "acc_train_all_epochs": result.acc_train_all_epochs, "acc_test_last": result.acc_test_last}
+        fresh[result.seed] = row
+        if params is not None:
+          folder.mkdir(parents=True, exist_ok=True)
+          single = serialization.to_state_dict(_take(params, k))
+          atomic_write_bytes(str(folder / f"seed_{result.seed}.msgpack"), serialization.msgpack_serialize(single))
+          record = {"identity": identities[result.seed], "row": row,
+                    "best_epoch": int(np.argmax(result.acc_val_all_epochs))}
+          atomic_write_text(str(folder / f"seed_{result.seed}.json"), json.dumps(record, indent=1) + "\n")
+    net_rows = [done[s] if s in done else fresh[s] for s in seeds]
+    rows.extend(net_rows)
     atomic_write_text(str(directory / FIXED_FILE), logs.fixed_net_text(rows))
     if log:
-      rewards = [r.reward for r in results]
-      log(f"{index} {net}: reward mean {np.mean(rewards):.4f} min {min(rewards):.4f} max {max(rewards):.4f}")
+      rewards = [r["reward"] for r in net_rows]
+      resumed = f" ({len(done)} seeds from {folder})" if done else ""
+      log(f"{index} {net}: reward mean {np.mean(rewards):.4f} min {min(rewards):.4f} max {max(rewards):.4f}{resumed}")
   plot_seed_spread(rows, directory / SPREAD_STEM, chosen=chosen)
   return rows
 

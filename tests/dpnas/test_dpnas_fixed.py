@@ -1,5 +1,6 @@
 """Task 2 (fixed nets, hypothesis-2 selection, checkpoints) and stored embeddings."""
 
+import dataclasses
 import importlib.util
 import math
 
@@ -13,7 +14,7 @@ from nas_forgetting.dpnas import evaluator as ev
 from nas_forgetting.dpnas import fixed
 from nas_forgetting.dpnas import logs
 from nas_forgetting.dpnas.q_learning import ReplayRow
-from nas_forgetting.errors import ConfigError, DataError
+from nas_forgetting.errors import CheckpointError, ConfigError, DataError
 from nas_forgetting.models import deep_prior as dp
 
 NETS = ("[C(8,3,1,1,1), P(2,2,0,0), SM(4)]", "[C(4,3,1,0,1), P(3,3,0,0), SM(4)]")
@@ -23,6 +24,17 @@ needs_io = pytest.mark.skipif(importlib.util.find_spec("nas_forgetting.io.atomic
 
 CONFIG = ev.EvalConfig(epochs=3, batch_size=16, learning_rate=1e-2, early_stopping_epoch=0, reward_window=2,
                        bn_calibration_size=32)
+# with noisy_stripes(): the validation accuracy goes down again after its best epoch (a high learning rate on
+# partly wrong training labels)
+BUMPY = dataclasses.replace(CONFIG, epochs=5, learning_rate=0.5)
+
+
+def noisy_stripes():
+  """The stripe data with 40 % of the training labels replaced by seeded random ones."""
+  data = ev.stripe_data(64, 32, 16)
+  rng = np.random.default_rng(0)
+  labels = np.where(rng.random(64) < 0.4, rng.integers(0, 4, 64), data.train_y).astype(np.int32)
+  return data._replace(train_y=labels)
 
 
 def row(i, reward, net=None):
@@ -64,28 +76,96 @@ def test_resolve_nets_precedence(tmp_path):
     fixed.resolve_nets()
 
 
+class CountingEvaluator:
+  """An evaluator that records which seeds it was asked to evaluate."""
+
+  def __init__(self, evaluator):
+    self.inner, self.calls = evaluator, []
+
+  def __getattr__(self, name):
+    return getattr(self.inner, name)
+
+  def evaluate(self, net, seeds, **kw):
+    self.calls.append((net, list(seeds)))
+    return self.inner.evaluate(net, seeds, **kw)
+
+
+def accuracy(logits, labels):
+  return 100 * np.mean(np.argmax(np.asarray(logits), -1) == labels)
+
+
 @needs_io
-def test_run_fixed_writes_rows_and_checkpoints_that_reproduce_accuracy(tmp_path):
-  from flax import serialization
-  data = ev.stripe_data(64, 32, 16)
-  evaluator = ev.Evaluator(data, CONFIG)
+def test_run_fixed_keeps_one_best_epoch_checkpoint_per_net_seed_and_variant_and_resumes(tmp_path):
+  data = noisy_stripes()
+  evaluator = CountingEvaluator(ev.Evaluator(data, BUMPY))
   chosen = [(4, row(0, 0.5, NETS[0])), (9, row(1, 0.4, NETS[1]))]
-  rows = fixed.run_fixed(evaluator, [(i, r.net) for i, r in chosen], [0, 1], tmp_path, chosen=chosen,
-                         in_channels=1, image_size=8)
+  nets = [(i, r.net) for i, r in chosen]
+  rows = fixed.run_fixed(evaluator, nets, [0, 1], tmp_path, chosen=chosen, in_channels=1, image_size=8)
   assert [(r["index"], r["seed"]) for r in rows] == [(4, 0), (4, 1), (9, 0), (9, 1)]
   text = (tmp_path / "fixed_net.csv").read_text().splitlines()
   assert text[0] == ",net,acc_best_val,acc_val_all_epochs,acc_train_all_epochs,acc_test_last,seed" and len(text) == 5
   assert (tmp_path / "chosen_to_train.csv").read_text().splitlines()[1].startswith("4,1.0,0.5,")
   assert (tmp_path / "seed_spread.png").is_file() and (tmp_path / "seed_spread.pdf").is_file()
-  # the stored classifier of (row 9, seed 1) gives the logged final validation accuracy on that seed's embedding
-  blob = (tmp_path / "checkpoints" / "9" / "seed_1.msgpack").read_bytes()
-  variables = serialization.msgpack_restore(blob)
-  assert len(list((tmp_path / "checkpoints").rglob("*.msgpack"))) == 4
-  _, val, _ = evaluator.embed(NETS[1], [1])
-  classifier = dp.DeepPriorClassifier(4, (), CONFIG.bn_epsilon)
-  logits = classifier.apply({"params": variables["params"]}, val[0])
-  accuracy = 100 * np.mean(np.argmax(logits, -1) == data.val_y)
-  assert accuracy == pytest.approx(rows[3]["acc_val_all_epochs"][-1], abs=1e-3)
+  # two nets x two seeds: four checkpoints in four distinct places, one folder per net
+  saved = sorted((tmp_path / "checkpoints").rglob("*.msgpack"))
+  assert len(saved) == 4 and len({p.parent for p in saved}) == 2
+  assert all(p.parent.parent.name == "deep_prior" for p in saved)
+  # each restored classifier, applied to its seed's validation embedding, scores the recorded best accuracy
+  best_not_last = 0
+  for r in rows:
+    folder = fixed.checkpoint_folder(tmp_path, r["index"], r["net"], full_training=False)
+    assert folder.name.startswith(f"row{r['index']}_")
+    variables, record = fixed.load_checkpoint(folder / f"seed_{r['seed']}.msgpack")
+    assert record["row"] == r and record["identity"]["seed"] == r["seed"]
+    assert r["acc_val_all_epochs"][record["best_epoch"]] == r["acc_best_val"] == max(r["acc_val_all_epochs"])
+    best_not_last += r["acc_best_val"] > r["acc_val_all_epochs"][-1]
+    _, val, _ = evaluator.embed(r["net"], [r["seed"]])
+    logits = dp.DeepPriorClassifier(4, (), BUMPY.bn_epsilon).apply({"params": variables["params"]}, val[0])
+    assert accuracy(logits, data.val_y) == pytest.approx(r["acc_best_val"], abs=1e-3)
+  assert best_not_last  # the oracle above tells the best epoch from the last one
+
+  # a rerun evaluates nothing again and leaves every file as it was; a new seed is the only one evaluated
+  before = {p: p.read_bytes() for p in (tmp_path / "checkpoints").rglob("seed_*")}
+  evaluator.calls.clear()
+  again = fixed.run_fixed(evaluator, nets, [0, 1], tmp_path, chosen=chosen, in_channels=1, image_size=8)
+  assert again == rows and evaluator.calls == []
+  assert {p: p.read_bytes() for p in (tmp_path / "checkpoints").rglob("seed_*")} == before
+  more = fixed.run_fixed(evaluator, nets[:1], [0, 1, 2], tmp_path, in_channels=1, image_size=8)
+  assert evaluator.calls == [(NETS[0], [2])] and more[:2] == rows[:2]
+  # other settings at the same place: refused, nothing overwritten
+  other = ev.Evaluator(data, dataclasses.replace(BUMPY, epochs=BUMPY.epochs + 1))
+  with pytest.raises(CheckpointError, match="differs in evaluator.*refusing to overwrite"):
+    fixed.run_fixed(other, nets, [0], tmp_path, in_channels=1, image_size=8)
+  assert all(p.read_bytes() == b for p, b in before.items())
+
+
+@needs_io
+def test_full_training_checkpoints_hold_the_whole_net_at_its_best_epoch_beside_the_deep_prior_ones(tmp_path):
+  data = noisy_stripes()
+  net = NETS[0]
+  deep = fixed.run_fixed(ev.Evaluator(data, BUMPY), [(-1, net)], [3], tmp_path, in_channels=1, image_size=8)
+  full_config = dataclasses.replace(BUMPY, full_training=True)
+  full = fixed.run_fixed(ev.Evaluator(data, full_config), [(-1, net)], [3], tmp_path, in_channels=1, image_size=8)
+  paths = sorted(p.relative_to(tmp_path).parts for p in (tmp_path / "checkpoints").rglob("*.msgpack"))
+  assert [p[1] for p in paths] == ["deep_prior", "full_training"] and paths[0][2] == paths[1][2]
+  assert paths[0][2].startswith("net_")
+  variables, record = fixed.load_checkpoint(fixed.checkpoint_folder(tmp_path, -1, net, True) / "seed_3.msgpack")
+  assert record["identity"]["variant"] == "full_training" and full[0] != deep[0]
+  model = dp.DeepPriorNet(net, full_config.bn_epsilon, full_config.weight_init)
+  logits = model.apply(variables, data.val_x, train=False)
+  assert accuracy(logits, data.val_y) == pytest.approx(full[0]["acc_best_val"], abs=1e-3)
+  assert full[0]["acc_best_val"] > full[0]["acc_val_all_epochs"][-1]  # the best epoch is not the last
+
+
+def test_checkpoint_records_that_cannot_be_read_name_the_file(tmp_path):
+  with pytest.raises(CheckpointError, match="no such checkpoint file"):
+    fixed.load_checkpoint(tmp_path / "seed_0.msgpack")
+  evaluator = ev.Evaluator(ev.stripe_data(16, 8, 8), CONFIG)
+  folder = fixed.checkpoint_folder(tmp_path, 2, NETS[0], False)
+  folder.mkdir(parents=True)
+  (folder / "seed_0.json").write_text("{not json")
+  with pytest.raises(CheckpointError, match="seed_0.json: unreadable checkpoint record"):
+    fixed.run_fixed(evaluator, [(2, NETS[0])], [0], tmp_path, in_channels=1, image_size=8)
 
 
 def test_stored_embeddings_in_both_layouts(tmp_path):
