@@ -85,6 +85,13 @@ class QTable:
     """The net string of one epsilon-greedy walk."""
     return self.space.states_to_net(self.walk(epsilon, rng)[1:])
 
+  def check_sequence(self, states: Sequence[State]) -> None:
+    """Raises ArchitectureError unless every transition of `states` is an action of this table (left unchanged)."""
+    for state, next_state in zip(states, states[1:]):
+      state = State(*state)
+      actions = self.table[state][0] if state in self.table else self.space.actions(state)
+      self._index(state, actions, next_state)
+
   def update(self, state: State, next_state: State, reward: float, learning_rate: float, discount: float) -> None:
     """One Bellman step on the transition state -> next_state."""
     actions, utilities = self.entry(state)

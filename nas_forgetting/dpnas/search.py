@@ -30,7 +30,7 @@ import numpy as np
 from nas_forgetting.dpnas import logs
 from nas_forgetting.dpnas import q_learning as ql
 from nas_forgetting.dpnas.state_space import SearchSpace
-from nas_forgetting.errors import CheckpointError, ConfigError
+from nas_forgetting.errors import ArchitectureError, CheckpointError, ConfigError, DataError
 
 STATE_FILE = "search_state.json"
 REPLAY_FILE = "replay_buffer.csv"
@@ -112,8 +112,7 @@ class Search:
     path = self.dir / STATE_FILE
     try:
       state = json.loads(path.read_text())
-      self.table.load_rows(logs.read_q_values(self.dir / Q_FILE))
-      rows = logs.read_replay_buffer(self.dir / REPLAY_FILE)
+      rows = self._load_logs(self.dir / Q_FILE, self.dir / REPLAY_FILE)
       if len(rows) < state["rows"]:
         raise CheckpointError(f"{self.dir}: {REPLAY_FILE} has {len(rows)} rows, {STATE_FILE} expects {state['rows']}")
       if state["seed"] != self.seed or [list(s) for s in self.q.schedule] != state["schedule"]:
@@ -127,6 +126,22 @@ class Search:
     self.log(f"resumed search in {self.dir} at schedule entry {self.position[0]}, iteration {self.position[1]}, "
              f"{len(self.buffer)} rows")
 
+  def _load_logs(self, q_values_csv: str | pathlib.Path, replay_buffer_csv: str | pathlib.Path) -> list[ql.ReplayRow]:
+    """Loads the Q-table from `q_values_csv`; returns the rows of `replay_buffer_csv`, each net checked against the
+    search space now rather than when it is first replayed (DataError naming the file and row)."""
+    q_rows = logs.read_q_values(q_values_csv)
+    try:
+      self.table.load_rows(q_rows)
+    except DataError as e:
+      raise DataError(f"{q_values_csv}: {e}") from None
+    rows = logs.read_replay_buffer(replay_buffer_csv)
+    for n, row in enumerate(rows):
+      try:
+        self.table.check_sequence(self.space.net_to_states(row.net))
+      except ArchitectureError as e:
+        raise DataError(f"{replay_buffer_csv} row {n}: {e}") from None
+    return rows
+
   def _continue(self, source: ContinueFrom) -> None:
     epsilons = [e for e, _ in self.q.schedule]
     if float(source.epsilon) not in epsilons:
@@ -135,8 +150,7 @@ class Search:
     count = self.q.schedule[index][1]
     if not 1 <= source.ite <= count:
       raise ConfigError(f"continue ite {source.ite} must be in 1..{count} (the count of epsilon {source.epsilon})")
-    self.table.load_rows(logs.read_q_values(source.q_values_csv))
-    self.buffer = ql.ReplayBuffer(logs.read_replay_buffer(source.replay_buffer_csv))
+    self.buffer = ql.ReplayBuffer(self._load_logs(source.q_values_csv, source.replay_buffer_csv))
     self.position = (index, source.ite - 1)
     self.log(f"continuing from {source.replay_buffer_csv} ({len(self.buffer)} rows) at epsilon {source.epsilon}, "
              f"iteration {source.ite}")

@@ -30,6 +30,21 @@ def test_configs_load_with_every_variant():
     configs()[0].get_config("fast")
 
 
+@needs_io
+def test_bad_task_or_continue_without_csvs_fails_before_data_are_read(tmp_path):
+  from nas_forgetting.dpnas import experiment
+  from nas_forgetting.errors import ConfigError
+  config = configs()[0].get_config("quick")
+  config.data.path = str(tmp_path / "no_such_data")
+  config.search.continue_search = True
+  with pytest.raises(ConfigError, match="continue_search needs search.q_values_csv_path"):
+    experiment.run(config, str(tmp_path / "run"))
+  config.task = "train"
+  with pytest.raises(ConfigError, match="task='train'"):
+    experiment.run(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
 def tiny(config, shared_data):
   config.data.path = str(shared_data / "mnist")
   config.data.train_size, config.data.test_size, config.data.image_size = 160, 40, 8

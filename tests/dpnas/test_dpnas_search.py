@@ -123,6 +123,41 @@ def test_continue_from_reference_csvs(tmp_path):
           str(tmp_path / "q.csv"), str(tmp_path / "replay.csv"), *bad))
 
 
+def test_continue_from_missing_or_corrupt_csvs_fails_before_any_training(tmp_path):
+  (tmp_path / "replay.csv").write_text(REFERENCE_REPLAY)
+  table = ql.QTable(SPACE)
+  table.update_sequence(SPACE.net_to_states("[C(8,3,1,0,1), P(3,3,0,0), SM(4)]"), 0.52, 0.1, 1.0)
+  logs.write_q_values(tmp_path / "q.csv", table.to_rows())
+  header, *lines = REFERENCE_REPLAY.splitlines()
+
+  def start(q="q.csv", replay="replay.csv"):
+    fake = FakeEvaluator()
+    with pytest.raises(DataError) as info:
+      sr.Search(fake, SPACE, 1, tmp_path / "run", Q, continue_from=sr.ContinueFrom(
+          str(tmp_path / q), str(tmp_path / replay), epsilon=0.5, ite=1))
+    assert not fake.calls and not (tmp_path / "run" / sr.STATE_FILE).exists()
+    return str(info.value)
+
+  assert "missing.csv: no such CSV file" in start(q="missing.csv")
+  assert "missing.csv: no such CSV file" in start(replay="missing.csv")
+  corrupt = {
+      "list": lines[0].replace('"[40.0, 55.0]"', '"[40.0, 5"'),  # a cut-off per-epoch list
+      "net": lines[0].replace("C(8,3,1,0,1)", "C(8,3,1,0)"),  # a malformed net string
+      "space": lines[0].replace("C(8,3,1,0,1)", "C(8,7,1,0,1)"),  # kernel 7: not in this search space
+  }
+  for name, line in corrupt.items():
+    (tmp_path / f"{name}.csv").write_text("\n".join([header, lines[1], line]) + "\n")
+  assert "list.csv row 1: expected a list literal" in start(replay="list.csv")
+  message = start(replay="net.csv")
+  assert "net.csv row 1" in message and "C takes 5 numbers" in message
+  message = start(replay="space.csv")
+  assert "space.csv row 1" in message and "not an action of the search space" in message
+  q_text = (tmp_path / "q.csv").read_text().splitlines()
+  (tmp_path / "q_bad.csv").write_text("\n".join([q_text[0], q_text[1].rsplit(",", 1)[0] + ",high"]) + "\n")
+  message = start(q="q_bad.csv")
+  assert "q_bad.csv: q-values row 0" in message and "'high'" in message
+
+
 def test_moving_average_and_plot(tmp_path):
   assert logs.moving_average([1, 2, 3, 4], 2) == [1.5, 2.5, 3.5]
   rows = [ql.ReplayRow(1.0 if i < 30 else 0.5, f"n{i}", True, 0.2 + i / 100, 0, (0,), (0,), 0) for i in range(50)]
