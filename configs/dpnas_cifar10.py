@@ -13,14 +13,11 @@ patch size 28. Expected: rewards far lower than on MNIST (grey-scale CIFAR-10 wi
 import ml_collections
 
 from configs.dpnas_mnist import build
-from nas_forgetting.data.datasets import default_data_config
-from nas_forgetting.paths import shared_data
+from nas_forgetting.data.datasets import offline_data_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  data = default_data_config(source="image_folder", name="cifar10", path=shared_data("cifar10"), seed=0,
-                             image_size=28, grayscale=True)
-  config = build(data, arg)
+  config = build(offline_data_config("cifar10", name="cifar10"), arg)
   if "quick" in (arg or "").split(","):
     config.data.max_per_class = 120  # decode only the first 120 JPEGs per class and split
   return config

@@ -17,5 +17,4 @@ from nas_forgetting.data.datasets import default_data_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  data = default_data_config(source="tfds", name="fashion_mnist", seed=0, image_size=28, grayscale=True)
-  return build(data, arg)
+  return build(default_data_config(source="tfds", name="fashion_mnist"), arg)

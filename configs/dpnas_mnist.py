@@ -17,8 +17,8 @@ Data: ../shared/data/mnist holds only the 10k test split: 2,000 are carved out a
 
 import ml_collections
 
-from nas_forgetting.data.datasets import default_data_config
-from nas_forgetting.paths import shared_data
+from nas_forgetting.data.datasets import offline_data_config
+from nas_forgetting.dpnas.q_learning import reference_epsilon_schedule
 
 VARIANTS = ("quick", "fixed", "hypothesis2", "full_training", "store_embedding", "readme", "reference_bn",
             "reference_duplicates")
@@ -26,7 +26,8 @@ README_NET = "[C(32,5,1,2,1), P(4,4,0,0), C(32,3,1,1,0), C(1024,1,1,0,1), C(512,
 
 
 def build(data: ml_collections.ConfigDict, arg: str | None, *, num_classes: int = 10) -> ml_collections.ConfigDict:
-  """The DP-NAS config on `data` (shared by the MNIST, FashionMNIST and CIFAR-10 configs)."""
+  """The DP-NAS config on `data` (shared by the MNIST, FashionMNIST and CIFAR-10 configs); `data` gets the
+  reference's preprocessing (resized to 28x28, grey-scale)."""
   c = ml_collections.ConfigDict()
   c.experiment = "dpnas"  # experiment registry name
   c.seed = 0  # seeds the train/val split, every deep-prior initialisation and the exploration
@@ -34,6 +35,8 @@ def build(data: ml_collections.ConfigDict, arg: str | None, *, num_classes: int 
   c.val_fraction = 0.1  # share of the training split used for validation (the reference's 10 %)
   c.verbose = True  # print one line per architecture
   c.data = data  # nas_forgetting.data config (see nas_forgetting/data/datasets.py)
+  c.data.image_size = 28  # the reference's --patch-size: images resized to 28x28
+  c.data.grayscale = True  # the reference's --gray-scale True (colour to one luma channel)
 
   c.evaluator = ml_collections.ConfigDict()
   c.evaluator.epochs = 70  # classifier epochs per architecture (reference --epochs)
@@ -74,7 +77,7 @@ def build(data: ml_collections.ConfigDict, arg: str | None, *, num_classes: int 
   c.search_space.dedupe_k1_padding = True  # False: the reference's duplicated 1x1 conv actions
 
   c.search = ml_collections.ConfigDict()
-  c.search.schedule = ((1.0, 1500),) + tuple((round(1.0 - 0.1 * i, 1), 100) for i in range(1, 10)) + ((0.0, 3),)  # (epsilon, rewarded nets)
+  c.search.schedule = reference_epsilon_schedule()  # (epsilon, rewarded nets): 1.0 x1500, 0.9..0.1 x100, 0.0 x3
   c.search.replay_number = 50  # replayed rows per Q update (the newest + 49 uniform draws)
   c.search.q_learning_rate = 0.1  # Q-learning rate (reference --q-learning-rate)
   c.search.q_discount_factor = 1.0  # discount (reference --q-discount-factor)
@@ -132,6 +135,4 @@ def build(data: ml_collections.ConfigDict, arg: str | None, *, num_classes: int 
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  data = default_data_config(source="idx", name="mnist", path=shared_data("mnist"), test_size=2000, seed=0,
-                             image_size=28, grayscale=True)
-  return build(data, arg)
+  return build(offline_data_config("mnist", name="mnist", train_size=0), arg)  # train = all but the 2,000 test

@@ -21,8 +21,7 @@ exists (shared/data/mnist is the 10k test split), so this figure was not measure
 """
 
 from nas_forgetting.continual.experiment import default_config
-from nas_forgetting.data.datasets import default_data_config
-from nas_forgetting.paths import shared_data
+from nas_forgetting.data.datasets import default_data_config, offline_data_config
 
 
 def get_config(arg: str | None = None):
@@ -46,8 +45,7 @@ def get_config(arg: str | None = None):
   if arg == "quick":
     config.methods = ("ewc@1e4",)
     config.data = default_data_config(source="embedded", train_size=300, test_size=100)
-    config.data_sequence.d1_fashion_mnist = default_data_config(source="idx", path=shared_data("mnist"),
-                                                                train_size=300, test_size=100)
+    config.data_sequence.d1_fashion_mnist = offline_data_config("mnist", train_size=300, test_size=100)
     config.model.hidden = (32, 16)
     config.train.epochs = 1
     config.train.batch_size = 50

@@ -20,7 +20,7 @@ mean (docs/results_continual.md); fine-tuning is run alongside for contrast. Exp
 """
 
 from nas_forgetting.continual.experiment import default_config
-from nas_forgetting.paths import shared_data
+from nas_forgetting.data.datasets import offline_data_config
 
 
 def get_config(arg: str | None = None):
@@ -28,10 +28,7 @@ def get_config(arg: str | None = None):
   config = default_config()
   config.seed = 0
   config.methods = ("finetune", "mas")
-  config.data.source = "idx"
-  config.data.path = shared_data("mnist")
-  config.data.train_size = 8000
-  config.data.test_size = 2000
+  config.data = offline_data_config("mnist")  # 8,000 train / 2,000 test carved from the MNIST test split
   config.stream.kind = "split"
   config.stream.num_tasks = 5
   config.stream.classes_per_task = 2
@@ -55,8 +52,7 @@ def get_config(arg: str | None = None):
     config.importance.mas_estimator = "batch"
   elif variant == "quick":
     config.methods = ("mas",)
-    config.data.train_size = 500
-    config.data.test_size = 200
+    config.data = offline_data_config("mnist", train_size=500, test_size=200)
     config.stream.num_tasks = 2
     config.model.hidden = (32, 32)
     config.train.first_task_epochs = 1

@@ -22,17 +22,15 @@ docs/results_continual.md (fine-tuning forgets 17 / 9 / 10 points on the first t
 """
 
 from nas_forgetting.continual.experiment import default_config
-from nas_forgetting.paths import shared_data
+from nas_forgetting.data.datasets import offline_data_config
 
 
 def get_config(arg: str | None = None):
   config = default_config()
   config.seed = 0
   config.methods = ("finetune", "mas")
-  config.data.source = "image_folder"
-  config.data.path = shared_data("cifar10")
-  config.data.max_per_class = 200  # images decoded per class and split (first 200 by name)
-  config.data.test_size = 1000
+  # 200 images decoded per class and split (first 200 by name), 1,000 test images in all
+  config.data = offline_data_config("cifar10", max_per_class=200, test_size=1000)
   config.stream.kind = "split"
   config.stream.num_tasks = 5
   config.stream.classes_per_task = 2

@@ -15,46 +15,21 @@ joint) is what should reproduce. Expected time: about 3-5 minutes on 2 CPU cores
 docs/results_continual.md.
 """
 
-from nas_forgetting.continual.experiment import default_config
-from nas_forgetting.paths import shared_data
+from configs.split_mnist import quick, reduced_mnist
 
 
 def get_config(arg: str | None = None):
   variant = arg or "task"
-  config = default_config()
-  config.seed = 0
-  config.methods = ("finetune", "ewc", "online_ewc", "si", "mas", "joint")
-  config.data.source = "idx"
-  config.data.path = shared_data("mnist")
-  config.data.train_size = 8000
-  config.data.test_size = 2000
-  config.stream.kind = "permuted"
-  config.stream.num_tasks = 5
-  config.stream.scenario = "task"
+  config = reduced_mnist("permuted")  # the setting shared with configs/split_mnist.py
   config.stream.permute_first_task = False
-  config.model.name = "mlp"
-  config.model.hidden = (400, 400)
-  config.train.optimizer = "adam"
-  config.train.learning_rate = 1e-3
-  config.train.epochs = 4
-  config.train.batch_size = 128
   config.strength.ewc = 500.0
   config.strength.online_ewc = 500.0
-  config.importance.online_ewc_gamma = 1.0
   config.strength.si = 0.3
   config.strength.mas = 0.3
-  config.importance.num_examples = 1000
   if variant in ("domain", "domain_quick"):
     config.stream.scenario = "domain"
   if variant in ("quick", "domain_quick"):
-    config.data.train_size = 500
-    config.data.test_size = 200
-    config.stream.num_tasks = 2
-    config.methods = ("online_ewc",)
-    config.model.hidden = (32,)
-    config.train.epochs = 1
-    config.train.batch_size = 32
-    config.importance.num_examples = 64
+    quick(config, "online_ewc")
   elif variant not in ("task", "domain"):
     raise ValueError(f"unknown variant {arg!r} of configs/permuted_mnist.py; valid: task, domain, quick, "
                      "domain_quick")

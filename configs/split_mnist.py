@@ -16,22 +16,22 @@ images carved from the 10k MNIST test split, 4 epochs per task (~50 iterations p
 2-3 minutes on 2 CPU cores for the six methods (measured 127-143 s). Measured numbers: docs/results_continual.md.
 """
 
+import ml_collections
+
 from nas_forgetting.continual.experiment import default_config
-from nas_forgetting.paths import shared_data
+from nas_forgetting.data.datasets import offline_data_config
 
 
-def get_config(arg: str | None = None):
-  variant = arg or "task"
+def reduced_mnist(kind: str) -> ml_collections.ConfigDict:
+  """What Split and Permuted MNIST (configs/permuted_mnist.py) share: the six methods, 5 tasks of the `kind` stream,
+  task-IL, on the offline MNIST (8,000 train / 2,000 test images), MLP 2x400, Adam lr 1e-3, 4 epochs per task of
+  batch 128, importance on 1,000 examples, online EWC without decay. The strengths are each config's own."""
   config = default_config()
   config.seed = 0
   config.methods = ("finetune", "ewc", "online_ewc", "si", "mas", "joint")
-  config.data.source = "idx"
-  config.data.path = shared_data("mnist")
-  config.data.train_size = 8000
-  config.data.test_size = 2000
-  config.stream.kind = "split"
+  config.data = offline_data_config("mnist")  # 8,000 train / 2,000 test carved from the MNIST test split
+  config.stream.kind = kind
   config.stream.num_tasks = 5
-  config.stream.classes_per_task = 2
   config.stream.scenario = "task"
   config.model.name = "mlp"
   config.model.hidden = (400, 400)
@@ -39,24 +39,36 @@ def get_config(arg: str | None = None):
   config.train.learning_rate = 1e-3
   config.train.epochs = 4
   config.train.batch_size = 128
+  config.importance.online_ewc_gamma = 1.0
+  config.importance.num_examples = 1000  # Fisher / Omega on 1,000 training examples of the task
+  return config
+
+
+def quick(config: ml_collections.ConfigDict, method: str) -> None:
+  """The smoke-test scale of the quick variants (here and in configs/permuted_mnist.py): `method` alone, 500 / 200
+  images, 2 tasks, MLP 32, 1 epoch of batch 32, importance on 64 examples."""
+  config.methods = (method,)
+  config.data = offline_data_config("mnist", train_size=500, test_size=200)
+  config.stream.num_tasks = 2
+  config.model.hidden = (32,)
+  config.train.epochs = 1
+  config.train.batch_size = 32
+  config.importance.num_examples = 64
+
+
+def get_config(arg: str | None = None):
+  variant = arg or "task"
+  config = reduced_mnist("split")
+  config.stream.classes_per_task = 2
   config.strength.ewc = 5000.0  # van de Ven & Tolias' EWC lambda for Split MNIST
   config.strength.online_ewc = 5000.0
-  config.importance.online_ewc_gamma = 1.0
   config.strength.si = 1.0
   config.importance.si_xi = 0.1
   config.strength.mas = 1.0
-  config.importance.num_examples = 1000  # Fisher / Omega on 1,000 training examples of the task
   if variant in ("class", "class_quick"):
     config.stream.scenario = "class"  # same strengths as task-IL (one 10-way head over all classes)
   if variant in ("quick", "class_quick"):
-    config.data.train_size = 500
-    config.data.test_size = 200
-    config.stream.num_tasks = 2
-    config.methods = ("ewc",)
-    config.model.hidden = (32,)
-    config.train.epochs = 1
-    config.train.batch_size = 32
-    config.importance.num_examples = 64
+    quick(config, "ewc")
   elif variant not in ("task", "class"):
     raise ValueError(f"unknown variant {arg!r} of configs/split_mnist.py; valid: task, class, quick, class_quick")
   return config

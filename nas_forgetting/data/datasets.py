@@ -3,7 +3,8 @@
 `load_dataset(data_config) -> Splits(train, test)`; every split is an `ArrayDataset` of float32 images
 (N, H, W, C) in [0, 1] and int32 labels (the 'embeddings' source is exempt from the range: its "images" are stored
 feature vectors as (N, 1, 1, D), neither normalised nor clipped; see `embeddings`). The data config (build it with
-`default_data_config(**overrides)`):
+`default_data_config(**overrides)`, or `offline_data_config(folder, **overrides)` for a data set stored under the
+shared data folder):
 
   source            'embedded' | 'tfds' | 'idx' | 'image_folder' | 'embeddings'
   name              embedded name ('' = 'font_digits') or tfds name (mnist, fashion_mnist, cifar10, cifar100);
@@ -102,6 +103,25 @@ def default_data_config(**overrides) -> ml_collections.ConfigDict:
       raise ConfigError(f"unknown data config field {key!r}; valid fields: {', '.join(sorted(config.keys()))}")
     config[key] = value
   return config
+
+
+# The data sets stored offline under the shared data folder (`nas_forgetting.paths.shared_data`): folder ->
+# the fields that read it. 'mnist' holds only the 10,000-image MNIST test split (IDX files); by default it is
+# carved into 8,000 train / 2,000 test, the reduced scale of the offline MNIST experiments. 'cifar10' holds a
+# CIFAR-10 JPEG export in train/ and test/ image folders.
+OFFLINE = {
+    "mnist": {"source": "idx", "train_size": 8000, "test_size": 2000},
+    "cifar10": {"source": "image_folder"},
+}
+
+
+def offline_data_config(folder: str, **overrides) -> ml_collections.ConfigDict:
+  """`default_data_config` for the offline data set `folder` (a key of `OFFLINE`) at its shared-data path,
+  with `OFFLINE[folder]`'s fields, then `overrides`."""
+  if folder not in OFFLINE:
+    raise ConfigError(f"no offline data set {folder!r}; known: {', '.join(OFFLINE)}")
+  from nas_forgetting.paths import shared_data
+  return default_data_config(**{"path": shared_data(folder), **OFFLINE[folder], **overrides})
 
 
 def _check_config(config) -> None:
