@@ -7,6 +7,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 # Runs the benchmark as __main__ behind a finder that records and refuses the TensorFlow packages (installed or not,
@@ -31,6 +33,7 @@ print(json.dumps({"attempted": attempted, "loaded": sorted(m for m in sys.module
 """
 
 
+@pytest.mark.slow  # a fresh process with three compilations: about 20 s on 2 cores
 def test_evaluator_benchmark_needs_no_tensorflow(shared_data, tmp_path):
   env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
              XLA_FLAGS="--xla_force_host_platform_device_count=1", SHARED_DATA=str(shared_data))
