@@ -42,6 +42,14 @@ def edge_index(parent: Any, child: Any) -> Any:
   return child * (child - 1) // 2 + parent
 
 
+def edge_rows(arch: jax.Array, num_blocks: int) -> jax.Array:
+  """int32 (num_blocks - 1,): the row of `edges` read by each node j = 1 .. num_blocks - 1 of an architecture
+  (the (parent_j, j) pair; rows of inactive nodes point at (0, j), whose weights are then never used)."""
+  arch = jnp.asarray(arch, jnp.int32)
+  children = jnp.arange(1, num_blocks)
+  return edge_index(jnp.clip(arch[1:, 0], 0, children - 1), children)
+
+
 def _dropout_mask(rng, shape, rate, dtype=jnp.float32):
   keep = jax.random.bernoulli(rng, 1.0 - rate, shape)
   return keep.astype(dtype) / (1.0 - rate)
@@ -62,11 +70,18 @@ class EnasRnn(nn.Module):
   next_hidden: str = "average"
 
   @nn.compact
-  def __call__(self, tokens: jax.Array, hidden: jax.Array, arch: jax.Array, *, train: bool):
+  def __call__(self, tokens: jax.Array, hidden: jax.Array, arch: jax.Array, *, train: bool,
+               edge_probes: jax.Array | None = None):
     """Returns (logits (T, B, V), next hidden (B, H), extras).
 
     extras: 'raw_outputs' and 'outputs' (after output dropout), both (T, B, H), for AR/TAR;
     'max_hidden_norm' (largest row norm before clamping) and 'clipped_fraction'.
+
+    edge_probes (T, N - 1, B, 2H), optional: added to the pre-activation h_i W_ij of node j = 1 .. N - 1 at every
+    step. With zeros the outputs are unchanged, and the gradient of a loss with respect to the probes is its
+    gradient with respect to those pre-activations; extras then also hold 'edge_inputs' (T, N - 1, B, H), the parent
+    values h_i multiplied by each node's edge weights. Together they give per-sequence edge-weight gradients
+    (`nas_forgetting.wpl.enas_fisher`).
     """
     if self.next_hidden not in NEXT_HIDDEN:
       raise ValueError(f"next_hidden={self.next_hidden!r}; expected one of {NEXT_HIDDEN}")
@@ -93,23 +108,31 @@ class EnasRnn(nn.Module):
     acts = jnp.clip(arch[:, 1], 0, 3)
     active = arch[:, 1] >= 0
     children = jnp.arange(n)
-    parents = jnp.clip(arch[:, 0], 0, jnp.maximum(children - 1, 0))
+    parents = jnp.clip(arch[:, 0], 0, jnp.maximum(children - 1, 0))  # as `edge_rows`, with node 0 (unused) first
     is_read = jnp.any(active[:, None] & (children[:, None] > 0) & (parents[:, None] == children[None, :]), axis=0)
     leaf = (active & ~is_read).astype(jnp.float32)
     last = jnp.max(jnp.where(active, children, 0))  # last active node (ablations may deactivate middle nodes)
     # One gather for the whole call: the weights of the sampled edges, (N - 1, H, 2H).
-    w_sel = edges[edge_index(parents[1:], children[1:])] if n > 1 else None
+    w_sel = edges[edge_rows(arch, n)] if n > 1 else None
     x_proj = x @ w_x + b_x  # input projections for all steps at once (T, B, 2H)
+    probing = edge_probes is not None and n > 1
+    if probing and edge_probes.shape != (time, n - 1, batch, 2 * h_size):
+      raise ValueError(f"edge_probes has shape {edge_probes.shape}; expected {(time, n - 1, batch, 2 * h_size)}")
 
-    def step(h_prev, xp):
+    def step(h_prev, xs):
+      xp, probe = xs
       z = xp + h_prev @ w_h
       c = jax.nn.sigmoid(z[:, :h_size])
       h0 = c * apply_activation(acts[0], z[:, h_size:]) + (1 - c) * h_prev
       nodes = jnp.zeros((n, batch, h_size), h0.dtype).at[0].set(h0)
       out = leaf[0] * h0
+      edge_inputs = []
       for j in range(1, n):
         hp = jax.lax.dynamic_index_in_dim(nodes, parents[j], keepdims=False)
         z = hp @ w_sel[j - 1]
+        if probing:
+          z = z + probe[j - 1]
+          edge_inputs.append(hp)
         c = jax.nn.sigmoid(z[:, :h_size])
         hj = c * apply_activation(acts[j], z[:, h_size:]) + (1 - c) * hp
         nodes = nodes.at[j].set(hj)
@@ -119,15 +142,19 @@ class EnasRnn(nn.Module):
       norm = jnp.linalg.norm(nxt, axis=-1, keepdims=True)
       if self.max_hidden_norm > 0:
         nxt = nxt * jnp.minimum(1.0, self.max_hidden_norm / jnp.maximum(norm, 1e-12))
-      return nxt, (out, jnp.max(norm), jnp.mean(norm > self.max_hidden_norm))
+      stacked = jnp.stack(edge_inputs) if probing else None
+      return nxt, (out, jnp.max(norm), jnp.mean(norm > self.max_hidden_norm), stacked)
 
-    new_hidden, (raw, norms, clipped) = jax.lax.scan(step, hidden, x_proj)
+    new_hidden, (raw, norms, clipped, edge_inputs) = jax.lax.scan(
+        step, hidden, (x_proj, edge_probes if probing else None))
     outputs = raw
     if train and self.dropout_output > 0:
       outputs = raw * _dropout_mask(self.make_rng("dropout"), (1, batch, h_size), self.dropout_output)
     logits = outputs @ embedding.T + decoder_bias
     extras = {"raw_outputs": raw, "outputs": outputs, "max_hidden_norm": jnp.max(norms),
               "clipped_fraction": jnp.mean(clipped)}
+    if probing:
+      extras["edge_inputs"] = edge_inputs
     return logits, new_hidden, extras
 
 

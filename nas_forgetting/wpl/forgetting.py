@@ -138,6 +138,12 @@ def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
 
   tau_b = (n_c - n_d) / sqrt((n_0 - n_x) (n_0 - n_y)), n_0 = n(n-1)/2 pairs, n_x / n_y the pairs tied in x / y.
   Scores must be oriented the same way (e.g. both accuracies, or both negative perplexities).
+
+  A constant sample (every pair tied: n_x = n_0 or n_y = n_0, e.g. all architectures scoring the same perplexity
+  with shared weights) ranks nothing, and tau_b is undefined (0/0): the result is then NaN, not 0 (which would
+  claim "no agreement"). Callers test it with `math.isnan` and report it as undefined; it is safe to log:
+  `nas_forgetting.io.MetricsLogger` writes NaN to the JSONL (read back as NaN by `read_jsonl`) and to TensorBoard,
+  and it prints as 'nan'.
   """
   x = np.asarray(x, np.float64)
   y = np.asarray(y, np.float64)

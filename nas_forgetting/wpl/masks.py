@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 
 from nas_forgetting.errors import ArchitectureError
-from nas_forgetting.models.enas_rnn import edge_index
+from nas_forgetting.models.enas_rnn import edge_rows
 
 PyTree = Any
 
@@ -49,10 +49,7 @@ def rnn_active_edges(arch: jnp.ndarray, num_blocks: int) -> jnp.ndarray:
   num_edges = max(num_blocks * (num_blocks - 1) // 2, 1)
   if num_blocks < 2:
     return jnp.zeros((num_edges,), bool)
-  children = jnp.arange(1, num_blocks)
-  parents = jnp.clip(arch[1:, 0], 0, children - 1)
-  used = arch[1:, 1] >= 0
-  return jnp.zeros((num_edges,), bool).at[edge_index(parents, children)].max(used)
+  return jnp.zeros((num_edges,), bool).at[edge_rows(arch, num_blocks)].max(arch[1:, 1] >= 0)
 
 
 def rnn_active_mask(arch: jnp.ndarray, num_blocks: int) -> dict[str, jnp.ndarray]:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from nas_forgetting.errors import DataError
+from nas_forgetting.io.metrics import MetricsLogger, read_jsonl
 from nas_forgetting.wpl import forgetting
 
 
@@ -85,11 +86,23 @@ def test_kendall_tau_b_invariances():
 
 
 def test_kendall_tau_b_degenerate():
-  assert math.isnan(forgetting.kendall_tau_b([1, 1, 1], [1, 2, 3]))
+  # A constant ranking ranks nothing: tau_b is 0/0, undefined, reported as NaN (in either argument, or both).
+  for x, y in (([1, 1, 1], [1, 2, 3]), ([3, 1, 2], [5, 5, 5]), ([2, 2], [2, 2])):
+    assert math.isnan(forgetting.kendall_tau_b(x, y))
   with pytest.raises(DataError, match="at least 2"):
     forgetting.kendall_tau_b([1], [1])
   with pytest.raises(DataError, match="equal length"):
     forgetting.kendall_tau_b([1, 2], [1, 2, 3])
+
+
+def test_undefined_kendall_tau_is_logged_as_nan(tmp_path):
+  """The ENAS rank-correlation mode logs tau through MetricsLogger: NaN survives the JSONL round trip."""
+  tau = forgetting.kendall_tau_b([60.0, 60.0, 60.0], [80.0, 95.0, 70.0])
+  with MetricsLogger(tmp_path, tensorboard=False) as logger:
+    logger.log(3, {"rank/kendall_tau": tau})
+  (record,) = read_jsonl(tmp_path / "metrics.jsonl")
+  assert record["step"] == 3 and math.isnan(record["rank/kendall_tau"])
+  assert f"{tau:.3f}" == "nan"
 
 
 def test_forgetting_csv_scalars_and_comparison_plot(tmp_path):
