@@ -41,13 +41,14 @@ def main() -> None:
   parser.add_argument("--data", default="")
   args = parser.parse_args()
 
-  from nas_forgetting.data.datasets import default_data_config, load_dataset
+  from nas_forgetting.data.datasets import load_dataset, offline_data_config
   from nas_forgetting.dpnas import evaluator as ev
-  from nas_forgetting.paths import shared_data
 
-  data_config = default_data_config(source="idx", name="mnist", path=args.data or shared_data("mnist"),
-                                    train_size=args.train + args.val, test_size=max(args.test, 1), seed=0,
-                                    image_size=args.image_size if args.image_size != 28 else 0)
+  data_config = offline_data_config("mnist", name="mnist", train_size=args.train + args.val,
+                                    test_size=max(args.test, 1),
+                                    image_size=0 if args.image_size == 28 else args.image_size)  # 0 = native 28x28
+  if args.data:
+    data_config.path = args.data
   splits = load_dataset(data_config)
   x = splits.train.images
   y = splits.train.labels

@@ -16,8 +16,7 @@ Quick variant: 3k/1k examples, width 128, 300 iterations of B, about 1 minute; A
 
 import ml_collections
 
-from nas_forgetting.data.datasets import default_data_config
-from nas_forgetting.paths import shared_data
+from nas_forgetting.data.datasets import offline_data_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -25,9 +24,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.experiment = "wpl_two_model"  # nas_forgetting.wpl.two_model:run
   config.seed = 0  # seeds initialisation, batch order, the data split and the Fisher's label sampling
 
-  # MNIST test split (the only MNIST split available offline), carved into train / eval by a seeded split.
-  config.data = default_data_config(source="idx", name="mnist", path=shared_data("mnist"), train_size=8000,
-                                    test_size=2000, seed=0, image_size=0, grayscale=True)
+  # MNIST test split (the only MNIST split available offline), carved into 8,000 train / 2,000 eval by a seeded split.
+  config.data = offline_data_config("mnist", name="mnist", grayscale=True)
 
   config.model = ml_collections.ConfigDict()
   config.model.hidden = 256  # width of every hidden layer of A (4 layers) and B (6 layers)
