@@ -3,7 +3,8 @@
   python benchmarks/dpnas_evaluator.py [--train 8000 --val 2000 --test 0 --image-size 28 --epochs 3 --seeds 8]
 
 Data: the real MNIST test split from ../shared/data/mnist (the only MNIST split available offline), carved into
-train/val (and optionally test) by a seeded split; --image-size resizes. Net: the README's example string (or --net).
+train/val (and optionally test; with --test 0 the evaluator's test split is one val image) by a seeded split, so
+train + val + test may be at most 10,000; --image-size resizes. Net: the README's example string (or --net).
 Measures, all wall-clock with results fetched to the host:
   first_eval_s            first evaluation in the process (embedding and classifier training compiled)
   same_arch_new_seed_s    the same architecture with a new seed (nothing compiled)
@@ -44,16 +45,16 @@ def main() -> None:
   from nas_forgetting.data.datasets import load_dataset, offline_data_config
   from nas_forgetting.dpnas import evaluator as ev
 
-  data_config = offline_data_config("mnist", name="mnist", train_size=args.train + args.val,
-                                    test_size=max(args.test, 1),
+  # the carved-out split holds val then test, so --train 8000 --val 2000 uses all 10,000 images
+  data_config = offline_data_config("mnist", name="mnist", train_size=args.train, test_size=args.val + args.test,
                                     image_size=0 if args.image_size == 28 else args.image_size)  # 0 = native 28x28
   if args.data:
     data_config.path = args.data
   splits = load_dataset(data_config)
-  x = splits.train.images
-  y = splits.train.labels
-  data = ev.SplitData(x[:args.train], y[:args.train], x[args.train:], y[args.train:],
-                      splits.test.images[:max(args.test, 1)], splits.test.labels[:max(args.test, 1)], 10)
+  held = splits.test
+  test = slice(args.val, args.val + args.test) if args.test else slice(0, 1)  # --test 0: one val image stands in
+  data = ev.SplitData(splits.train.images, splits.train.labels, held.images[:args.val], held.labels[:args.val],
+                      held.images[test], held.labels[test], 10)
   config = ev.EvalConfig(epochs=args.epochs, early_stopping_epoch=0)
   evaluator = ev.Evaluator(data, config)
 
