@@ -4,6 +4,7 @@ object.
 
   python benchmarks/wpl_step.py                   # reduced RNN sizes (CPU)
   python benchmarks/wpl_step.py --paper           # paper-size RNN (12 nodes, 1000 hidden, batch 64, bptt 35)
+  python benchmarks/wpl_step.py --blocks 12 --hidden 256 --batch 32 --bptt 35   # RNN sizes set one by one
   python benchmarks/wpl_step.py --network cnn     # reduced micro-CNN (5 blocks, 2 modules x 1 normal cell, 8 filters)
 
 The plain step is `enas.trainer.rnn_shared_step` / `cnn_shared_step`; the WPL step is the same function with
@@ -109,9 +110,13 @@ def main() -> None:
   parser.add_argument("--num_archs", type=int, default=4)
   parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (minimum reported)")
   parser.add_argument("--burst", type=int, default=7, help="num_batch_per_iter")
+  for size in ("blocks", "hidden", "vocab", "batch", "bptt"):
+    parser.add_argument(f"--{size}", type=int, default=None, help="RNN size override")
   a = parser.parse_args()
   if a.network == "rnn":
-    a.blocks, a.hidden, a.vocab, a.batch, a.bptt = (12, 1000, 10000, 64, 35) if a.paper else (6, 128, 2000, 16, 20)
+    given = {k: getattr(a, k) for k in ("blocks", "hidden", "vocab", "batch", "bptt")}
+    for k, v in zip(given, (12, 1000, 10000, 64, 35) if a.paper else (6, 128, 2000, 16, 20)):
+      setattr(a, k, v if given[k] is None else given[k])
     sizes = {k: getattr(a, k) for k in ("blocks", "hidden", "vocab", "batch", "bptt")}
     hp = wpl.WPLHyperParams.from_config(wpl.reference_rnn_wpl_config())
     setup = rnn_setup
