@@ -11,6 +11,7 @@ trained yet) and is left blank.
 
 import os
 import pathlib
+import textwrap
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -47,14 +48,20 @@ def _save(fig, path: PathLike) -> list[pathlib.Path]:
   return targets
 
 
+def _set_title(fig, ax, title: str) -> None:
+  """The title, wrapped onto several lines where it would be wider than the figure (about 9 characters an inch)."""
+  if title:
+    width = max(20, int(fig.get_figwidth() * 9))
+    ax.set_title("\n".join(textwrap.wrap(title, width)) or title)
+
+
 def _finish(fig, ax, path: PathLike, *, xlabel: str, ylabel: str, title: str) -> list[pathlib.Path]:
   """Axis labels, grid, legend and title of a line chart, then `_save`."""
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8, loc="best")
-  if title:
-    ax.set_title(title)
+  _set_title(fig, ax, title)
   return _save(fig, path)
 
 
@@ -111,8 +118,7 @@ def accuracy_matrix_heatmap(matrix, path: PathLike, *, task_names: Sequence[str]
   ax.set_yticks(range(stages), stage_names)
   ax.set_xlabel("evaluated task")
   ax.set_ylabel("after training task")
-  if title:
-    ax.set_title(title)
+  _set_title(fig, ax, title)
   return _save(fig, path)
 
 
