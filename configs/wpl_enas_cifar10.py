@@ -9,8 +9,10 @@ Commands:
   python launch.py --config configs/wpl_enas_cifar10.py --workdir /tmp/wpl_enas_cifar10          # paper-size, GPU
   python launch.py --config configs/wpl_enas_cifar10.py:quick --workdir /tmp/wpl_enas_cifar10_q  # ~3-5 min, CPU
   python launch.py --config configs/wpl_enas_cifar10.py:quick,nowpl --workdir /tmp/nowpl_cnn_q   # baseline
-Variants (commas): quick (tiny model, 2 epochs of 6 architectures x 3 batches); nowpl (WPL off, everything else
-identical); any variant of configs/enas_cifar10.py.
+Variants (commas): quick (small model, 2 epochs of 6 architectures x 3 batches); tiny (test-sized: 1 epoch of 2
+architectures x 2 batches); nowpl (WPL off, everything else identical); any variant of configs/enas_cifar10.py.
+The reference's micro cell itself (grouped conv without pointwise, last-node output) is off by default; see the
+cnn options in configs/enas_cifar10.py.
 Outputs: as configs/enas_cifar10.py, plus forgetting.csv (per epoch accuracy drop of each architecture between
 right after its burst and the epoch end; > 0 = forgetting) and forgetting/*, wpl/* scalars. Expected: less
 forgetting with WPL (the paper: CIFAR-10 error 4.87% -> 3.81% after retraining; subset runs are not comparable).
@@ -19,31 +21,36 @@ forgetting with WPL (the paper: CIFAR-10 error 4.87% -> 3.81% after retraining; 
 import ml_collections
 
 from configs import enas_cifar10
+from nas_forgetting.enas import config as enas_config
 from nas_forgetting.wpl.state import reference_cnn_wpl_config
+
+# The reference WPL command line outside the wpl group.
+REFERENCE = {
+    "search": {"num_blocks": 5},
+    "cnn": {"num_repeat_normal": 5},
+    "shared": {"batch_size": 32},
+    "controller": {"temperature": 8.0, "ema_decay": 0.99, "lr": 0.0035, "entropy_coeff": 1e-4},
+    "train": {"max_epoch": 310},
+}
+# Applied after configs/enas_cifar10.py's size variant of the same name.
+SIZES = {"quick": {"wpl": {"num_batch_per_iter": 3}, "train": {"max_epoch": 2}},
+         "tiny": {"wpl": {"num_batch_per_iter": 2}, "controller": {"steps_per_epoch": 1},
+                  "train": {"max_epoch": 1, "draw_every": 0}}}
+ARCHS_PER_EPOCH = {"quick": 6, "tiny": 2}  # sampled architectures (bursts) per epoch
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants = [v.strip() for v in (arg or "").split(",") if v.strip()]
-  own = {"nowpl"}
+  variants = enas_config.split_variants(arg)
+  own = {"nowpl"} | set(SIZES)
   c = enas_cifar10.get_config(",".join(v for v in variants if v not in own))
   c.wpl = reference_cnn_wpl_config()  # alpha 60, clip 10, no momentum, reset every 3 epochs, 7 batches
   c.wpl.estimator = "batch"  # the reference's estimate; 'empirical' needs one backward pass per image
-  c.search.num_blocks = 5
-  c.cnn.num_repeat_normal = 5
-  c.shared.batch_size = 32
-  c.controller.temperature = 8.0
-  c.controller.ema_decay = 0.99
-  c.controller.lr = 0.0035
-  c.controller.entropy_coeff = 1e-4
-  c.train.max_epoch = 310
+  enas_config.override(c, REFERENCE)
   c.shared.steps_per_epoch = 70 * c.wpl.num_batch_per_iter  # 70 architectures per epoch
-  if "quick" in variants:
-    q = enas_cifar10.get_config("quick")
-    c.search.num_blocks = q.search.num_blocks
-    c.cnn.num_repeat_normal = q.cnn.num_repeat_normal
-    c.wpl.num_batch_per_iter = 3
-    c.shared.steps_per_epoch = 6 * c.wpl.num_batch_per_iter
-    c.train.max_epoch = 2
+  for size in (v for v in variants if v in SIZES):
+    enas_config.override(c, enas_cifar10.SIZES[size])
+    enas_config.override(c, SIZES[size])
+    c.shared.steps_per_epoch = ARCHS_PER_EPOCH[size] * c.wpl.num_batch_per_iter
   if "nowpl" in variants:
     c.wpl.enabled = False
   return c

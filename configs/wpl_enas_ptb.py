@@ -8,9 +8,9 @@ Commands:
   python launch.py --config configs/wpl_enas_ptb.py --workdir /tmp/wpl_enas_ptb           # paper-size, GPU
   python launch.py --config configs/wpl_enas_ptb.py:quick --workdir /tmp/wpl_enas_ptb_q   # ~2-3 min, 2 CPU cores
   python launch.py --config configs/wpl_enas_ptb.py:quick,nowpl --workdir /tmp/nowpl_q     # same budget, no WPL
-Variants (commas): quick (tiny model, 3 epochs of 8 architectures x 5 batches); nowpl (WPL off, everything else
-identical: the baseline of the with/without comparison; forgetting is measured in both); any variant of
-configs/enas_ptb.py (wikitext2, flexible, derive, ...).
+Variants (commas): quick (small model, 3 epochs of 8 architectures x 5 batches); tiny (test-sized: 2 epochs of 3
+architectures x 3 batches); nowpl (WPL off, everything else identical: the baseline of the with/without comparison;
+forgetting is measured in both); any variant of configs/enas_ptb.py (wikitext2, flexible, derive, ...).
 Outputs: as configs/enas_ptb.py, plus forgetting.csv (per epoch mean/max/std/median of the perplexity increase of
 each architecture between right after its burst and the epoch end; > 0 = forgetting) and forgetting/* and wpl/*
 scalars in TensorBoard. Expected: with WPL the mean forgetting per epoch is lower than without (the paper: ENAS PTB
@@ -21,23 +21,29 @@ A paper-size epoch (420 shared + 2000 controller steps) takes minutes on a GPU a
 import ml_collections
 
 from configs import enas_ptb
+from nas_forgetting.enas import config as enas_config
 from nas_forgetting.wpl.state import reference_rnn_wpl_config
+
+# Applied after configs/enas_ptb.py's size variant of the same name.
+SIZES = {"quick": {"wpl": {"num_batch_per_iter": 5, "alpha_decay_after": 2}, "train": {"max_epoch": 3}},
+         "tiny": {"wpl": {"num_batch_per_iter": 3, "alpha_decay_after": 2}, "data": {"eval_max_tokens": 3000},
+                  "controller": {"steps_per_epoch": 2}, "train": {"max_epoch": 2, "log_every": 3, "draw_every": 0}}}
+ARCHS_PER_EPOCH = {"quick": 8, "tiny": 3}  # sampled architectures (bursts) per epoch
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants = [v.strip() for v in (arg or "").split(",") if v.strip()]
-  own = {"nowpl"}
+  variants = enas_config.split_variants(arg)
+  own = {"nowpl"} | set(SIZES)
   c = enas_ptb.get_config(",".join(v for v in variants if v not in own))
   c.wpl = reference_rnn_wpl_config()  # alpha 60, clip 10, decay 1 after epoch 15, reset every 2 epochs, 7 batches
   c.wpl.estimator = "batch"  # the reference's estimate (square of the batch-mean gradient); 'empirical' costs more
   c.controller.reward_c = 80.0
   c.train.max_epoch = 150
   c.shared.steps_per_epoch = 60 * c.wpl.num_batch_per_iter  # 60 architectures per epoch
-  if "quick" in variants:
-    c.wpl.num_batch_per_iter = 5
-    c.wpl.alpha_decay_after = 2
-    c.shared.steps_per_epoch = 8 * c.wpl.num_batch_per_iter  # 8 architectures per epoch
-    c.train.max_epoch = 3
+  for size in (v for v in variants if v in SIZES):
+    enas_config.override(c, enas_ptb.SIZES[size])
+    enas_config.override(c, SIZES[size])
+    c.shared.steps_per_epoch = ARCHS_PER_EPOCH[size] * c.wpl.num_batch_per_iter
   if "nowpl" in variants:
     c.wpl.enabled = False
   return c

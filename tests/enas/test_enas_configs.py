@@ -3,7 +3,9 @@
 import pytest
 
 from configs import enas_cifar10, enas_ptb, wpl_enas_cifar10, wpl_enas_ptb
+from nas_forgetting.enas import config as enas_config
 from nas_forgetting.enas import experiment
+from nas_forgetting.errors import ConfigError
 
 
 def _keys(c, prefix=""):
@@ -14,11 +16,11 @@ def _keys(c, prefix=""):
 
 
 @pytest.mark.parametrize("module,variants", [
-    (enas_ptb, ["", "quick", "quick,wikitext2", "flexible", "chain", "tree", "random", "derive", "evaluate",
+    (enas_ptb, ["", "quick", "tiny", "quick,wikitext2", "flexible", "chain", "tree", "random", "derive", "evaluate",
                 "train_scratch", "single", "ablation_activation", "ablation_node", "rank_correlation"]),
-    (enas_cifar10, ["", "quick", "derive", "evaluate", "train_scratch", "single", "rank_correlation"]),
-    (wpl_enas_ptb, ["", "quick", "quick,nowpl", "nowpl", "wikitext2", "derive"]),
-    (wpl_enas_cifar10, ["", "quick", "quick,nowpl", "derive"])])
+    (enas_cifar10, ["", "quick", "tiny", "derive", "evaluate", "train_scratch", "single", "rank_correlation"]),
+    (wpl_enas_ptb, ["", "quick", "tiny", "quick,nowpl", "nowpl", "wikitext2", "derive"]),
+    (wpl_enas_cifar10, ["", "quick", "tiny", "quick,nowpl", "derive"])])
 def test_configs_load(module, variants):
   base = _keys(module.get_config())
   for v in variants:
@@ -52,3 +54,24 @@ def test_wpl_group():
     assert on.wpl.enabled and not off.wpl.enabled
     off.wpl.enabled = True
     assert on.to_dict() == off.to_dict()
+
+
+def test_reference_options_are_off_by_default():
+  for module in (enas_ptb, enas_cifar10, wpl_enas_ptb, wpl_enas_cifar10):
+    c = module.get_config()
+    assert c.rnn.next_hidden == "average" and not c.controller.derive_reference_logits
+    assert c.cnn.sep_conv == "separable" and c.cnn.cell_output == "loose_ends"
+
+
+def test_builder_rejects_undeclared_fields():
+  data = enas_config.default_data_config(name="x")
+  with pytest.raises(ConfigError, match="unknown controller config field 'tanh'"):
+    enas_config.default_config("rnn", data, controller={"tanh": 1.0})
+  with pytest.raises(ConfigError, match="unknown ENAS config groups"):
+    enas_config.default_config("rnn", data, optimizer={"lr": 1.0})
+  c = enas_config.default_config("rnn", data, shared={"lr": 3.0})
+  assert c.shared.lr == 3.0 and c.shared.bptt == enas_config.default_shared_config().bptt
+  with pytest.raises(ConfigError, match="unknown data.image config field"):
+    enas_config.override(enas_cifar10.get_config(), {"data": {"image": {"nope": 1}}})
+  with pytest.raises(ConfigError, match="unknown ENAS config groups"):
+    enas_config.override(c, {"model": {}})
