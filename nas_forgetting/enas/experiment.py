@@ -24,6 +24,13 @@ over each architecture's active shared weights in the shared step, the Fisher up
 burst of `wpl.num_batch_per_iter` steps, the WPL state in the checkpoint.
 Offline text data (train.txt missing) train on valid.txt and evaluate on test.txt; every summary says so in
 `data_note`.
+
+The references' deviations from the papers are available as named options, all off by default:
+`controller.derive_reference_logits` (derive, and the best-of-samples pick of train_scratch, sample from
+decoder(h) / temperature without the tanh_c squashing, as the reference's derive mode; the search always samples
+from the squashed training policy), `rnn.next_hidden='last_node'` (the next hidden state is the last node, not the
+average of the loose ends), `cnn.sep_conv='depthwise'` (conv ops without the pointwise convolution) and
+`cnn.cell_output='last_node'` (the micro cell outputs its last node alone; see `nas_forgetting.models.enas_cnn`).
 """
 
 from __future__ import annotations
@@ -118,19 +125,44 @@ def wpl_settings(config: ml_collections.ConfigDict) -> tuple[wpl_lib.WPLHyperPar
 
 @functools.lru_cache(maxsize=None)
 def _search_functions(controller, space, reward_fn, score_fn, lr, grad_clip, num_samples, ema_decay, entropy_coeff,
-                      entropy_mode, use_controller):
+                      entropy_mode):
   optimizer = ctl.controller_optimizer(lr, grad_clip)
   controller_step = jax.jit(functools.partial(
       tr.controller_step, controller=controller, optimizer=optimizer, decisions_to_arch=space.decisions_to_arch,
       decision_mask=space.decision_mask, reward_fn=reward_fn, num_samples=num_samples, ema_decay=ema_decay,
       entropy_coeff=entropy_coeff, entropy_mode=entropy_mode))
-  sample = jax.jit(functools.partial(tr.sample_archs, controller=controller if use_controller else None,
-                                     num_choices=space.num_choices, decisions_to_arch=space.decisions_to_arch),
-                   static_argnames=("num_samples",))
-  return optimizer, controller_step, sample, jax.jit(reward_fn), jax.jit(score_fn)
+  return optimizer, controller_step, jax.jit(reward_fn), jax.jit(score_fn)
+
+
+@functools.lru_cache(maxsize=None)
+def _sampler(controller, space):
+  """Jitted `(controller params, rng, num_samples) -> archs`; `controller` None samples uniformly at random."""
+  return jax.jit(functools.partial(tr.sample_archs, controller=controller, num_choices=space.num_choices,
+                                   decisions_to_arch=space.decisions_to_arch), static_argnames=("num_samples",))
 
 
 _rows = jax.jit(lambda x, start, n: jax.lax.dynamic_slice_in_dim(x, start, n), static_argnums=2)  # traced start
+
+
+def _uncommitted(tree: Any) -> Any:
+  """Restored arrays come back committed to a device, fresh ones are not; jit keys its compilations on that, so a
+  resumed run (and every mode that reads a trained run) would compile each step function again. Uncommitted copies
+  keep one compilation per process."""
+  def copy(x):
+    if isinstance(x, jax.Array) and not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jnp.asarray(np.asarray(x))
+    return x
+  return jax.tree.map(copy, tree)
+
+
+@functools.lru_cache(maxsize=None)
+def _init_fn(model, *shapes):
+  """Jitted `rng -> params` of a supernet for example inputs of `shapes` (zeros) and an all-zero architecture, the
+  last shape; cached, so runs and modes in one process share its compilation."""
+  def init(rng):
+    zeros = [jnp.zeros(shape, dtype) for shape, dtype in shapes]
+    return model.init(rng, *zeros, train=False)["params"]
+  return jax.jit(init)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -195,11 +227,9 @@ class _RnnTask:
     self._hidden = None
 
   def init_params(self, rng):
-    arch = jnp.zeros((self.space.num_blocks, 2), jnp.int32)
-    init = jax.jit(lambda k: self.model.init(k, jnp.zeros((self.bptt, self.batch_size), jnp.int32),
-                                             jnp.zeros((self.batch_size, self.model.hidden_size)), arch,
-                                             train=False)["params"])
-    return init(rng)
+    return _init_fn(self.model, ((self.bptt, self.batch_size), jnp.int32),
+                    ((self.batch_size, self.model.hidden_size), jnp.float32),
+                    ((self.space.num_blocks, 2), jnp.int32))(rng)
 
   def start_epoch(self):
     self._hidden = jnp.zeros((self.batch_size, self.model.hidden_size))
@@ -271,7 +301,8 @@ class _CnnTask:
     m = c.cnn
     self.model = EnasCnn(num_classes=train.num_classes, num_blocks=c.search.num_blocks, features=m.features,
                          num_modules=m.num_modules, num_repeat_normal=m.num_repeat_normal,
-                         sep_conv_stacks=m.sep_conv_stacks, dropout=m.dropout)
+                         sep_conv_stacks=m.sep_conv_stacks, dropout=m.dropout, sep_conv=m.sep_conv,
+                         cell_output=m.cell_output)
     self.eval_batch_size = c.train.eval_batch_size
     self.wpl_hp, estimator = wpl_settings(c)
     self.optimizer, self._step, self.reward_fn, self.score_fn, self._end_burst = _cnn_functions(
@@ -281,9 +312,8 @@ class _CnnTask:
     self.cursor = 0  # batches drawn so far (over all passes); checkpointed, so a resumed run reads the same data
 
   def init_params(self, rng):
-    x = self.images[:2]
-    arch = jnp.zeros((2, self.space.num_blocks, 4), jnp.int32)
-    return jax.jit(lambda k: self.model.init(k, x, arch, train=False)["params"])(rng)
+    return _init_fn(self.model, ((2,) + self.images.shape[1:], jnp.float32),
+                    ((2, self.space.num_blocks, 4), jnp.int32))(rng)
 
   def start_epoch(self):
     pass
@@ -348,10 +378,14 @@ class _Run:
     self.use_controller = not (config.network == "rnn" and config.search.mode == "random")
     self.controller = ctl.Controller(self.space.num_choices, hidden_size=c.hidden_size, temperature=c.temperature,
                                      tanh_c=c.tanh_c, init_range=c.init_range)
-    (self.controller_optimizer, self._controller_step, self._sample, self._score,
+    (self.controller_optimizer, self._controller_step, self._score,
      self._metric) = _search_functions(self.controller, self.space, self.task.reward_fn, self.task.score_fn, c.lr,
-                                       c.grad_clip, c.num_samples, c.ema_decay, c.entropy_coeff, c.entropy_mode,
-                                       self.use_controller)
+                                       c.grad_clip, c.num_samples, c.ema_decay, c.entropy_coeff, c.entropy_mode)
+    self._sample = _sampler(self.controller if self.use_controller else None, self.space)
+    # derive_reference_logits: derive samples from decoder(h) / temperature without the tanh_c squashing (the
+    # reference's derive mode); the search itself always samples from the training policy.
+    derive_controller = self.controller.clone(tanh_c=0.0) if c.derive_reference_logits else self.controller
+    self._derive_sample = _sampler(derive_controller if self.use_controller else None, self.space)
     self.logger = MetricsLogger(str(workdir))
     self.wpl_hp = self.task.wpl_hp
     self.wpl_state = None  # WPLState over the monitored shared weights when WPL is on (set by restore)
@@ -382,7 +416,7 @@ class _Run:
     if ckpt.latest_step() is None:
       self.task.cursor = 0
       return ckpt, shared, cstate, 0, rng
-    tree = ckpt.restore(None, self._tree(shared, cstate, 0, rng))
+    tree = _uncommitted(ckpt.restore(None, self._tree(shared, cstate, 0, rng)))
     rng = jax.random.wrap_key_data(jnp.asarray(tree["rng"]))
     self.task.cursor = int(tree["data_cursor"])
     self.wpl_state = tree.get("wpl")
@@ -521,12 +555,17 @@ class _Run:
     self.log(global_step, history, {"epoch": epoch})
     return cstate, rng
 
-  def derive(self, shared, cstate, rng, step: int) -> dict[str, Any]:
-    """Samples candidates, keeps the best on the first reward batch, evaluates it, writes derived/."""
-    c = self.config
-    archs = self._sample(cstate.params, rng, num_samples=c.train.derive_num_sample)
+  def best_of_samples(self, shared, cstate, rng) -> tuple[np.ndarray, float]:
+    """(architecture, reward) of the best of `train.derive_num_sample` candidates on the first reward batch,
+    sampled from the derive policy (`controller.derive_reference_logits`)."""
+    archs = self._derive_sample(cstate.params, rng, num_samples=self.config.train.derive_num_sample)
     rewards, _ = self._score(shared.params, self.task.reward_batch(0), archs)
     best, reward, _ = tr.pick_best(archs, rewards)
+    return best, reward
+
+  def derive(self, shared, cstate, rng, step: int) -> dict[str, Any]:
+    """Samples candidates, keeps the best on the first reward batch, evaluates it, writes derived/."""
+    best, reward = self.best_of_samples(shared, cstate, rng)
     return self.report_arch(shared, best, step, "derived", extra={"derive/best_reward": reward})
 
   def report_arch(self, shared, arch, step: int, folder: str, extra: dict | None = None) -> dict[str, Any]:
@@ -685,11 +724,8 @@ def _scatter_plot(path: pathlib.Path, x: list[float], y: list[float], *, xlabel:
 
 
 def _train_scratch(run: _Run) -> dict[str, Any]:
-  source, shared, cstate = run.load_trained()
-  archs = run._sample(cstate.params, jax.random.key(run.config.seed + 7),
-                      num_samples=run.config.train.derive_num_sample)
-  rewards, _ = run._score(shared.params, run.task.reward_batch(0), archs)
-  best, _, _ = tr.pick_best(archs, rewards)
+  _, shared, cstate = run.load_trained()
+  best, _ = run.best_of_samples(shared, cstate, jax.random.key(run.config.seed + 7))
   return _train_fixed(run, best, "scratch")
 
 

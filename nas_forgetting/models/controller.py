@@ -3,7 +3,9 @@
 The controller samples a sequence of decisions (see `nas_forgetting.enas.search_space`): at step i it runs one LSTM
 cell step (gates in the order input, forget, cell, output), maps the hidden state through decoder i, divides the
 logits by `temperature` and, when `tanh_c > 0`, squashes them to `tanh_c * tanh(logits)`. Options of a decision
-beyond its `num_choices[i]` are masked out. The input of step 0 is zeros; the input of step i > 0 is the embedding
+beyond its `num_choices[i]` are masked out. The reference's derive mode samples without the squashing (logits /
+temperature only): the same parameters under `controller.clone(tanh_c=0.0)` (experiment option
+`controller.derive_reference_logits`). The input of step 0 is zeros; the input of step i > 0 is the embedding
 of decision i-1's choice (one row per (decision, choice), so rows are never shared between decisions: the
 reference shares rows between positions through a token offset, which is a quirk, not a feature).
 
@@ -14,6 +16,7 @@ re-evaluates the log-probabilities of given decisions (teacher forcing), so samp
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple, Sequence
 
 import flax.linen as nn
@@ -102,7 +105,13 @@ class ControllerSample(NamedTuple):
 
 def init_controller(controller: Controller, rng: jax.Array) -> Any:
   """Controller parameters."""
-  return jax.jit(controller.init)(rng, jnp.zeros((len(controller.num_choices),), jnp.int32))["params"]
+  return _init_fn(controller)(rng)
+
+
+@functools.lru_cache(maxsize=None)
+def _init_fn(controller: Controller):
+  """Jitted initialisation, compiled once per controller configuration."""
+  return jax.jit(lambda rng: controller.init(rng, jnp.zeros((len(controller.num_choices),), jnp.int32))["params"])
 
 
 def sample(controller: Controller, params: Any, rng: jax.Array, num_samples: int) -> ControllerSample:

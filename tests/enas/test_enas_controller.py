@@ -11,6 +11,9 @@ from nas_forgetting.enas.search_space import RnnSearchSpace
 from nas_forgetting.models import controller as ctl
 
 
+_evaluate = jax.jit(ctl.evaluate, static_argnums=0)  # one compilation per controller (hashable) and shape
+
+
 def _sigmoid(x):
   return 1 / (1 + np.exp(-x))
 
@@ -27,7 +30,8 @@ def hand_log_probs(p, num_choices, decisions, temperature, tanh_c):
     c = _sigmoid(gf) * c + _sigmoid(gi) * np.tanh(gg)
     h = _sigmoid(go) * np.tanh(c)
     logits = (h @ p["decoder_kernel"][i] + p["decoder_bias"][i])[:n] / temperature
-    logits = tanh_c * np.tanh(logits)
+    if tanh_c > 0:
+      logits = tanh_c * np.tanh(logits)
     logp = logits - np.log(np.sum(np.exp(logits)))
     out_lp.append(logp[decisions[i]])
     out_h.append(-np.sum(np.exp(logp) * logp))
@@ -36,19 +40,20 @@ def hand_log_probs(p, num_choices, decisions, temperature, tanh_c):
   return np.array(out_lp), np.array(out_h)
 
 
-def test_log_probs_match_hand_computation():
+@pytest.mark.parametrize("tanh_c", [2.5, 0.0])  # 0: the reference's derive-mode logits (no squashing)
+def test_log_probs_match_hand_computation(tanh_c):
   space = RnnSearchSpace(num_blocks=4)
-  model = ctl.Controller(space.num_choices, hidden_size=8, temperature=1.5, tanh_c=2.5, init_range=0.5)
+  model = ctl.Controller(space.num_choices, hidden_size=8, temperature=1.5, tanh_c=tanh_c, init_range=0.5)
   params = ctl.init_controller(model, jax.random.key(1))
   params = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(jax.random.key(2), a.shape), params)  # non-zero biases
   sample = jax.jit(lambda p, k: ctl.sample(model, p, k, 5))(params, jax.random.key(3))
   assert sample.decisions.shape == (5, space.num_decisions)
-  lp, ent = jax.jit(lambda p, d: ctl.evaluate(model, p, d))(params, sample.decisions)
+  lp, ent = _evaluate(model, params, sample.decisions)
   np.testing.assert_allclose(lp, sample.log_probs, rtol=1e-5, atol=1e-6)
   for b in range(5):
     d = np.asarray(sample.decisions[b])
     assert all(0 <= d[i] < n for i, n in enumerate(space.num_choices))
-    want_lp, want_h = hand_log_probs(params, space.num_choices, d, 1.5, 2.5)
+    want_lp, want_h = hand_log_probs(params, space.num_choices, d, 1.5, tanh_c)
     np.testing.assert_allclose(lp[b], want_lp, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(ent[b], want_h, rtol=1e-4, atol=1e-5)
 
@@ -67,15 +72,23 @@ def test_sampling_follows_the_policy():
 
 
 def _log_prob(model, params, decisions):
-  return jax.jit(lambda p, d: ctl.evaluate(model, p, d))(params, decisions)[0][0, 0]
+  return _evaluate(model, params, decisions)[0][0, 0]
+
+
+BANDIT = ctl.Controller((3,), hidden_size=4, temperature=1.0, tanh_c=0.0)
+BANDIT_OPT = ctl.controller_optimizer(0.05)
+
+
+@functools.lru_cache(maxsize=None)
+def _bandit_step(entropy_mode):
+  return jax.jit(functools.partial(ctl.reinforce_step, controller=BANDIT, optimizer=BANDIT_OPT, ema_decay=0.9,
+                                   entropy_coeff=1e-4, entropy_mode=entropy_mode))
 
 
 def _bandit(entropy_mode):
-  model = ctl.Controller((3,), hidden_size=4, temperature=1.0, tanh_c=0.0)
-  opt = ctl.controller_optimizer(0.05)
-  state = ctl.init_reinforce(model, ctl.init_controller(model, jax.random.key(0)), opt)
-  step = jax.jit(functools.partial(ctl.reinforce_step, controller=model, optimizer=opt, ema_decay=0.9,
-                                   entropy_coeff=1e-4, entropy_mode=entropy_mode))
+  model = BANDIT
+  state = ctl.init_reinforce(model, ctl.init_controller(model, jax.random.key(0)), BANDIT_OPT)
+  step = _bandit_step(entropy_mode)
   return model, state, step
 
 
