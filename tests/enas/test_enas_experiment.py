@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -15,23 +16,9 @@ from nas_forgetting.io.metrics import read_csv, read_jsonl
 
 
 def tiny_rnn_config(shared_data, *variants):
-  c = enas_ptb.get_config(",".join(("quick",) + variants))
-  c.data.path = str(shared_data / "ptb")
-  c.data.eval_max_tokens = 6000  # full-vocabulary softmax over all 82k test tokens costs seconds per evaluation
-  c.search.num_blocks = 3
-  c.rnn.hidden_size = 16
-  c.shared.batch_size = 8
-  c.shared.bptt = 10
-  c.shared.lr = 1.0
-  c.shared.steps_per_epoch = 6
-  c.controller.hidden_size = 8
-  c.controller.steps_per_epoch = 4
-  c.train.max_epoch = 1
-  c.train.log_every = 2
-  c.train.draw_every = 2
-  c.train.draw_backend = "matplotlib"
-  c.train.derive_num_sample = 4
-  c.train.eval_batch_size = 256
+  """configs/enas_ptb.py:tiny (plus `variants`) reading the corpus from the test data folder."""
+  c = enas_ptb.get_config(",".join(("tiny",) + variants))
+  c.data.path = str(shared_data / c.data.name)
   return c
 
 
@@ -132,27 +119,55 @@ def test_random_search_without_controller(shared_data, tmp_path):
   assert not any("controller/loss" in r for r in rows) and any("shared/loss" in r for r in rows)
 
 
-@pytest.mark.slow
-def test_micro_cnn_search(shared_data, tmp_path):
-  c = enas_cifar10.get_config("quick")
-  c.data.image.path = str(shared_data / "cifar10")
-  c.data.image.max_per_class = 12
-  c.data.image.test_size = 40
-  c.search.num_blocks = 2
-  c.cnn.features = 4
-  c.cnn.num_modules = 1  # one normal cell (reduction cells are covered by the supernet tests)
-  c.shared.batch_size = 16
-  c.shared.steps_per_epoch = 2
+def test_wikitext2_search(shared_data, tmp_path):
+  """The same search on WikiText-2: the untrained model predicts about uniformly over WikiText-2's vocabulary."""
+  from nas_forgetting.data.text import load_corpus
+
+  c = tiny_rnn_config(shared_data, "wikitext2")
   c.controller.steps_per_epoch = 2
-  c.controller.reward_batch_size = 12
-  c.controller.hidden_size = 8
-  c.train.max_epoch = 1
-  c.train.draw_every = 2
-  c.train.log_every = 2
+  c.train.draw_every = 0
+  vocab = len(load_corpus(c.data.path, allow_missing_train=True).vocab)
+  summary = experiment.run(c, str(tmp_path))
+  assert summary["data_note"].startswith("wikitext2: train.txt unavailable")
+  assert np.isfinite(summary["eval/test_perplexity"])
+  first = next(r for r in read_jsonl(tmp_path / "metrics.jsonl") if "shared/perplexity" in r)
+  assert 0.8 * vocab < first["shared/perplexity"] < 1.2 * vocab  # logits start near 0: perplexity ~ vocabulary
+  assert vocab > 15000  # WikiText-2 valid + test (18k words), not PTB (10k)
+  space = ss.RnnSearchSpace(num_blocks=3)
+  assert space.to_string(ss.load_dag_file(tmp_path / "derived" / "dag.json", space)) == summary["arch"]
+
+
+def test_derive_reference_logits_samples_without_squashing(shared_data, tmp_path):
+  """controller.derive_reference_logits changes the derive sampler only: logits / temperature, no tanh_c."""
+  from nas_forgetting.models import controller as ctl
+
+  c = tiny_rnn_config(shared_data)
+  runs = {}
+  for option in (False, True):
+    c.controller.derive_reference_logits = option
+    runs[option] = experiment._Run(c, tmp_path / str(option))
+    runs[option].logger.close()
+  plain, reference = runs[False], runs[True]
+  assert plain._derive_sample is plain._sample and reference._sample is plain._sample
+  params = ctl.init_controller(plain.controller, jax.random.key(0))
+  params = jax.tree.map(lambda p: 30 * p, params)  # logits well beyond tanh's linear range
+  key, n = jax.random.key(1), c.train.derive_num_sample
+  to_archs = lambda controller: np.asarray(jax.vmap(plain.space.decisions_to_arch)(
+      ctl.sample(controller, params, key, n).decisions))
+  derived = np.asarray(reference._derive_sample(params, key, num_samples=n))
+  np.testing.assert_array_equal(derived, to_archs(plain.controller.clone(tanh_c=0.0)))
+  np.testing.assert_array_equal(np.asarray(plain._derive_sample(params, key, num_samples=n)),
+                                to_archs(plain.controller))
+  assert not np.array_equal(derived, to_archs(plain.controller))
+
+
+def test_micro_cnn_search(shared_data, tmp_path):
+  """configs/enas_cifar10.py:tiny without controller training (the WPL micro-CNN search trains it): shared
+  training, derive (controller sampling, rewards), evaluation and outputs."""
+  c = enas_cifar10.get_config("tiny")
+  c.data.image.path = str(shared_data / "cifar10")
+  c.controller.steps_per_epoch = 0
   c.wpl.measure_forgetting = False
-  c.train.derive_num_sample = 2
-  c.train.eval_batch_size = 12
-  c.train.draw_backend = "matplotlib"
   summary = experiment.run(c, str(tmp_path))
   assert 0.0 <= summary["eval/test_accuracy"] <= 1.0
   space = ss.CnnSearchSpace(num_blocks=2)

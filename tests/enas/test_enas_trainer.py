@@ -122,14 +122,19 @@ def _wpl_state(params, seed=0):
   return wpl_lib.init_wpl_state(view)._replace(fisher=fisher, anchor=anchor)
 
 
+WPL_HP = wpl_lib.WPLHyperParams(alpha_fisher=3.0, alpha_decay=0.0)
+IDENTITY = tr.shared_optimizer(grad_clip=0.0, l2_reg=0.0)  # the update is the gradient
+_STEP_KW = dict(model=MODEL, optimizer=IDENTITY, bptt=BPTT, ar_alpha=0.0, tar_beta=0.0)
+_wpl_step_fn = functools.partial(tr.rnn_shared_step, **_STEP_KW, wpl_hp=WPL_HP)
+_wpl_step = jax.jit(chex.assert_max_traces(lambda *args: _wpl_step_fn(*args), n=1))  # one trace in this module
+
+
 def test_wpl_step_gradient_is_alpha_fisher_displacement_on_active_edges_only():
-  hp = wpl_lib.WPLHyperParams(alpha_fisher=3.0, alpha_decay=0.0)
-  opt = tr.shared_optimizer(grad_clip=0.0, l2_reg=0.0)  # identity: the update is the gradient
+  opt, hp = IDENTITY, WPL_HP
   params = _params()
   wpl_state = _wpl_state(params)
-  kw = dict(model=MODEL, optimizer=opt, bptt=BPTT, ar_alpha=0.0, tar_beta=0.0)
-  plain = jax.jit(functools.partial(tr.rnn_shared_step, **kw))
-  with_wpl = jax.jit(functools.partial(tr.rnn_shared_step, **kw, wpl_hp=hp))
+  plain = jax.jit(functools.partial(tr.rnn_shared_step, **_STEP_KW))
+  with_wpl = _wpl_step
   arch = jnp.asarray(SPACE.from_string("0:tanh(x,h) 1:ReLU(0) 2:identity(0) 3:tanh(2)"))
   args = (_corpus(), jnp.asarray(0), jnp.zeros((B, H)), arch, jax.random.key(1), jnp.asarray(1.0))
   p0, _, m0 = plain(tr.init_shared(params, opt), *args)
@@ -155,17 +160,12 @@ def test_wpl_step_gradient_is_alpha_fisher_displacement_on_active_edges_only():
 
 
 def test_wpl_step_compiles_once_for_all_architectures():
-  hp = wpl_lib.WPLHyperParams(alpha_fisher=1.0)
-  opt = tr.shared_optimizer(grad_clip=0.25, l2_reg=1e-7)
-  fn = functools.partial(tr.rnn_shared_step, model=MODEL, optimizer=opt, bptt=BPTT, ar_alpha=0.0, tar_beta=0.0,
-                         wpl_hp=hp)
-  step = jax.jit(chex.assert_max_traces(lambda *args: fn(*args), n=1))
-  state = tr.init_shared(_params(), opt)
+  state = tr.init_shared(_params(), IDENTITY)
   wpl_state = _wpl_state(state.params)
   data, hidden = _corpus(), jnp.zeros((B, H))
   for k, cell in enumerate(["0:tanh(x,h) 1:ReLU(0) 2:identity(1) 3:tanh(0)",
                             "0:ReLU(x,h) 1:tanh(0) 2:sigmoid(0) 3:ReLU(0)",
                             "0:sigmoid(x,h) 1:identity(0) 2:ReLU(1) 3:tanh(2)"]):
-    state, hidden, m = step(state, data, jnp.asarray(k * BPTT), hidden, jnp.asarray(SPACE.from_string(cell)),
-                            jax.random.key(k), jnp.asarray(1.0), wpl_state)
+    state, hidden, m = _wpl_step(state, data, jnp.asarray(k * BPTT), hidden, jnp.asarray(SPACE.from_string(cell)),
+                                 jax.random.key(k), jnp.asarray(0.1), wpl_state)
     assert np.isfinite(float(m["shared/wpl_penalty"])) and float(m["shared/wpl_penalty"]) > 0
