@@ -3,8 +3,8 @@
 Both return squared gradients over the monitored view (`nas_forgetting.wpl.masks`) of the loss of the current
 architecture on one batch (the validation batch with `shared_valid_fisher`, else the burst's last training batch),
 in evaluation mode (no dropout, no weight drop), ready for `wpl.state.update_fisher` / `end_burst`. The loss is the
-cross-entropy (`shared_ce_fisher=True`, default) or, for the RNN, the full training loss (`shared_ce_fisher=False`:
-+ AR/TAR, L2 and WPL penalty; see `rnn_fisher`).
+cross-entropy (`shared_ce_fisher=True`, default) or the full training loss (`shared_ce_fisher=False`: + the L2 term
+and the WPL penalty, + AR/TAR for the RNN; see `rnn_fisher`).
 
 * ``empirical`` (default of `wpl.estimator`): the mean over examples of squared per-example gradients. An example
   is one sequence (one batch column, its mean token loss) for the language model, one image for the CNN.
@@ -12,7 +12,7 @@ cross-entropy (`shared_ce_fisher=True`, default) or, for the RNN, the full train
   backward pass in the per-layer form (sums over time of outer products of each edge's input and the gradient at
   its pre-activation; `rnn_fisher`). The CNN's BatchNorm uses batch statistics, so its examples are coupled: each
   image's gradient is that of its own loss term through the shared batch statistics, one backward pass per image
-  (`lax.scan`, memory of a single gradient).
+  (`examples_per_pass` of them at once under `vmap`, chunks in sequence; `cnn_fisher`).
 * ``batch``: the square of the batch-mean gradient, (mean_i g_i)^2, what the reference computes; one backward pass.
   By Jensen's inequality it is <= ``empirical`` entry by entry (equal for a batch of one).
 
@@ -127,13 +127,17 @@ def rnn_fisher(params: PyTree, inputs: jax.Array, targets: jax.Array, arch: jax.
 
 def cnn_fisher(params: PyTree, images: jax.Array, labels: jax.Array, arch: jax.Array,
                wpl_state: wpl.WPLState | None = None, *, model: EnasCnn, estimator: str = "empirical",
-               shared_ce_fisher: bool = True, l2_reg: float = 0.0,
-               wpl_hp: wpl.WPLHyperParams | None = None) -> dict[str, dict[str, jax.Array]]:
+               shared_ce_fisher: bool = True, l2_reg: float = 0.0, wpl_hp: wpl.WPLHyperParams | None = None,
+               examples_per_pass: int = 8) -> dict[str, dict[str, jax.Array]]:
   """Fisher estimate over `masks.cnn_monitored(params)` from one batch (images in [0, 1], int labels).
 
   The loss is the cross-entropy (`shared_ce_fisher=True`), or the full training loss of `enas.trainer.cnn_shared_step`
   (`shared_ce_fisher=False`): cross-entropy + the L2 term l2_reg / 2 * |theta|^2 + the WPL penalty of `wpl_state`
   when `wpl_hp` is given; those two terms add the same gradient r to every image's gradient (see `rnn_fisher`).
+
+  `empirical`: image i's gradient is the backward pass of the batch's per-image losses with the cotangent e_i
+  (through the shared BatchNorm statistics); `examples_per_pass` such backward passes run at once (`vmap`), chunk
+  after chunk (`lax.scan`), and their squares are summed, so memory holds that many backward passes and gradients.
   """
   _check_estimator(estimator)
   if shared_ce_fisher:
@@ -150,11 +154,18 @@ def cnn_fisher(params: PyTree, images: jax.Array, labels: jax.Array, arch: jax.A
   if estimator == "batch":
     grads = jax.grad(lambda p: jnp.mean(losses(p)))(params)
     return jax.tree.map(jnp.square, _plus(masks.cnn_monitored(grads), reg))
+  if examples_per_pass < 1:
+    raise ConfigError(f"examples_per_pass={examples_per_pass}; expected >= 1")
   _, vjp = jax.vjp(losses, params)
 
-  def add(acc, i):
-    g = _plus(masks.cnn_monitored(vjp(jax.nn.one_hot(i, n, dtype=jnp.float32))[0]), reg)
-    return jax.tree.map(lambda a, gi: a + jnp.square(gi), acc, g), None
+  def squares(index):  # sum over the images `index` (k,) of their squared gradients, k backward passes at once
+    one = lambda i: _plus(masks.cnn_monitored(vjp(jax.nn.one_hot(i, n, dtype=jnp.float32))[0]), reg)
+    return jax.tree.map(lambda g: jnp.sum(jnp.square(g), axis=0), jax.vmap(one)(index))
 
-  total, _ = jax.lax.scan(add, jax.tree.map(jnp.zeros_like, view), jnp.arange(n))
+  k = min(examples_per_pass, n)
+  chunks, rest = divmod(n, k)
+  add = lambda acc, index: (jax.tree.map(jnp.add, acc, squares(index)), None)
+  total, _ = jax.lax.scan(add, jax.tree.map(jnp.zeros_like, view), jnp.arange(chunks * k).reshape(chunks, k))
+  if rest:
+    total = jax.tree.map(jnp.add, total, squares(jnp.arange(chunks * k, n)))
   return jax.tree.map(lambda t: t / n, total)

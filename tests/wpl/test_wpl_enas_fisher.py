@@ -126,6 +126,44 @@ def test_rnn_full_loss_fisher():
     enas_fisher.rnn_fisher(params, inputs, targets, arch, shared_ce_fisher=False, wpl_hp=hp, model=model)
 
 
+def test_cnn_fisher_coupled_per_example_oracle_and_jensen():
+  nb, batch = 2, 3
+  model = EnasCnn(num_classes=3, num_blocks=nb, features=2, num_modules=2, num_repeat_normal=1, sep_conv_stacks=1)
+  images = jax.random.uniform(jax.random.key(0), (batch, 4, 4, 3))
+  labels = jnp.array([0, 2, 1])
+  arch = jnp.array([[[0, 1, 1, 2], [2, 1, 0, 2]], [[1, 2, 0, 1], [2, 2, 1, 0]]], jnp.int32)
+  params = jax.jit(lambda k: model.init(k, images, arch, train=False))(jax.random.key(1))["params"]
+
+  @jax.jit
+  def both(params):  # 2 per-image backward passes at once: one chunk of 2 (scan) + the rest (1); the full-loss test
+    # below covers 3 at once (the default examples_per_pass=8 > batch)
+    return (enas_fisher.cnn_fisher(params, images, labels, arch, model=model, examples_per_pass=2),
+            enas_fisher.cnn_fisher(params, images, labels, arch, model=model, estimator="batch"))
+
+  @jax.jit
+  def example_grad(params, i):  # gradient of example i's loss term, through the whole batch's BN statistics
+    def loss_i(p):
+      logits = model.apply({"params": p}, enas_cnn.normalize(images), arch, train=False)
+      return -jax.nn.log_softmax(logits)[i, labels[i]]
+    return masks.cnn_monitored(jax.grad(loss_i)(params))
+
+  emp, bat = both(params)
+  grads = [example_grad(params, i) for i in range(batch)]
+  chex.assert_trees_all_close(emp, jax.tree.map(lambda *g: sum(x ** 2 for x in g) / batch, *grads),
+                              rtol=2e-3, atol=1e-10)
+  chex.assert_trees_all_close(bat, jax.tree.map(lambda *g: (sum(g) / batch) ** 2, *grads), rtol=2e-3, atol=1e-10)
+  _below_or_equal(bat, emp)
+  # The masks select exactly the weights the architecture uses: zero outside, nonzero on every active tensor.
+  mask = masks.cnn_active_mask(arch, emp)
+  assert set(emp) == {"normal_0_0", "normal_1_0", "reduction_1"}
+  for cell in emp:
+    for name, leaf in emp[cell].items():
+      m = np.broadcast_to(np.asarray(wpl.expand_mask(mask[cell][name], leaf)), leaf.shape)
+      assert float(jnp.abs(jnp.where(m, 0.0, leaf)).max()) == 0.0
+      if m.any():
+        assert float(jnp.abs(jnp.where(m, leaf, 0.0)).max()) > 0.0
+
+
 def test_cnn_full_loss_fisher_adds_the_analytic_term():
   """With the L2 and WPL terms every image's gradient gains r = l2 theta + alpha F (theta - theta*) (active entries):
   F_full = F_ce + 2 r mean_i g_i + r^2, and (mean_i g_i + r)^2 for `batch`."""
