@@ -20,9 +20,8 @@ tanh squashing).
 
 import ml_collections
 
-from nas_forgetting.data.datasets import default_data_config as image_data_config
+from nas_forgetting.data.datasets import offline_data_config
 from nas_forgetting.enas import config as enas_config
-from nas_forgetting.paths import shared_data
 
 # Size variants, as group overrides (configs/wpl_enas_cifar10.py applies them after its own settings).
 QUICK = {
@@ -53,7 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   data = enas_config.default_data_config(name="cifar10")
   data.reward_fraction = 0.1  # share of the training images held out for controller rewards
   # Passed to nas_forgetting.data.datasets.load_dataset; its fields are declared (and commented) there.
-  data.image = image_data_config(source="image_folder", name="cifar10", path=shared_data("cifar10"))
+  data.image = offline_data_config("cifar10", name="cifar10")  # JPEG folders under the shared data folder
   c = enas_config.default_config(
       "micro_cnn", data,
       search={"num_blocks": 5},  # nodes per cell (ENAS micro search)

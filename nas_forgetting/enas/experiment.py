@@ -21,7 +21,8 @@ forgetting.csv (per-epoch forgetting of the search's architectures, `wpl.measure
 cells trained alone (single, scratch, rank/arch_<k>) keep their own metrics and checkpoints in their folder.
 WPL (`config.wpl`, see `nas_forgetting.wpl.state.default_wpl_config`; off in the plain ENAS configs): the penalty
 over each architecture's active shared weights in the shared step, the Fisher update and anchor refresh after each
-burst of `wpl.num_batch_per_iter` steps, the WPL state in the checkpoint.
+burst of `wpl.num_batch_per_iter` steps (the Fisher of the cross-entropy, or with `wpl.shared_ce_fisher=False` of the
+full training loss: cross-entropy, regularisers, L2 and the WPL penalty), the WPL state in the checkpoint.
 Offline text data (train.txt missing) train on valid.txt and evaluate on test.txt; every summary says so in
 `data_note`.
 
@@ -72,7 +73,7 @@ NETWORKS = ("rnn", "micro_cnn")
 
 @functools.lru_cache(maxsize=None)
 def _rnn_functions(model, bptt, ar_alpha, tar_beta, grad_clip, l2_reg, momentum, nesterov, reward_c, ppl_square,
-                   wpl_hp=None, wpl_estimator="empirical"):
+                   wpl_hp=None, wpl_estimator="empirical", wpl_ce_fisher=True):
   optimizer = tr.shared_optimizer(grad_clip, l2_reg, momentum, nesterov)
   step = jax.jit(functools.partial(tr.rnn_shared_step, model=model, optimizer=optimizer, bptt=bptt,
                                    ar_alpha=ar_alpha, tar_beta=tar_beta, wpl_hp=wpl_hp), donate_argnums=(0,))
@@ -80,9 +81,12 @@ def _rnn_functions(model, bptt, ar_alpha, tar_beta, grad_clip, l2_reg, momentum,
   score_fn = functools.partial(tr.rnn_score_fn, model=model, bptt=bptt)
 
   def end_burst(wpl_state, params, data, start, arch):
-    """Fisher of the architecture's cross-entropy on the window at `start`, then Fisher update and anchor refresh."""
+    """Fisher of the architecture's cross-entropy (or, `wpl_ce_fisher` False, of its full training loss) on the
+    window at `start`, then Fisher update and anchor refresh."""
     inputs, targets = tr.lm_window(data, start, bptt)
-    fisher = enas_fisher.rnn_fisher(params, inputs, targets, arch, model=model, estimator=wpl_estimator)
+    fisher = enas_fisher.rnn_fisher(params, inputs, targets, arch, wpl_state, model=model, estimator=wpl_estimator,
+                                    shared_ce_fisher=wpl_ce_fisher, ar_alpha=ar_alpha, tar_beta=tar_beta,
+                                    l2_reg=l2_reg, wpl_hp=wpl_hp)
     return wpl_lib.end_burst(wpl_state, wpl_masks.rnn_monitored(params), fisher,
                              wpl_masks.rnn_active_mask(arch, model.num_blocks), wpl_hp)
 
@@ -91,7 +95,7 @@ def _rnn_functions(model, bptt, ar_alpha, tar_beta, grad_clip, l2_reg, momentum,
 
 @functools.lru_cache(maxsize=None)
 def _cnn_functions(model, pad, flip, cutout, grad_clip, l2_reg, momentum, nesterov, reward_c, wpl_hp=None,
-                   wpl_estimator="empirical"):
+                   wpl_estimator="empirical", wpl_ce_fisher=True):
   optimizer = tr.shared_optimizer(grad_clip, l2_reg, momentum, nesterov)
   step = jax.jit(functools.partial(tr.cnn_shared_step, model=model, optimizer=optimizer, pad=pad, flip=flip,
                                    cutout=cutout, wpl_hp=wpl_hp), donate_argnums=(0,))
@@ -99,7 +103,8 @@ def _cnn_functions(model, pad, flip, cutout, grad_clip, l2_reg, momentum, nester
   score_fn = functools.partial(tr.cnn_score_fn, model=model)
 
   def end_burst(wpl_state, params, images, labels, arch):
-    fisher = enas_fisher.cnn_fisher(params, images, labels, arch, model=model, estimator=wpl_estimator)
+    fisher = enas_fisher.cnn_fisher(params, images, labels, arch, wpl_state, model=model, estimator=wpl_estimator,
+                                    shared_ce_fisher=wpl_ce_fisher, l2_reg=l2_reg, wpl_hp=wpl_hp)
     # The view holds the parameter leaves themselves; copy them so that the anchors never alias the shared
     # weights' buffers, which the next shared step donates.
     view = jax.tree.map(lambda x: x + jnp.zeros((), x.dtype), wpl_masks.cnn_monitored(params))
@@ -117,9 +122,6 @@ def wpl_settings(config: ml_collections.ConfigDict) -> tuple[wpl_lib.WPLHyperPar
   if w.estimator not in enas_fisher.ENAS_ESTIMATORS:
     raise ConfigError(f"wpl.estimator={w.estimator!r} is not available for the ENAS supernets; expected one of "
                       f"{', '.join(enas_fisher.ENAS_ESTIMATORS)}")
-  if not w.shared_ce_fisher:
-    raise ConfigError("wpl.shared_ce_fisher=False (Fisher of the full training loss) is not supported in ENAS "
-                      "shared training; the Fisher is of the cross-entropy alone (shared_ce_fisher=True)")
   return hp, w.estimator
 
 
@@ -212,6 +214,9 @@ class _RnnTask:
     self.space = ss.RnnSearchSpace(num_blocks=c.search.num_blocks, mode=c.search.mode,
                                    topology=c.search.topology, min_nodes=c.search.min_nodes)
     r = c.rnn
+    if r.batchnorm_output:
+      raise ConfigError("rnn.batchnorm_output=True (the reference's BatchNorm on the cell output) is not supported by "
+                        "the ENAS shared training yet: its running averages are not carried between steps")
     self.model = EnasRnn(vocab_size=self.vocab_size, num_blocks=c.search.num_blocks, hidden_size=r.hidden_size,
                          dropout_embedding=r.dropout_embedding, dropout_input=r.dropout_input,
                          dropout_output=r.dropout_output, weight_drop=r.weight_drop,
@@ -220,7 +225,8 @@ class _RnnTask:
     self.wpl_hp, estimator = wpl_settings(c)
     self.optimizer, self._step, self.reward_fn, self.score_fn, self._end_burst = _rnn_functions(
         self.model, self.bptt, r.ar_alpha, r.tar_beta, c.shared.grad_clip, c.shared.l2_reg, c.shared.momentum,
-        c.shared.nesterov, c.controller.reward_c, c.controller.ppl_square, self.wpl_hp, estimator)
+        c.shared.nesterov, c.controller.reward_c, c.controller.ppl_square, self.wpl_hp, estimator,
+        c.wpl.shared_ce_fisher)
     self.windows_train = (self.train.shape[0] - 1) // self.bptt
     self.windows_reward = (self.reward.shape[0] - 1) // self.bptt
     self.cursor = 0  # next training window; checkpointed, so a resumed run reads the same data
@@ -307,7 +313,7 @@ class _CnnTask:
     self.wpl_hp, estimator = wpl_settings(c)
     self.optimizer, self._step, self.reward_fn, self.score_fn, self._end_burst = _cnn_functions(
         self.model, m.pad, m.flip, m.cutout, c.shared.grad_clip, c.shared.l2_reg, c.shared.momentum,
-        c.shared.nesterov, c.controller.reward_c, self.wpl_hp, estimator)
+        c.shared.nesterov, c.controller.reward_c, self.wpl_hp, estimator, c.wpl.shared_ce_fisher)
     self._seed = c.seed
     self.cursor = 0  # batches drawn so far (over all passes); checkpointed, so a resumed run reads the same data
 
@@ -629,17 +635,21 @@ def _train(run: _Run) -> dict[str, Any]:
 
 
 def _plot_curves(run: _Run) -> None:
-  """curves_shared.png (training loss or perplexity) and curves_controller.png (reward, baseline) from metrics."""
+  """curves_shared.png (training perplexity or accuracy of the sampled cells, and the derived cells' evaluations on
+  the reward and test splits at their shared steps) and curves_controller.png (reward, baseline) from metrics."""
   from nas_forgetting.io.metrics import read_jsonl
   from nas_forgetting.io.plots import line_plot
 
   rows = read_jsonl(run.workdir / "metrics.jsonl")
-  key = "shared/perplexity" if run.config.network == "rnn" else "shared/accuracy"
-  shared = [(r["step"], r[key]) for r in rows if key in r]
-  if shared:
-    line_plot(run.workdir / "curves_shared.png", {key: tuple(zip(*shared))}, xlabel="shared step",
-              ylabel=key.split("/")[1], logy=run.config.network == "rnn",
-              title=f"shared weights, sampled cells ({run.task.data_tag})")
+  m = run.task.metric
+  keys = ("shared/perplexity" if run.config.network == "rnn" else "shared/accuracy", f"eval/reward_split_{m}",
+          f"eval/test_{m}")
+  series = {k: tuple(zip(*[(r["step"], r[k]) for r in rows if k in r])) for k in keys}
+  series = {k: v for k, v in series.items() if v}
+  if keys[0] in series:
+    line_plot(run.workdir / "curves_shared.png", series, xlabel="shared step", ylabel=m,
+              logy=run.config.network == "rnn", markers=True,
+              title=f"shared weights: sampled cells (training) and derived cells (evaluation) ({run.task.data_tag})")
   ctrl = {k: [(r["step"], r[k]) for r in rows if k in r] for k in ("controller/reward", "controller/baseline")}
   ctrl = {k: tuple(zip(*v)) for k, v in ctrl.items() if v}
   if ctrl:

@@ -86,10 +86,6 @@ def test_bad_wpl_settings_are_rejected(shared_data, tmp_path):
   c.wpl.estimator = "exact"
   with pytest.raises(Exception, match="wpl.estimator='exact'"):
     experiment.run(c, str(tmp_path / "a"))
-  c = tiny_wpl_rnn_config(shared_data)
-  c.wpl.shared_ce_fisher = False
-  with pytest.raises(Exception, match="shared_ce_fisher"):
-    experiment.run(c, str(tmp_path / "b"))
 
 
 def test_wpl_micro_cnn_search(shared_data, tmp_path):
