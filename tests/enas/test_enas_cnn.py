@@ -36,6 +36,10 @@ def _by_hand(params, pp, p):
   return want, n4
 
 
+_by_hand_jit = jax.jit(_by_hand)
+_init = jax.jit(lambda cell, key, pp, p: cell.init(key, pp, p, ARCH)["params"], static_argnums=0)  # once per cell
+
+
 def _cell_inputs():
   k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
   return jax.random.normal(k1, (2, 6, 6, 3)), jax.random.normal(k2, (2, 6, 6, 5)), k3
@@ -64,9 +68,9 @@ def _random_cells(n):
 def test_fixed_cell_equals_hand_composition():
   cell = ec.EnasCell(num_blocks=3, features=4, sep_conv_stacks=1)
   pp, p, key = _cell_inputs()
-  params = jax.jit(cell.init)(key, pp, p, ARCH)["params"]
+  params = _init(cell, key, pp, p)
   out = _apply(cell, params, pp, p)
-  want, _ = jax.jit(_by_hand)(params, pp, p)
+  want, _ = _by_hand_jit(params, pp, p)
   np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
   assert out.shape == (2, 6, 6, 4)
 
@@ -76,10 +80,10 @@ def test_reference_last_node_output():
   default = ec.EnasCell(num_blocks=3, features=4, sep_conv_stacks=1)
   last = ec.EnasCell(num_blocks=3, features=4, sep_conv_stacks=1, cell_output="last_node")
   pp, p, key = _cell_inputs()
-  params = jax.jit(default.init)(key, pp, p, ARCH)["params"]
+  params = _init(default, key, pp, p)
   reference_params = {k: v for k, v in params.items() if k != "w_out"}
-  chex.assert_trees_all_equal_structs(reference_params, jax.jit(last.init)(key, pp, p, ARCH)["params"])
-  _, n4 = jax.jit(_by_hand)(params, pp, p)
+  chex.assert_trees_all_equal_structs(reference_params, _init(last, key, pp, p))
+  _, n4 = _by_hand_jit(params, pp, p)
   np.testing.assert_allclose(_apply(last, reference_params, pp, p), n4, rtol=1e-4, atol=1e-4)
   for arch in _random_cells(20):  # still one compilation for every architecture
     assert np.isfinite(np.asarray(_apply(last, reference_params, pp, p, arch))).all()
@@ -87,19 +91,19 @@ def test_reference_last_node_output():
 
 def test_reference_depthwise_conv_is_separable_with_identity_pointwise():
   """sep_conv='depthwise' drops exactly the pointwise step: it equals the paper's op with identity pointwise weights."""
-  separable = ec.EnasCell(num_blocks=3, features=4, sep_conv_stacks=2)
-  depthwise = ec.EnasCell(num_blocks=3, features=4, sep_conv_stacks=2, sep_conv="depthwise")
+  separable = ec.EnasCell(num_blocks=3, features=4, sep_conv_stacks=1)  # compiled by the test above: reused
+  depthwise = ec.EnasCell(num_blocks=3, features=4, sep_conv_stacks=1, sep_conv="depthwise")
   pp, p, key = _cell_inputs()
-  params = jax.jit(depthwise.init)(key, pp, p, ARCH)["params"]
+  params = _init(depthwise, key, pp, p)
   assert "pw3" not in params and "pw5" not in params
-  eye = jnp.broadcast_to(jnp.eye(4), (3, 2, 5, 2, 4, 4))
+  eye = jnp.broadcast_to(jnp.eye(4), (3, 2, 5, 1, 4, 4))
   with_identity = dict(params, pw3=eye, pw5=eye)
   want = _apply(separable, with_identity, pp, p)
   np.testing.assert_allclose(_apply(depthwise, params, pp, p), want, rtol=1e-5, atol=1e-5)
   for arch in _random_cells(20):  # still one compilation for every architecture
     assert np.isfinite(np.asarray(_apply(depthwise, params, pp, p, arch))).all()
   # ... and differs from it with the initialised (non-identity) pointwise weights.
-  init_pw = jax.jit(separable.init)(key, pp, p, ARCH)["params"]
+  init_pw = _init(separable, key, pp, p)
   assert not np.allclose(_apply(separable, dict(with_identity, pw3=init_pw["pw3"], pw5=init_pw["pw5"]), pp, p), want,
                          atol=1e-3)
   # One stack by hand: ReLU -> depthwise -> BN, no pointwise.
