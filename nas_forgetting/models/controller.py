@@ -49,40 +49,42 @@ class Controller(nn.Module):
     self.decoder_kernel = self.param("decoder_kernel", init, (d, h, m))
     self.decoder_bias = self.param("decoder_bias", nn.initializers.zeros, (d, m))
 
-  def _lstm(self, x, h, c):
-    gates = x @ self.w_input + h @ self.w_hidden + self.b_lstm
-    i, f, g, o = jnp.split(gates, 4, axis=-1)
-    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    h = jax.nn.sigmoid(o) * jnp.tanh(c)
-    return h, c
-
-  def _logits(self, h, i):
-    logits = (h @ self.decoder_kernel[i] + self.decoder_bias[i]) / self.temperature
-    if self.tanh_c > 0:
-      logits = self.tanh_c * jnp.tanh(logits)
-    valid = jnp.arange(logits.shape[-1]) < self.num_choices[i]
-    return jnp.where(valid, logits, _NEG)
-
   def _run(self, rng, decisions):
-    """Samples (rng given) or teacher-forces (decisions given) one decision sequence."""
-    h = jnp.zeros((self.hidden_size,))
-    c = jnp.zeros((self.hidden_size,))
-    x = jnp.zeros((self.hidden_size,))
-    offsets = np.concatenate([[0], np.cumsum(self.num_choices)[:-1]])
-    chosen, log_probs, entropies = [], [], []
-    for i in range(len(self.num_choices)):
-      h, c = self._lstm(x, h, c)
-      logp = jax.nn.log_softmax(self._logits(h, i))
-      if decisions is None:
-        rng, key = jax.random.split(rng)
-        choice = jax.random.categorical(key, logp)
+    """Samples (rng given) or teacher-forces (decisions given) one decision sequence, as one `lax.scan` over the
+    decisions: the compiled size does not grow with their number."""
+    d, m = len(self.num_choices), max(self.num_choices)
+    # Parameters are read here, outside the scan body (setup creates them on first access).
+    w_input, w_hidden, b_lstm, embedding = self.w_input, self.w_hidden, self.b_lstm, self.embedding
+    kernel, bias = self.decoder_kernel, self.decoder_bias
+    offsets = jnp.asarray(np.concatenate([[0], np.cumsum(self.num_choices)[:-1]]), jnp.int32)
+    valid = jnp.asarray(np.arange(m)[None, :] < np.asarray(self.num_choices)[:, None])  # (D, M)
+    sampling = decisions is None
+    forced = jnp.zeros((d,), jnp.int32) if sampling else jnp.asarray(decisions, jnp.int32)
+
+    def step(carry, inputs):
+      h, c, x, key = carry
+      i, forced_i = inputs
+      gates = x @ w_input + h @ w_hidden + b_lstm  # LSTM gates in the order input, forget, cell, output
+      g_i, g_f, g_g, g_o = jnp.split(gates, 4, axis=-1)
+      c = jax.nn.sigmoid(g_f) * c + jax.nn.sigmoid(g_i) * jnp.tanh(g_g)
+      h = jax.nn.sigmoid(g_o) * jnp.tanh(c)
+      logits = (h @ kernel[i] + bias[i]) / self.temperature
+      if self.tanh_c > 0:
+        logits = self.tanh_c * jnp.tanh(logits)
+      logp = jax.nn.log_softmax(jnp.where(valid[i], logits, _NEG))
+      if sampling:
+        key, sub = jax.random.split(key)
+        choice = jax.random.categorical(sub, logp).astype(jnp.int32)
       else:
-        choice = decisions[i]
-      chosen.append(choice)
-      log_probs.append(logp[choice])
-      entropies.append(-jnp.sum(jnp.exp(logp) * logp))
-      x = self.embedding[offsets[i] + choice]
-    return jnp.stack(chosen).astype(jnp.int32), jnp.stack(log_probs), jnp.stack(entropies)
+        choice = forced_i
+      out = (choice, logp[choice], -jnp.sum(jnp.exp(logp) * logp))
+      return (h, c, embedding[offsets[i] + choice], key), out
+
+    zeros = jnp.zeros((self.hidden_size,))
+    key = rng if sampling else jax.random.key(0)  # unused when teacher-forcing
+    _, (chosen, log_probs, entropies) = jax.lax.scan(step, (zeros, zeros, zeros, key),
+                                                     (jnp.arange(d), forced))
+    return chosen, log_probs, entropies
 
   def sample(self, rng: jax.Array):
     """One architecture: (decisions int32 (D,), log_probs (D,), entropies (D,))."""

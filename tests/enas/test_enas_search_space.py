@@ -3,6 +3,7 @@
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -40,6 +41,7 @@ def test_round_trips_over_random_architectures(space):
   sample = jax.jit(jax.vmap(space.random_arch))
   archs = np.asarray(sample(jax.random.split(jax.random.key(0), 40)))
   n_seen = set()
+  all_decisions, validated = [], []
   for arch in archs:
     arch = space.validate(arch)
     np.testing.assert_array_equal(space.from_dag(json.loads(json.dumps(space.to_dag(arch)))), arch)
@@ -47,9 +49,12 @@ def test_round_trips_over_random_architectures(space):
     decisions = space.arch_to_decisions(arch)
     assert len(decisions) == space.num_decisions
     assert all(0 <= d < c for d, c in zip(decisions, space.num_choices))
-    np.testing.assert_array_equal(np.asarray(space.decisions_to_arch(decisions)), arch)
+    all_decisions.append(decisions)
+    validated.append(arch)
     if isinstance(space, ss.RnnSearchSpace):
       n_seen.add(space.count_nodes(arch))
+  to_archs = jax.jit(jax.vmap(space.decisions_to_arch))  # the traced conversion the controller step uses
+  np.testing.assert_array_equal(np.asarray(to_archs(jnp.asarray(np.array(all_decisions), jnp.int32))), np.array(validated))
   if isinstance(space, ss.RnnSearchSpace) and space.mode == "flexible":
     assert min(n_seen) >= 3 and len(n_seen) > 1
 
