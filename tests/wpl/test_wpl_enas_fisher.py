@@ -126,13 +126,20 @@ def test_rnn_full_loss_fisher():
     enas_fisher.rnn_fisher(params, inputs, targets, arch, shared_ce_fisher=False, wpl_hp=hp, model=model)
 
 
-def test_cnn_fisher_coupled_per_example_oracle_and_jensen():
-  nb, batch = 2, 3
-  model = EnasCnn(num_classes=3, num_blocks=nb, features=2, num_modules=2, num_repeat_normal=1, sep_conv_stacks=1)
-  images = jax.random.uniform(jax.random.key(0), (batch, 4, 4, 3))
+def _cnn_case(num_modules):
+  """A tiny micro-CNN (2 blocks, 2 filters), 3 images of 4x4 and a fixed architecture."""
+  model = EnasCnn(num_classes=3, num_blocks=2, features=2, num_modules=num_modules, num_repeat_normal=1,
+                  sep_conv_stacks=1)
+  images = jax.random.uniform(jax.random.key(0), (3, 4, 4, 3))
   labels = jnp.array([0, 2, 1])
   arch = jnp.array([[[0, 1, 1, 2], [2, 1, 0, 2]], [[1, 2, 0, 1], [2, 2, 1, 0]]], jnp.int32)
   params = jax.jit(lambda k: model.init(k, images, arch, train=False))(jax.random.key(1))["params"]
+  return model, params, images, labels, arch
+
+
+def test_cnn_fisher_coupled_per_example_oracle_and_jensen():
+  batch = 3
+  model, params, images, labels, arch = _cnn_case(num_modules=2)
 
   @jax.jit
   def both(params):  # 2 per-image backward passes at once: one chunk of 2 (scan) + the rest (1); the full-loss test
@@ -167,12 +174,8 @@ def test_cnn_fisher_coupled_per_example_oracle_and_jensen():
 def test_cnn_full_loss_fisher_adds_the_analytic_term():
   """With the L2 and WPL terms every image's gradient gains r = l2 theta + alpha F (theta - theta*) (active entries):
   F_full = F_ce + 2 r mean_i g_i + r^2, and (mean_i g_i + r)^2 for `batch`."""
-  nb, batch = 2, 3
-  model = EnasCnn(num_classes=3, num_blocks=nb, features=2, num_modules=1, num_repeat_normal=1, sep_conv_stacks=1)
-  images = jax.random.uniform(jax.random.key(0), (batch, 4, 4, 3))
-  labels = jnp.array([0, 2, 1])
-  arch = jnp.array([[[0, 1, 1, 2], [2, 1, 0, 2]], [[1, 2, 0, 1], [2, 2, 1, 0]]], jnp.int32)
-  params = jax.jit(lambda k: model.init(k, images, arch, train=False))(jax.random.key(1))["params"]
+  batch = 3
+  model, params, images, labels, arch = _cnn_case(num_modules=1)
   view = masks.cnn_monitored(params)
   hp = wpl.WPLHyperParams.from_config(wpl.default_wpl_config(alpha_fisher=3.0))
   state = _wpl_state(view)
