@@ -21,10 +21,12 @@ MODEL = EnasRnn(vocab_size=V, num_blocks=4, hidden_size=H, init_range=0.1)
 _batch_ce = jax.jit(lambda *args: tr.rnn_batch_ce(*args, model=MODEL))
 
 
+_init = jax.jit(lambda k: MODEL.init(k, jnp.zeros((BPTT, B), jnp.int32), jnp.zeros((B, H)), jnp.zeros((4, 2), jnp.int32),
+                                     train=False)["params"])  # compiled once for the module
+
+
 def _params(seed=0):
-  arch = np.zeros((4, 2), np.int32)
-  return jax.jit(lambda k: MODEL.init(k, jnp.zeros((BPTT, B), jnp.int32), jnp.zeros((B, H)), arch, train=False))(
-      jax.random.key(seed))["params"]
+  return _init(jax.random.key(seed))
 
 
 def _corpus(steps=41, seed=0):
