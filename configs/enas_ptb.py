@@ -2,7 +2,7 @@
 
 Command (paper-size search, then derive):
   python launch.py --config configs/enas_ptb.py --workdir /tmp/enas_ptb
-Quick run (tiny sizes, about 2 minutes on 2 CPU cores):
+Quick run (small sizes, about 2 minutes on 2 CPU cores):
   python launch.py --config configs/enas_ptb.py:quick --workdir /tmp/enas_ptb_quick
 Variants, combinable with commas (e.g. `configs/enas_ptb.py:quick,flexible`):
   quick                small model and few steps (a first look, about 2 minutes)

@@ -1,4 +1,5 @@
-"""Smoke runs of every ENAS mode on tiny sizes with real data (PTB offline split, CIFAR-10 JPEG subset)."""
+"""Smoke runs of every ENAS mode on tiny sizes with real data (PTB and WikiText-2 offline splits, CIFAR-10 JPEG
+subset)."""
 
 import json
 

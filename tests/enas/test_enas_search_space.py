@@ -54,7 +54,8 @@ def test_round_trips_over_random_architectures(space):
     if isinstance(space, ss.RnnSearchSpace):
       n_seen.add(space.count_nodes(arch))
   to_archs = jax.jit(jax.vmap(space.decisions_to_arch))  # the traced conversion the controller step uses
-  np.testing.assert_array_equal(np.asarray(to_archs(jnp.asarray(np.array(all_decisions), jnp.int32))), np.array(validated))
+  converted = to_archs(jnp.asarray(np.array(all_decisions), jnp.int32))
+  np.testing.assert_array_equal(np.asarray(converted), np.array(validated))
   if isinstance(space, ss.RnnSearchSpace) and space.mode == "flexible":
     assert min(n_seen) >= 3 and len(n_seen) > 1
 

@@ -21,8 +21,8 @@ MODEL = EnasRnn(vocab_size=V, num_blocks=4, hidden_size=H, init_range=0.1)
 _batch_ce = jax.jit(lambda *args: tr.rnn_batch_ce(*args, model=MODEL))
 
 
-_init = jax.jit(lambda k: MODEL.init(k, jnp.zeros((BPTT, B), jnp.int32), jnp.zeros((B, H)), jnp.zeros((4, 2), jnp.int32),
-                                     train=False)["params"])  # compiled once for the module
+_init = jax.jit(lambda k: MODEL.init(k, jnp.zeros((BPTT, B), jnp.int32), jnp.zeros((B, H)),
+                                     jnp.zeros((4, 2), jnp.int32), train=False)["params"])  # compiled once
 
 
 def _params(seed=0):
