@@ -140,8 +140,11 @@ def test_one_trace_for_many_architectures():
                      sep_conv_stacks=1)
   images = jax.random.uniform(jax.random.key(1), (2, 8, 8, 3))
   labels = jnp.array([0, 2])
-  params = jax.jit(lambda k: model.init(k, images, jnp.zeros((2, 3, 4), jnp.int32), train=False))(
-      jax.random.key(2))["params"]
+  # Random weights of the parameter shapes (traced, not compiled: the property does not depend on the init).
+  shapes = jax.eval_shape(lambda k: model.init(k, images, jnp.zeros((2, 3, 4), jnp.int32), train=False)["params"],
+                          jax.random.key(2))
+  gen = np.random.default_rng(2)
+  params = jax.tree.map(lambda s: jnp.asarray(0.3 * gen.standard_normal(s.shape), s.dtype), shapes)
 
   @jax.jit
   @chex.assert_max_traces(n=1)
