@@ -29,6 +29,7 @@ from nas_forgetting.models.enas_rnn import edge_rows
 PyTree = Any
 
 CNN_EDGE_WEIGHTS = {"dw3": 1, "pw3": 1, "dw5": 2, "pw5": 2}  # weight name -> the CNN_OPS index that uses it
+CNN_DEPTHWISE_WEIGHTS = ("dw3", "dw5")  # present in every supernet; pw3/pw5 only with pointwise steps
 _CELL_PREFIXES = ("normal_", "reduction_")
 
 
@@ -67,13 +68,14 @@ def _cell_names(params: Mapping[str, Any]) -> list[str]:
 
 
 def cnn_monitored(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-  """The edge-op weights of every cell of an EnasCnn parameter dict: {cell name: {dw3, pw3, dw5, pw5}}."""
+  """The edge-op weights of every cell of an EnasCnn parameter dict: {cell name: {dw3, pw3, dw5, pw5}}, without
+  pw3/pw5 for a supernet built with `sep_conv='depthwise'` (no pointwise step)."""
   out = {}
   for name in _cell_names(params):
-    missing = [w for w in CNN_EDGE_WEIGHTS if w not in params[name]]
+    missing = [w for w in CNN_DEPTHWISE_WEIGHTS if w not in params[name]]
     if missing:
       raise ArchitectureError(f"CNN cell {name!r} lacks edge weights {missing}")
-    out[name] = {w: params[name][w] for w in CNN_EDGE_WEIGHTS}
+    out[name] = {w: params[name][w] for w in CNN_EDGE_WEIGHTS if w in params[name]}
   return out
 
 
@@ -96,4 +98,5 @@ def cnn_active_mask(arch: jnp.ndarray, monitored: Mapping[str, Any]) -> dict[str
     raise ArchitectureError(f"CNN architecture has shape {arch.shape}; expected (2, num_blocks, 4)")
   num_blocks = arch.shape[1]
   normal, reduction = cnn_cell_mask(arch[0], num_blocks), cnn_cell_mask(arch[1], num_blocks)
-  return {name: dict(normal if name.startswith("normal_") else reduction) for name in monitored}
+  return {name: {w: (normal if name.startswith("normal_") else reduction)[w] for w in monitored[name]}
+          for name in monitored}

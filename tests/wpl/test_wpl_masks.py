@@ -56,3 +56,29 @@ def test_mask_errors_name_the_shape():
     masks.rnn_monitored({"w": jnp.zeros(3)})
   with pytest.raises(ArchitectureError, match=r"expected \(2, num_blocks, 4\)"):
     masks.cnn_active_mask(jnp.zeros((3, 4), jnp.int32), {})
+
+
+def test_cnn_masks_of_a_depthwise_supernet_match_gradient_support():
+  """With sep_conv='depthwise' the cells have no pointwise weights: the monitored view and the masks leave them out
+  and still cover exactly the weights the architecture's conv ops use."""
+  from nas_forgetting.enas.search_space import CnnSearchSpace
+  from nas_forgetting.models.enas_cnn import EnasCnn
+
+  n = 2
+  model = EnasCnn(num_blocks=n, features=4, num_modules=1, num_repeat_normal=1, sep_conv_stacks=1,
+                  sep_conv="depthwise")
+  images = jax.random.uniform(jax.random.key(0), (3, 8, 8, 3))
+  conv_arch = jnp.asarray([[[0, 1, 1, 2], [2, 1, 0, 3]]] * 2, jnp.int32)  # sep 3x3 / 5x5 on nodes 0, 1
+  params = model.init(jax.random.key(1), images, conv_arch, train=False)["params"]
+  view = masks.cnn_monitored(params)
+  assert all(sorted(v) == ["dw3", "dw5"] for v in view.values())
+
+  def loss(p, arch):
+    return jnp.mean(model.apply({"params": p}, images, arch, train=False) ** 2)
+
+  space = CnnSearchSpace(num_blocks=n)
+  for arch in (conv_arch, space.random_arch(jax.random.key(2))):
+    grads = masks.cnn_monitored(jax.grad(loss)(params, arch))
+    mask = masks.cnn_active_mask(arch, grads)
+    assert jax.tree.structure(mask) == jax.tree.structure(grads)
+    _check_grad_support(grads, mask)
