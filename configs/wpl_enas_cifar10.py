@@ -44,7 +44,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   own = {"nowpl"} | set(SIZES)
   c = enas_cifar10.get_config(",".join(v for v in variants if v not in own))
   c.wpl = reference_cnn_wpl_config()  # alpha 60, clip 10, no momentum, reset every 3 epochs, 7 batches
-  c.wpl.estimator = "batch"  # the reference's estimate; 'empirical' needs one backward pass per image
+  # wpl.estimator stays 'empirical' (per-image Fisher, 1.33x a plain step with the burst amortised: BENCHMARKS.md);
+  # 'batch' (square of the batch-mean gradient) reproduces the reference's estimate.
   enas_config.override(c, REFERENCE)
   c.shared.steps_per_epoch = 70 * c.wpl.num_batch_per_iter  # 70 architectures per epoch
   for size in (v for v in variants if v in SIZES):
