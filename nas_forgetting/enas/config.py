@@ -9,8 +9,9 @@ fields are rejected, so a config file can only change what is declared here. `ov
 further group overrides (size variants such as `quick`) with the same check.
 
 The references' deviations from the papers are declared as options, off by default: `rnn.next_hidden='last_node'`,
-`cnn.sep_conv='depthwise'`, `cnn.cell_output='last_node'`, `controller.derive_reference_logits=True` (and
-`rnn.batchnorm_output`, declared but not yet supported by the shared training).
+`cnn.sep_conv='depthwise'`, `cnn.cell_output='last_node'`, `controller.derive_reference_logits=True`. The reference's
+BatchNorm on the RNN cell output exists at the model level only (`models.enas_rnn.EnasRnn(batchnorm_output=True)`):
+the shared training does not carry its running averages, so no config field offers it.
 """
 
 from __future__ import annotations
@@ -68,8 +69,6 @@ def default_rnn_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.max_hidden_norm = 25.0  # hidden rows with a larger norm are rescaled to it (0 = off)
   c.init_range = 0.025  # shared weights start uniform in +-init_range
   c.next_hidden = "average"  # average (paper: mean of loose ends) | last_node (reference quirk)
-  c.batchnorm_output = False  # True: BatchNorm on the cell output (reference quirk; the shared training does not
-  #                             carry its running averages yet, so True is rejected)
   c.ar_alpha = 0.0  # activation-regularisation coefficient (0 = off)
   c.tar_beta = 0.0  # temporal activation-regularisation coefficient (0 = off)
   return _set(c, "rnn", overrides)

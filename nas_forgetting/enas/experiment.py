@@ -214,9 +214,6 @@ class _RnnTask:
     self.space = ss.RnnSearchSpace(num_blocks=c.search.num_blocks, mode=c.search.mode,
                                    topology=c.search.topology, min_nodes=c.search.min_nodes)
     r = c.rnn
-    if r.batchnorm_output:
-      raise ConfigError("rnn.batchnorm_output=True (the reference's BatchNorm on the cell output) is not supported by "
-                        "the ENAS shared training yet: its running averages are not carried between steps")
     self.model = EnasRnn(vocab_size=self.vocab_size, num_blocks=c.search.num_blocks, hidden_size=r.hidden_size,
                          dropout_embedding=r.dropout_embedding, dropout_input=r.dropout_input,
                          dropout_output=r.dropout_output, weight_drop=r.weight_drop,

@@ -11,7 +11,7 @@ pytest.importorskip("nas_forgetting.io.metrics")  # the run-output layer (checkp
 from configs import enas_cifar10, enas_ptb
 from nas_forgetting.enas import experiment
 from nas_forgetting.enas import search_space as ss
-from nas_forgetting.errors import ArchitectureError, ConfigError
+from nas_forgetting.errors import ArchitectureError
 from nas_forgetting.io.metrics import read_csv, read_jsonl
 
 
@@ -109,9 +109,6 @@ def test_single_mode_and_bad_dag_files(shared_data, tmp_path):
   c.dag_path = str(tmp_path / "bad.json")
   with pytest.raises(ArchitectureError, match=r"bad.json: DAG node 2 has 2 parents"):
     experiment.run(c, str(tmp_path / "bad"))
-  c.rnn.batchnorm_output = True  # declared, not yet carried by the shared training
-  with pytest.raises(ConfigError, match="rnn.batchnorm_output=True"):
-    experiment.run(c, str(tmp_path / "bn"))
 
 
 def test_random_search_on_wikitext2(shared_data, tmp_path):
