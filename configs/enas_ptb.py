@@ -7,6 +7,8 @@ Quick run (small sizes, about 2 minutes on 2 CPU cores):
 Variants, combinable with commas (e.g. `configs/enas_ptb.py:quick,flexible`):
   quick                small model and few steps (a first look, about 2 minutes)
   tiny                 test-sized (seconds; the ENAS smoke tests use it)
+  reduced              6 nodes, hidden 128, lr 10, dropouts 0.2, 12 epochs of 100 shared + 30 controller steps: the
+                       stable reduced-width search of BENCHMARKS.md (about 20 minutes on 2 CPU cores)
   wikitext2            WikiText-2 instead of PTB
   flexible | chain | tree | random   search-space modes (controller picks the node count; fixed chain/tree
                        topology with searched activations; uniformly random architectures, no controller)
@@ -49,7 +51,16 @@ TINY = {
               "derive_every": 0, "rank_num_archs": 3, "rank_epochs": 1, "derive_num_sample": 4,
               "eval_batch_size": 256},
 }
-SIZES = {"quick": QUICK, "tiny": TINY}
+REDUCED = {  # the reduced-width offline search of BENCHMARKS.md (ENAS): 20 min on 2 CPU cores, test perplexity ~365
+    "search": {"num_blocks": 6},
+    "rnn": {"hidden_size": 128, "dropout_input": 0.2, "dropout_output": 0.2, "weight_drop": 0.2},
+    "shared": {"lr": 10.0,  # lr 20 with clip 0.25 diverges at this width; the paper's dropouts slow a small model
+               "batch_size": 32, "steps_per_epoch": 100},
+    "controller": {"steps_per_epoch": 30},
+    "train": {"max_epoch": 12, "log_every": 10, "draw_every": 30, "save_every": 1, "derive_every": 3,
+              "derive_num_sample": 20},
+}
+SIZES = {"quick": QUICK, "tiny": TINY, "reduced": REDUCED}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
