@@ -40,18 +40,10 @@ ARCHS_PER_EPOCH = {"quick": 6, "tiny": 2}  # sampled architectures (bursts) per 
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants = enas_config.split_variants(arg)
-  own = {"nowpl"} | set(SIZES)
-  c = enas_cifar10.get_config(",".join(v for v in variants if v not in own))
-  c.wpl = reference_cnn_wpl_config()  # alpha 60, clip 10, no momentum, reset every 3 epochs, 7 batches
   # wpl.estimator stays 'empirical' (per-image Fisher, 1.33x a plain step with the burst amortised: BENCHMARKS.md);
   # 'batch' (square of the batch-mean gradient) reproduces the reference's estimate.
-  enas_config.override(c, REFERENCE)
-  c.shared.steps_per_epoch = 70 * c.wpl.num_batch_per_iter  # 70 architectures per epoch
-  for size in (v for v in variants if v in SIZES):
-    enas_config.override(c, enas_cifar10.SIZES[size])
-    enas_config.override(c, SIZES[size])
-    c.shared.steps_per_epoch = ARCHS_PER_EPOCH[size] * c.wpl.num_batch_per_iter
-  if "nowpl" in variants:
-    c.wpl.enabled = False
-  return c
+  return enas_config.wpl_config(
+      enas_cifar10.get_config, arg,
+      wpl=reference_cnn_wpl_config(),  # alpha 60, clip 10, no momentum, reset every 3 epochs, 7 batches
+      reference=REFERENCE, archs_per_epoch=70, base_sizes=enas_cifar10.SIZES, sizes=SIZES,
+      size_archs_per_epoch=ARCHS_PER_EPOCH)

@@ -24,6 +24,8 @@ from configs import enas_ptb
 from nas_forgetting.enas import config as enas_config
 from nas_forgetting.wpl.state import reference_rnn_wpl_config
 
+# The reference WPL command line outside the wpl group.
+REFERENCE = {"controller": {"reward_c": 80.0}, "train": {"max_epoch": 150}}
 # Applied after configs/enas_ptb.py's size variant of the same name.
 SIZES = {"quick": {"wpl": {"num_batch_per_iter": 5, "alpha_decay_after": 2}, "train": {"max_epoch": 3}},
          "tiny": {"wpl": {"num_batch_per_iter": 3, "alpha_decay_after": 2}, "data": {"eval_max_tokens": 3000},
@@ -32,19 +34,10 @@ ARCHS_PER_EPOCH = {"quick": 8, "tiny": 3}  # sampled architectures (bursts) per 
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants = enas_config.split_variants(arg)
-  own = {"nowpl"} | set(SIZES)
-  c = enas_ptb.get_config(",".join(v for v in variants if v not in own))
-  c.wpl = reference_rnn_wpl_config()  # alpha 60, clip 10, decay 1 after epoch 15, reset every 2 epochs, 7 batches
   # wpl.estimator stays 'empirical' (per-sequence Fisher, 1.17x a plain step with the burst amortised: BENCHMARKS.md);
   # 'batch' (square of the batch-mean gradient) reproduces the reference's estimate.
-  c.controller.reward_c = 80.0
-  c.train.max_epoch = 150
-  c.shared.steps_per_epoch = 60 * c.wpl.num_batch_per_iter  # 60 architectures per epoch
-  for size in (v for v in variants if v in SIZES):
-    enas_config.override(c, enas_ptb.SIZES[size])
-    enas_config.override(c, SIZES[size])
-    c.shared.steps_per_epoch = ARCHS_PER_EPOCH[size] * c.wpl.num_batch_per_iter
-  if "nowpl" in variants:
-    c.wpl.enabled = False
-  return c
+  return enas_config.wpl_config(
+      enas_ptb.get_config, arg,
+      wpl=reference_rnn_wpl_config(),  # alpha 60, clip 10, decay 1 after epoch 15, reset every 2 epochs, 7 batches
+      reference=REFERENCE, archs_per_epoch=60, base_sizes=enas_ptb.SIZES, sizes=SIZES,
+      size_archs_per_epoch=ARCHS_PER_EPOCH)

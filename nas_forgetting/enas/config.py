@@ -16,7 +16,7 @@ the shared training does not carry its running averages, so no config field offe
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import ml_collections
 
@@ -190,3 +190,30 @@ def override(config: ml_collections.ConfigDict, groups: Mapping[str, Mapping[str
 def split_variants(arg: str | None) -> list[str]:
   """The comma-separated variants of a `--config file.py:variants` argument, stripped, empties dropped."""
   return [v.strip() for v in (arg or "").split(",") if v.strip()]
+
+
+def wpl_config(base_get_config: Callable[[str], ml_collections.ConfigDict], arg: str | None, *,
+               wpl: ml_collections.ConfigDict, reference: Mapping[str, Mapping[str, Any]], archs_per_epoch: int,
+               base_sizes: Mapping[str, Mapping[str, Mapping[str, Any]]],
+               sizes: Mapping[str, Mapping[str, Mapping[str, Any]]],
+               size_archs_per_epoch: Mapping[str, int]) -> ml_collections.ConfigDict:
+  """An ENAS config with the weight plasticity loss (configs/wpl_enas_*.py).
+
+  The base config (`base_get_config` with every variant of `arg` except `nowpl` and the size variants) gets the WPL
+  group `wpl` and the reference command line's other settings `reference`, and `archs_per_epoch` bursts of
+  `wpl.num_batch_per_iter` shared steps per epoch. A size variant applies the base config's overrides of that name
+  (`base_sizes`), then its WPL ones (`sizes`), with `size_archs_per_epoch[size]` bursts per epoch. `nowpl` switches
+  WPL off and changes nothing else (the baseline of a with/without comparison).
+  """
+  variants = split_variants(arg)
+  c = base_get_config(",".join(v for v in variants if v != "nowpl" and v not in sizes))
+  c.wpl = wpl
+  override(c, reference)
+  c.shared.steps_per_epoch = archs_per_epoch * c.wpl.num_batch_per_iter
+  for size in (v for v in variants if v in sizes):
+    override(c, base_sizes[size])
+    override(c, sizes[size])
+    c.shared.steps_per_epoch = size_archs_per_epoch[size] * c.wpl.num_batch_per_iter
+  if "nowpl" in variants:
+    c.wpl.enabled = False
+  return c

@@ -12,24 +12,8 @@ from nas_forgetting.wpl.forgetting import SUMMARY_KEYS
 
 
 def tiny_wpl_rnn_config(shared_data, *variants):
-  c = wpl_enas_ptb.get_config(",".join(("quick",) + variants))
+  c = wpl_enas_ptb.get_config(",".join(("tiny",) + variants))  # 3 architectures x 3 batches per epoch, 2 epochs
   c.data.path = str(shared_data / "ptb")
-  c.data.eval_max_tokens = 3000
-  c.search.num_blocks = 3
-  c.rnn.hidden_size = 16
-  c.shared.batch_size = 8
-  c.shared.bptt = 10
-  c.shared.lr = 1.0
-  c.wpl.num_batch_per_iter = 3
-  c.shared.steps_per_epoch = 9  # 3 architectures per epoch
-  c.controller.hidden_size = 8
-  c.controller.steps_per_epoch = 2
-  c.train.max_epoch = 2
-  c.train.log_every = 3
-  c.train.draw_every = 0
-  c.train.draw_backend = "matplotlib"
-  c.train.derive_num_sample = 4
-  c.train.eval_batch_size = 256
   return c
 
 
@@ -89,25 +73,8 @@ def test_bad_wpl_settings_are_rejected(shared_data, tmp_path):
 
 
 def test_wpl_micro_cnn_search(shared_data, tmp_path):
-  c = wpl_enas_cifar10.get_config("quick")
+  c = wpl_enas_cifar10.get_config("tiny")  # 1 epoch of 2 architectures x 2 batches
   c.data.image.path = str(shared_data / "cifar10")
-  c.data.image.max_per_class = 12
-  c.data.image.test_size = 40
-  c.search.num_blocks = 2
-  c.cnn.features = 4
-  c.cnn.num_modules = 1
-  c.shared.batch_size = 16
-  c.wpl.num_batch_per_iter = 2
-  c.shared.steps_per_epoch = 4
-  c.controller.steps_per_epoch = 1
-  c.controller.reward_batch_size = 12
-  c.controller.hidden_size = 8
-  c.train.max_epoch = 1
-  c.train.draw_every = 0
-  c.train.log_every = 2
-  c.train.derive_num_sample = 2
-  c.train.eval_batch_size = 12
-  c.train.draw_backend = "matplotlib"
   summary = experiment.run(c, str(tmp_path))
   assert 0.0 <= summary["eval/test_accuracy"] <= 1.0
   rows = read_csv(tmp_path / "forgetting.csv")
