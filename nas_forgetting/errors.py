@@ -19,3 +19,7 @@ class ArchitectureError(NasForgettingError, ValueError):
 
 class CheckpointError(NasForgettingError, RuntimeError):
   """A checkpoint cannot be read or does not match the run it should resume."""
+
+
+class DivergenceError(NasForgettingError, FloatingPointError):
+  """A loss, metric or parameter became NaN or infinite: the run stops and names the quantity and where."""

@@ -6,6 +6,7 @@ Modules (imported on their own, so that a light import does not pull in orbax or
   metrics      MetricsLogger (JSONL + TensorBoard scalars/images), write_csv / read_csv / read_jsonl
   tensorboard  EventWriter: a TensorBoard event-file writer that needs no TensorFlow
   checkpoint   Checkpointer over orbax-checkpoint (typed PRNG keys, Python scalars, strict structure checks)
+  report       result_block(): the result lines every run prints when it ends
   progress     progress(): tqdm bars with ETA, off when $NAS_FORGETTING_NO_PROGRESS=1
   plots        accuracy-matrix heat map, per-task accuracy curves, line plots (matplotlib Agg; PNG/PDF)
 """

@@ -187,7 +187,7 @@ def test_classifier_training_equals_a_plain_full_batch_adam_loop():
     updates, opt = tx.update(grads, opt, kernel)
     kernel = optax.apply_updates(kernel, updates)
     kernels.append(kernel)
-    val = 100 * np.mean(np.argmax(xv @ kernel, -1) == DATA.val_y)
+    val = 100 * float(np.mean(np.argmax(xv @ np.asarray(kernel), -1) == DATA.val_y))
     assert results[0].acc_val_all_epochs[epoch] == pytest.approx(val, abs=1e-3)
   best = int(np.argmax(results[0].acc_val_all_epochs))  # the returned variables are the best epoch's (the first)
   np.testing.assert_allclose(trained["params"]["logits"]["kernel"][0], kernels[best], rtol=1e-4, atol=1e-5)
