@@ -2,7 +2,9 @@
 
 * Replay buffer (`replay_buffer.csv`): pandas-style, an unnamed index column, then epsilon, net, train_flag, reward,
   acc_best_val, acc_val_all_epochs, acc_train_all_epochs, acc_test_last. Per-epoch lists are Python list literals of
-  percentages ("[81.2, 83.0]"), train_flag is True/False, fields with commas are double-quoted.
+  percentages ("[81.2, 83.0]"), train_flag is True/False, fields with commas are double-quoted. Reading refuses
+  (DataError naming the file and row) extra or repeated columns, rows with more or fewer fields than the header, and values that no search
+  writes: epsilon or reward outside [0, 1], accuracies outside [0, 100], NaN or infinities.
 * Q-values (`q_values.csv`): no index, the 19 columns start_* (9), end_* (9), utility.
 * Fixed nets (`fixed_net.csv`): index, net, acc_best_val, acc_val_all_epochs, acc_train_all_epochs, acc_test_last
   (the reference's columns; this project adds `seed` at the end so several initialisations of one net can be told
@@ -41,7 +43,8 @@ def _list(values: Sequence[float]) -> str:
   return "[" + ", ".join(_number(v) for v in values) + "]"
 
 
-def _csv_text(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+  """CSV text (header line, then the rows; cells with commas quoted; "\\n" line ends)."""
   buffer = io.StringIO()
   writer = csv.writer(buffer, lineterminator="\n")
   writer.writerow(header)
@@ -54,16 +57,38 @@ def _write(path: str | pathlib.Path, text: str) -> None:
   atomic_write_text(str(path), text)
 
 
-def _read_table(path: str | pathlib.Path, required: Sequence[str]) -> list[dict[str, str]]:
+def _read_table(path: str | pathlib.Path, required: Sequence[str], *, index_column: bool = False
+                ) -> list[dict[str, str]]:
+  """The rows of a CSV with exactly the columns `required` (plus, with `index_column`, the unnamed index column of
+  pandas); DataError naming the file (and row) otherwise."""
   path = pathlib.Path(path)
   if not path.is_file():
     raise DataError(f"{path}: no such CSV file")
   with open(path, newline="") as f:
     reader = csv.DictReader(f)
-    missing = [c for c in required if c not in (reader.fieldnames or [])]
+    fields = list(reader.fieldnames or [])
+    missing = [c for c in required if c not in fields]
     if missing:
       raise DataError(f"{path}: missing columns {missing}; expected {list(required)}")
-    return list(reader)
+    allowed = set(required) | ({""} if index_column else set())
+    extra = [c for c in fields if c not in allowed]
+    if extra or len(fields) != len(set(fields)):
+      raise DataError(f"{path}: unexpected or repeated columns {extra or fields}; expected "
+                      f"{([''] if index_column else []) + list(required)}")
+    rows = []
+    for n, row in enumerate(reader):
+      if None in row or any(v is None for v in row.values()):
+        raise DataError(f"{path} row {n}: {len(fields)} fields expected, found a different number")
+      rows.append(row)
+    return rows
+
+
+def _finite(text: str, what: str, low: float, high: float) -> float:
+  """A float in [low, high] (ValueError naming `what` otherwise: NaN, infinities and out-of-range values)."""
+  value = float(text)
+  if not (math.isfinite(value) and low <= value <= high):
+    raise ValueError(f"{what} {text.strip()!r}; expected a finite number in [{low:g}, {high:g}]")
+  return value
 
 
 def _parse_list(text: str, where: str) -> tuple:
@@ -73,7 +98,13 @@ def _parse_list(text: str, where: str) -> tuple:
     raise DataError(f"{where}: expected a list literal like [81.2, 83.0], found {text!r}") from None
   if isinstance(value, (int, float)):
     value = [value]
-  return tuple(float(v) for v in value)
+  try:
+    values = tuple(float(v) for v in value)
+  except (TypeError, ValueError):
+    raise DataError(f"{where}: expected a list literal of numbers like [81.2, 83.0], found {text!r}") from None
+  if not values or not all(math.isfinite(v) and 0.0 <= v <= 100.0 for v in values):
+    raise DataError(f"{where}: expected accuracies in [0, 100] (percent), found {text!r}")
+  return values
 
 
 def _parse_bool(text: str, where: str) -> bool:
@@ -89,7 +120,7 @@ def _parse_bool(text: str, where: str) -> bool:
 
 def replay_buffer_text(rows: Sequence[ReplayRow]) -> str:
   """The replay-buffer CSV text of `rows`."""
-  return _csv_text([""] + list(REPLAY_COLUMNS), (
+  return csv_text([""] + list(REPLAY_COLUMNS), (
       [str(i), _number(r.epsilon), r.net, str(bool(r.train_flag)), _number(r.reward), _number(r.acc_best_val),
        _list(r.acc_val_all_epochs), _list(r.acc_train_all_epochs), _number(r.acc_test_last)]
       for i, r in enumerate(rows)))
@@ -102,15 +133,19 @@ def write_replay_buffer(path: str | pathlib.Path, rows: Sequence[ReplayRow]) -> 
 def read_replay_buffer(path: str | pathlib.Path) -> list[ReplayRow]:
   """Rows of a replay-buffer CSV (ours or the reference's), in file order."""
   rows = []
-  for n, row in enumerate(_read_table(path, REPLAY_COLUMNS)):
+  for n, row in enumerate(_read_table(path, REPLAY_COLUMNS, index_column=True)):
     where = f"{path} row {n}"
     try:
       rows.append(ReplayRow(
-          epsilon=float(row["epsilon"]), net=row["net"], train_flag=_parse_bool(row["train_flag"], where),
-          reward=float(row["reward"]), acc_best_val=float(row["acc_best_val"]),
+          epsilon=_finite(row["epsilon"], "epsilon", 0.0, 1.0), net=row["net"],
+          train_flag=_parse_bool(row["train_flag"], where),
+          reward=_finite(row["reward"], "reward", 0.0, 1.0),
+          acc_best_val=_finite(row["acc_best_val"], "acc_best_val", 0.0, 100.0),
           acc_val_all_epochs=_parse_list(row["acc_val_all_epochs"], where),
           acc_train_all_epochs=_parse_list(row["acc_train_all_epochs"], where),
-          acc_test_last=float(row["acc_test_last"])))
+          acc_test_last=_finite(row["acc_test_last"], "acc_test_last", 0.0, 100.0)))
+    except DataError:
+      raise
     except ValueError as e:
       raise DataError(f"{where}: {e}") from None
   return rows
@@ -121,7 +156,7 @@ def read_replay_buffer(path: str | pathlib.Path) -> list[ReplayRow]:
 
 def q_values_text(rows: Sequence[Mapping]) -> str:
   """The q-values CSV text of `QTable.to_rows()`."""
-  return _csv_text(Q_VALUE_COLUMNS, ([_number(r[c]) if c == "utility" else str(r[c]) for c in Q_VALUE_COLUMNS]
+  return csv_text(Q_VALUE_COLUMNS, ([_number(r[c]) if c == "utility" else str(r[c]) for c in Q_VALUE_COLUMNS]
                                      for r in rows))
 
 
@@ -140,14 +175,14 @@ def read_q_values(path: str | pathlib.Path) -> list[dict[str, str]]:
 def fixed_net_text(rows: Sequence[Mapping]) -> str:
   """`fixed_net.csv`: rows with keys index, net, acc_best_val, acc_val_all_epochs, acc_train_all_epochs,
   acc_test_last, seed."""
-  return _csv_text([""] + list(FIXED_NET_COLUMNS), (
+  return csv_text([""] + list(FIXED_NET_COLUMNS), (
       [str(r["index"]), r["net"], _number(r["acc_best_val"]), _list(r["acc_val_all_epochs"]),
        _list(r["acc_train_all_epochs"]), _number(r["acc_test_last"]), str(int(r["seed"]))] for r in rows))
 
 
 def chosen_to_train_text(chosen: Sequence[tuple[int, ReplayRow]]) -> str:
   """`chosen_to_train.csv`: the rows a fixed-net run took from a replay buffer, with their original indices."""
-  return _csv_text([""] + list(CHOSEN_COLUMNS), (
+  return csv_text([""] + list(CHOSEN_COLUMNS), (
       [str(i), _number(r.epsilon), _number(r.reward), _number(r.acc_best_val),
        _number(r.acc_val_all_epochs[-1]), _number(r.acc_train_all_epochs[-1]), _number(r.acc_test_last), r.net]
       for i, r in chosen))

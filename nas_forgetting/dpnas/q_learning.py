@@ -17,11 +17,12 @@ All randomness comes from a `numpy.random.Generator` the caller seeds.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from nas_forgetting.dpnas.state_space import SearchSpace, State
+from nas_forgetting.dpnas.state_space import LAYER_TYPES, SearchSpace, State
 from nas_forgetting.errors import ArchitectureError, DataError
 
 STATE_FIELDS = State._fields
@@ -125,8 +126,12 @@ class QTable:
     return rows
 
   def load_rows(self, rows: Iterable[Mapping]) -> None:
-    """Replaces the table by the rows of a q_values CSV (values may be strings, as read from a file)."""
+    """Replaces the table by the rows of a q_values CSV (values may be strings, as read from a file).
+
+    Every row needs known layer types, integer state fields and a finite utility (DataError naming the row);
+    `check_against_space` then compares the table with the search space."""
     table: dict[State, tuple[list[State], list[float]]] = {}
+    first_row: dict[State, int] = {}
     for n, row in enumerate(rows):
       missing = [c for c in Q_VALUE_COLUMNS if c not in row]
       if missing:
@@ -137,15 +142,51 @@ class QTable:
         utility = float(row["utility"])
       except ValueError as e:
         raise DataError(f"q-values row {n}: {e}") from None
+      if not math.isfinite(utility):
+        raise DataError(f"q-values row {n}: utility {row['utility']!r}; expected a finite number")
+      first_row.setdefault(start, n)
       actions, utilities = table.setdefault(start, ([], []))
       actions.append(end)
       utilities.append(utility)
     self.table = table
+    self._first_row = first_row
+
+  def check_against_space(self) -> None:
+    """Raises DataError unless every state of the table lists exactly the search space's actions of that state,
+    in its order (a missing, extra or foreign row; a table of another search space)."""
+    rows = getattr(self, "_first_row", {})
+    for state, (actions, _) in self.table.items():
+      where = f"q-values row {rows.get(state, '?')} (state {tuple(state)})"
+      try:
+        expected = self.space.actions(state)
+      except ArchitectureError as e:
+        raise DataError(f"{where}: {e}") from None
+      if actions == expected:
+        continue
+      missing = [tuple(a) for a in expected if a not in actions]
+      foreign = [tuple(a) for a in actions if a not in expected]
+      if missing:
+        detail = f"{len(missing)} action(s) of the search space are missing, e.g. {missing[0]}"
+      elif foreign:
+        detail = f"action {foreign[0]} is not an action of the search space"
+      else:
+        detail = (f"{len(actions)} actions listed where the search space has {len(expected)} (repeated rows or "
+                  f"another order)")
+      raise DataError(f"{where}: {detail}; the table does not belong to this search space")
 
 
 def _state_from(row: Mapping, prefix: str) -> State:
   values = [row[prefix + f] for f in STATE_FIELDS]
-  return State(str(values[0]), *(int(float(v)) for v in values[1:]))
+  kind = str(values[0]).strip()
+  if kind not in LAYER_TYPES:
+    raise ValueError(f"{prefix}layer_type {kind!r} is not a layer type; expected one of {LAYER_TYPES}")
+  numbers = []
+  for name, value in zip(STATE_FIELDS[1:], values[1:]):
+    number = float(value)
+    if not (math.isfinite(number) and number.is_integer() and number >= 0):
+      raise ValueError(f"{prefix}{name} {value!r}; expected a non-negative integer")
+    numbers.append(int(number))
+  return State(kind, *numbers)
 
 
 @dataclasses.dataclass
