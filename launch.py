@@ -7,7 +7,9 @@
 fields may be overridden with `--config.<path>=<value>`. The config is locked: an unknown key fails
 with a message listing the valid keys. `config.experiment` selects what runs (see
 `nas_forgetting/experiments.py`). The workdir receives the resolved config, the git revision, metrics,
-TensorBoard events, plots and checkpoints; launching again with the same workdir resumes the run.
+TensorBoard events, plots and checkpoints; launching again with the same workdir resumes the run. A workdir
+holds one run: a relaunch with other settings (except the fields that only say how far to run) or of another
+experiment is refused, and a second launch on a workdir in use is refused.
 """
 
 import logging as std_logging
@@ -43,12 +45,23 @@ def _describe_unknown_key(config: ml_collections.ConfigDict, dotted: str) -> str
   return None
 
 
+_HELP_FLAGS = ("-h", "-help", "--help", "--helpshort", "-?")
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing, with an explanatory message for a bad config override."""
+  """absl flag parsing, with one clear line for a bad flag, config file, variant or override."""
+  if any(arg in _HELP_FLAGS for arg in argv[1:]):
+    print(f"{__doc__}\nflags:\n{flags.FLAGS.main_module_help()}")
+    sys.exit(0)
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    sys.exit(f"error: {e}\nPass --helpshort to see the flags.")
+    message = str(e)
+    if "Error whilst parsing config file" in message:  # The config file or its variant failed: say why, not how.
+      reason = [line for line in message.splitlines() if line.strip()][-1].strip()
+      flag = message.split(": Error whilst parsing config file", 1)[0].replace("flag ", "", 1)
+      sys.exit(f"error: cannot load config file ({flag}): {reason}")
+    sys.exit(f"error: {message}\nPass --help to see the flags.")
   except (AttributeError, KeyError) as e:
     config = _config_from_argv(argv)
     for arg in argv[1:]:
@@ -81,26 +94,33 @@ def _load_config() -> ml_collections.ConfigDict:
     config = _CONFIG.value
     config.experiment  # pylint: disable=pointless-statement
   except Exception as e:  # config_flags defers load errors until the value is used.
-    sys.exit(f"error: cannot load config file {flags.FLAGS['config'].config_filename!r}: {e}")
+    reason = [line for line in str(e).splitlines() if line.strip()][-1:] or [type(e).__name__]
+    sys.exit(f"error: cannot load config file {flags.FLAGS['config'].config_filename!r}: {reason[0].strip()}")
   if "experiment" not in config:
     sys.exit(f"error: the config has no 'experiment' field; valid experiments: {', '.join(sorted(experiments.EXPERIMENTS))}")
   return config
 
 
-class _QuietCheckpointLibrary(std_logging.Filter):
-  """Keeps orbax's per-save INFO chatter (a dozen lines per checkpoint) out of the terminal; warnings still show."""
+class _QuietLibraries(std_logging.Filter):
+  """Keeps library chatter out of the terminal: orbax's per-save INFO lines (a dozen per checkpoint) and JAX's
+  notice that no TPU is present on machines without one. Warnings still show."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    return record.levelno >= std_logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
+    if record.levelno >= std_logging.WARNING:
+      return True
+    if f"{os.sep}orbax{os.sep}" in record.pathname:
+      return False
+    return "Unable to initialize backend 'tpu'" not in record.getMessage()
 
 
 def main(argv: list[str]) -> None:
-  logging.get_absl_handler().addFilter(_QuietCheckpointLibrary())
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    sys.exit(f"error: unexpected arguments: {' '.join(argv[1:])}; pass --help to see the flags")
   config = _load_config()
   try:
-    run = experiments.get_experiment(config.experiment)
+    experiment = experiments.get_experiment(config.experiment)
+    experiment.validate_config(config)
   except errors.ConfigError as e:
     sys.exit(f"error: {e}")
 
@@ -108,14 +128,17 @@ def main(argv: list[str]) -> None:
   from nas_forgetting.io import run as run_io  # pylint: disable=import-outside-toplevel
 
   logging.info("JAX %s, devices: %s", jax.__version__, jax.devices())
-  workdir = run_io.prepare_workdir(_WORKDIR.value, config)
-  logging.info("experiment %r, workdir %s", config.experiment, workdir)
   try:
-    summary = run(config, str(workdir))
+    with run_io.open_run(_WORKDIR.value, config, resume_safe=experiment.resume_safe_fields) as workdir:
+      logging.info("experiment %r, workdir %s", config.experiment, workdir)
+      experiment.run(config, str(workdir))
   except errors.NasForgettingError as e:
     sys.exit(f"error: {e}")
-  keys = ", ".join(sorted(summary)) if isinstance(summary, dict) else type(summary).__name__
-  logging.info("done; outputs in %s (summary keys: %s)", workdir, keys)
+  except KeyboardInterrupt:
+    print(f"interrupted; launch the same command again to resume from the last checkpoint in {_WORKDIR.value}",
+          file=sys.stderr, flush=True)
+    sys.exit(130)
+  logging.info("done; outputs in %s", workdir)
 
 
 if __name__ == "__main__":

@@ -1,25 +1,39 @@
 """The experiments `launch.py` can run, by the name a config gives in `config.experiment`.
 
-Each entry points to a function `run(config: ml_collections.ConfigDict, workdir: str) -> dict`
-that returns a summary of the run. Modules are imported only when their experiment is chosen.
+Each entry names the module of one experiment. That module defines:
+  * `run(config: ml_collections.ConfigDict, workdir: str) -> dict`: runs (or resumes) the experiment and
+    returns a summary of it;
+  * `validate_config(config) -> None`: checks every field before any work is done (ConfigError naming the
+    field); `run` calls it too;
+  * `RESUME_SAFE_FIELDS`: the dotted config paths that only say how far to run; a relaunch into an existing
+    workdir may change these and no other field.
+Modules are imported only when their experiment is chosen.
 """
 
 import importlib
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 from nas_forgetting.errors import ConfigError
 
 EXPERIMENTS = {
-    "continual": "nas_forgetting.continual.experiment:run",
-    "enas": "nas_forgetting.enas.experiment:run",
-    "wpl_two_model": "nas_forgetting.wpl.two_model:run",
-    "dpnas": "nas_forgetting.dpnas.experiment:run",
+    "continual": "nas_forgetting.continual.experiment",
+    "enas": "nas_forgetting.enas.experiment",
+    "wpl_two_model": "nas_forgetting.wpl.two_model",
+    "dpnas": "nas_forgetting.dpnas.experiment",
 }
 
 
-def get_experiment(name: str) -> Callable:
-  """The `run` function of experiment `name`; unknown names list the valid ones."""
+class Experiment(NamedTuple):
+  """What the launcher needs of one experiment (see the module docstring)."""
+  run: Callable[[Any, str], dict]
+  validate_config: Callable[[Any], None]
+  resume_safe_fields: tuple[str, ...]
+
+
+def get_experiment(name: str) -> Experiment:
+  """The experiment called `name`; unknown names list the valid ones."""
   if name not in EXPERIMENTS:
     raise ConfigError(f"unknown experiment {name!r}; valid choices: {', '.join(sorted(EXPERIMENTS))}")
-  module_name, function_name = EXPERIMENTS[name].split(":")
-  return getattr(importlib.import_module(module_name), function_name)
+  module = importlib.import_module(EXPERIMENTS[name])
+  return Experiment(run=module.run, validate_config=getattr(module, "validate_config", lambda config: None),
+                    resume_safe_fields=tuple(getattr(module, "RESUME_SAFE_FIELDS", ())))

@@ -1,9 +1,13 @@
 """launch.py: flags, config loading and dispatch fail clearly on bad input."""
 
+import os
 import pathlib
+import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -65,9 +69,20 @@ def test_workdir_is_required(config_file):
   assert result.returncode != 0 and "workdir" in result.stderr
 
 
-def test_quick_run_writes_config_revision_and_outputs(tmp_path):
-  workdir = tmp_path / "run"
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("launch") / "run"
   result = _launch("--config=configs/quickstart.py:quick", f"--workdir={workdir}", "--config.seed=3")
+  return workdir, result
+
+
+def _errors(result: subprocess.CompletedProcess) -> list[str]:
+  """stderr without absl's INFO lines."""
+  return [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("I")]
+
+
+def test_quick_run_writes_config_revision_and_outputs(quick_run):
+  workdir, result = quick_run
   assert result.returncode == 0, result.stderr[-2000:]
   import json  # pylint: disable=import-outside-toplevel
   config = json.loads((workdir / "config.json").read_text())
@@ -77,3 +92,72 @@ def test_quick_run_writes_config_revision_and_outputs(tmp_path):
   assert (workdir / "comparison.csv").is_file() and (workdir / "comparison.png").is_file()
   assert "avg acc %" in result.stdout
   assert "orbax-checkpoint-tmp" not in result.stderr  # per-save library chatter stays out of the terminal
+  assert "Unable to initialize backend 'tpu'" not in result.stderr  # nor JAX's notice on machines without a TPU
+
+
+def test_relaunch_with_other_settings_or_another_experiment_is_refused(quick_run):
+  workdir, _ = quick_run
+  before = (workdir / "config.json").read_text()
+  result = _launch("--config=configs/quickstart.py:quick", f"--workdir={workdir}", "--config.seed=3",
+                   "--config.train.learning_rate=0.5", "--config.strength.ewc=1e6")
+  assert result.returncode != 0
+  assert "refusing to mix two runs" in result.stderr
+  assert re.search(r"train.learning_rate: [0-9.e-]+ -> 0.5\n", result.stderr)
+  assert re.search(r"strength.ewc: [0-9.e+]+ -> 1000000.0\n", result.stderr)
+  result = _launch("--config=configs/dpnas_mnist.py:quick", f"--workdir={workdir}")
+  assert result.returncode != 0
+  assert "holds a 'continual' run; a 'dpnas' run needs a workdir of its own" in result.stderr
+  assert (workdir / "config.json").read_text() == before
+  assert "Traceback" not in result.stderr
+
+
+def test_a_second_launch_on_a_workdir_in_use_is_refused(quick_run):
+  import json  # pylint: disable=import-outside-toplevel
+  from nas_forgetting.io import run  # pylint: disable=import-outside-toplevel
+  workdir, _ = quick_run
+  with run.open_run(workdir, json.loads((workdir / "config.json").read_text())):
+    result = _launch("--config=configs/quickstart.py:quick", f"--workdir={workdir}", "--config.seed=3")
+  assert result.returncode != 0
+  assert _errors(result) == [f"error: workdir {workdir} is in use by another launch (process {os.getpid()}); "
+                             "wait for it to end or choose another --workdir"]
+
+
+def test_launcher_errors_are_one_clear_line_and_leave_nothing_behind(tmp_path):
+  (tmp_path / "file").write_text("")
+  cases = {
+      ("--config=configs/enas_ptb.py:nosuch", f"--workdir={tmp_path / 'w'}"): "unknown variant 'nosuch'",
+      ("--config=configs/quickstart.py:quick", "--workdir="): "--workdir is empty",
+      ("--config=configs/quickstart.py:quick", f"--workdir={tmp_path / 'file'}"): "exists and is not a folder",
+      ("--config=configs/quickstart.py:quick", f"--workdir={tmp_path / 'file' / 'w'}"): "which is a file",
+      ("--config=configs/quickstart.py:quick", f"--workdir={tmp_path / 'w'}", "extra"): "unexpected arguments",
+  }
+  for args, expected in cases.items():
+    result = _launch(*args)
+    assert result.returncode != 0, args
+    errors = _errors(result)
+    assert len(errors) == 1 and errors[0].startswith("error: ") and expected in errors[0], (args, errors)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_help_exits_zero():
+  for flag in ("-h", "--help"):
+    result = _launch(flag)
+    assert result.returncode == 0, result.stderr
+    assert "--workdir" in result.stdout and "--config" in result.stdout
+
+
+def test_ctrl_c_stops_with_one_line_and_the_run_resumes(tmp_path):
+  workdir = tmp_path / "run"
+  process = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "--config=configs/quickstart.py",
+                              f"--workdir={workdir}"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+  deadline = time.time() + 240
+  while not (workdir / "finetune" / "metrics.jsonl").exists() and time.time() < deadline and process.poll() is None:
+    time.sleep(0.2)
+  process.send_signal(signal.SIGINT)
+  _, stderr = process.communicate(timeout=120)
+  assert process.returncode == 130, stderr[-3000:]
+  assert "Traceback" not in stderr
+  assert stderr.rstrip().splitlines()[-1] == ("interrupted; launch the same command again to resume from the last "
+                                              f"checkpoint in {workdir}")
+  assert (workdir / "config.json").is_file()  # The started run stays, to be resumed.
