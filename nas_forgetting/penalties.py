@@ -13,6 +13,7 @@ ewc_penalty     lambda/2 sum F (p - p*)^2    (EWC paper)        lambda F (p - p*
 online_ewc      same form; F accumulated with                   lambda F* (p - p*)
                 `importance.accumulate(mode="ema", gamma)`
 mas_penalty     lambda sum Omega (p - p*)^2  (MAS paper, no 1/2) 2 lambda Omega (p - p*)  (as the MAS reference)
+si_penalty      c sum Omega (p - p*)^2  (SI, as mas_penalty)      2 c Omega (p - p*)
 l2_penalty      lambda/2 sum (p - p*)^2      (importance = 1)    lambda (p - p*)
 wpl_penalty     alpha/2 sum F (p - p*)^2     (WPL)               alpha F (p - p*)
 =============== ============================================== =================================================
@@ -21,6 +22,9 @@ wpl_penalty     alpha/2 sum F (p - p*)^2     (WPL)               alpha F (p - p*
 subset of the parameters (e.g. the shared layers, or the edges of the current architecture); masked-out entries
 contribute neither value nor gradient. Anchor and importance are arguments, never closed over, so one jitted step
 serves every task.
+
+`METHOD_PENALTIES` gives the continual runner's methods their penalty with one signature,
+`(params, anchor, importance, strength)`, so the runner holds no factor of its own.
 
 `add_consolidation_penalty(strength)` is the same gradient as an optax transformation: it adds
 strength * importance * (params - anchor) (masked) to the incoming updates (put it before the optimiser in
@@ -103,9 +107,25 @@ def mas_penalty(params: PyTree, anchor: PyTree, omega: PyTree, strength: float |
   return 2.0 * strength * quadratic_penalty(params, anchor, omega, mask=mask)
 
 
+def si_penalty(params: PyTree, anchor: PyTree, omega: PyTree, strength: float | jax.Array, *,
+               mask: PyTree | None = None) -> jax.Array:
+  """SI (Zenke et al. 2017): c * sum Omega (params - anchor)^2, the convention of `mas_penalty` (no 1/2)."""
+  return mas_penalty(params, anchor, omega, strength, mask=mask)
+
+
 def l2_penalty(params: PyTree, anchor: PyTree, strength: float | jax.Array, *, mask: PyTree | None = None) -> jax.Array:
   """strength/2 * sum (params - anchor)^2 (importance = ones)."""
   return strength * quadratic_penalty(params, anchor, None, mask=mask)
+
+
+def l2_penalty_on_support(params: PyTree, anchor: PyTree, support: PyTree, strength: float | jax.Array, *,
+                          mask: PyTree | None = None) -> jax.Array:
+  """`l2_penalty` on the entries where `support` (a tree like params) is nonzero: the L2 method's penalty in the
+  slot form of `METHOD_PENALTIES` (its stored "importance" marks the pulled entries; an empty slot is all zero)."""
+  selected = jax.tree.map(lambda s: s != 0, support)
+  if mask is not None:
+    selected = jax.tree.map(jnp.logical_and, selected, mask)
+  return l2_penalty(params, anchor, strength, mask=selected)
 
 
 def wpl_penalty(params: PyTree, anchor: PyTree, fisher: PyTree, alpha: float | jax.Array, *,
@@ -115,7 +135,12 @@ def wpl_penalty(params: PyTree, anchor: PyTree, fisher: PyTree, alpha: float | j
   return alpha * quadratic_penalty(params, anchor, fisher, mask=mask)
 
 
-PENALTIES = {"ewc": ewc_penalty, "online_ewc": online_ewc_penalty, "mas": mas_penalty, "wpl": wpl_penalty}
+PENALTIES = {"ewc": ewc_penalty, "online_ewc": online_ewc_penalty, "mas": mas_penalty, "si": si_penalty,
+             "wpl": wpl_penalty}
+
+# The continual methods' penalties, each `(params, anchor, importance, strength) -> value` (see the module docstring).
+METHOD_PENALTIES = {"l2": l2_penalty_on_support, "ewc": ewc_penalty, "online_ewc": online_ewc_penalty,
+                    "mas": mas_penalty, "mas_local": mas_penalty, "si": si_penalty}
 
 
 # ----------------------------------------------------------------------------------------------------------------

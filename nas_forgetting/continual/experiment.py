@@ -2,10 +2,14 @@
 
 `run(config, workdir) -> dict` loads the stream once, runs every method of `config.methods` in
 `<workdir>/<method>/` (each resumable from its own checkpoints; see `runner`), then writes
-`<workdir>/comparison.csv`, `<workdir>/comparison.png` (average accuracy on the tasks seen so far, after each
-task, one line per method) and prints the summary table (method, average accuracy, forgetting, BWT).
+`<workdir>/comparison.png` (average accuracy on the tasks seen so far, after each task, one line per method), then
+`<workdir>/comparison.csv` (last: a relaunch that finds it and every method finished says so and does nothing), and
+prints a result block naming the data and scenario, and the summary table (method, average accuracy, forgetting,
+BWT, training seconds over all launches).
 
 `default_config()` declares every field; the files in `configs/` override what their setup changes.
+`validate_config(config)` checks every value before any work (the launcher calls it before creating the workdir);
+`RESUME_SAFE_FIELDS` lists the fields a relaunch into an existing workdir may change.
 """
 
 from __future__ import annotations
@@ -13,15 +17,21 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
+from absl import logging
 import ml_collections
 import numpy as np
 
+from nas_forgetting.continual import config_checks as cc
 from nas_forgetting.continual import metrics as cm
-from nas_forgetting.continual.runner import METHODS, MethodRun, check_method
-from nas_forgetting.data.datasets import default_data_config
-from nas_forgetting.data.tasks import default_stream_config, load_task_stream
+from nas_forgetting.continual.runner import MAS_ACCUMULATIONS, METHODS, OPTIMIZERS, MethodRun, parse_method
+from nas_forgetting.data.datasets import default_data_config, validate_data_config
+from nas_forgetting.data.tasks import KINDS, SCENARIOS, default_stream_config, load_task_stream
 from nas_forgetting.errors import ConfigError
-from nas_forgetting.models import default_model_config
+from nas_forgetting.models import MODEL_NAMES, default_model_config
+
+# Fields a relaunch into an existing workdir may change: stopping after fewer or more epochs of one launch only
+# changes where that launch stops (a resumed run ends with the numbers of an uninterrupted one).
+RESUME_SAFE_FIELDS = ("train.stop_after_epochs",)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -50,11 +60,15 @@ def default_config() -> ml_collections.ConfigDict:
   c.strength.ewc = 1000.0  # lambda/2 sum_t F_t (theta - anchor_t)^2 (one pair per earlier task)
   c.strength.online_ewc = 1000.0  # lambda/2 sum F* (theta - anchor)^2, F* <- gamma F* + F_t
   c.strength.mas = 1.0  # lambda sum Omega (theta - anchor)^2 (the MAS reference's reg_lambda)
+  c.strength.mas_local = 1.0  # as mas, with the local (Hebbian) Omega
   c.strength.si = 1.0  # c sum Omega (theta - anchor)^2 (Zenke et al.)
   c.importance = ml_collections.ConfigDict()
   c.importance.fisher_estimator = "exact"  # 'exact' | 'sampled' | 'empirical' | 'batch' (see importance.fisher)
   c.importance.mas_norm = "l2"  # MAS output norm: 'l2' (squared L2, the paper) | 'l1'
   c.importance.mas_estimator = "per_example"  # 'per_example' | 'batch' (|grad of batch-summed norm|, reference)
+  # mas_estimator='batch' only: examples per batch of the reference's per-batch estimate (its demo: 200), taken in
+  # order; Omega = sum over batches |grad of the batch-summed norm| / N. 0 = one batch of all the examples
+  c.importance.mas_batch_size = 0
   c.importance.mas_accumulation = "sum"  # 'sum' | 'replace' | 'recompute_all' (MAS_sequence)
   c.importance.online_ewc_gamma = 1.0  # online EWC decay of the running Fisher
   c.importance.si_xi = 0.1  # SI damping xi in Omega += w / (Delta^2 + xi)
@@ -64,6 +78,87 @@ def default_config() -> ml_collections.ConfigDict:
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.max_to_keep = 2  # checkpoints kept per method (one is written after every epoch)
   return c
+
+
+def validate_config(config) -> None:
+  """Checks every value of a resolved continual config before any work; ConfigError naming the field."""
+  cc.integer(config, "seed", minimum=0)
+  methods = config.methods
+  if isinstance(methods, str) or not methods:
+    raise ConfigError(f"methods={methods!r}; expected a non-empty sequence of methods from {', '.join(METHODS)}")
+  for m in methods:
+    parse_method(m)
+  if len(set(methods)) != len(methods):
+    raise ConfigError(f"methods={tuple(methods)!r} repeats a method (each runs in its own folder <workdir>/<method>)")
+  validate_data_config(config.data, "data")
+  for key in config.data_sequence.keys():
+    validate_data_config(config.data_sequence[key], f"data_sequence.{key}")
+  if config.stream.kind == "sequence" and not config.data_sequence.keys():
+    raise ConfigError("stream.kind='sequence' needs at least one data set in data_sequence (after data)")
+  cc.choice(config, "stream.kind", KINDS)
+  cc.choice(config, "stream.scenario", SCENARIOS)
+  cc.integer(config, "stream.num_tasks", minimum=1 if config.stream.kind == "permuted" else 0)
+  cc.integer(config, "stream.classes_per_task", minimum=1)
+  cc.integers(config, "stream.class_order", minimum=0)
+  cc.boolean(config, "stream.permute_first_task")
+  cc.choice(config, "model.name", MODEL_NAMES)
+  cc.integers(config, "model.hidden", minimum=1)
+  cc.integers(config, "model.features", minimum=1, allow_empty=False)
+  cc.boolean(config, "model.batch_norm")
+  cc.number(config, "model.width", above=0.0)
+  cc.integer(config, "model.fc_units", minimum=1)
+  cc.number(config, "model.dropout", minimum=0.0, below=1.0)
+  if isinstance(config.model.frozen, str) or any(not isinstance(f, str) or not f for f in config.model.frozen):
+    raise ConfigError(f"model.frozen={config.model.frozen!r}; expected a sequence of layer names")
+  cc.choice(config, "train.optimizer", OPTIMIZERS)
+  cc.number(config, "train.learning_rate", above=0.0)
+  cc.number(config, "train.momentum", minimum=0.0, below=1.0)
+  cc.integer(config, "train.epochs", minimum=1)
+  cc.integer(config, "train.first_task_epochs", minimum=0)
+  cc.integer(config, "train.batch_size", minimum=1)
+  cc.integer(config, "train.eval_batch_size", minimum=1)
+  cc.boolean(config, "train.reset_optimizer")
+  cc.integer(config, "train.stop_after_epochs", minimum=0)
+  for name in config.strength.keys():  # the '<method>@<strength>' form obeys the same rule (parse_method)
+    cc.number(config, f"strength.{name}", minimum=0.0)
+  from nas_forgetting import importance as imp  # pylint: disable=import-outside-toplevel
+  cc.choice(config, "importance.fisher_estimator", imp.ESTIMATORS)
+  cc.choice(config, "importance.mas_norm", imp.NORMS)
+  cc.choice(config, "importance.mas_estimator", imp.MAS_ESTIMATORS)
+  cc.choice(config, "importance.mas_accumulation", MAS_ACCUMULATIONS)
+  cc.integer(config, "importance.mas_batch_size", minimum=0)
+  if config.importance.mas_batch_size and config.importance.mas_estimator != "batch":
+    raise ConfigError(f"importance.mas_batch_size={config.importance.mas_batch_size} applies to "
+                      "importance.mas_estimator='batch' only (the per-example estimate does not depend on batches)")
+  cc.number(config, "importance.online_ewc_gamma", minimum=0.0, maximum=1.0)
+  cc.number(config, "importance.si_xi", above=0.0)
+  cc.choice(config, "importance.path", imp.PATHS)
+  cc.integer(config, "importance.chunk_size", minimum=1)
+  cc.integer(config, "importance.num_examples", minimum=0)
+  cc.integer(config, "checkpoint.max_to_keep", minimum=1)
+  if any(parse_method(m)[0] == "mas_local" for m in methods) and config.model.batch_norm:
+    raise ConfigError("method 'mas_local' (local Hebbian MAS) needs model.batch_norm=False")
+
+
+def data_description(config) -> tuple[str, str]:
+  """(data, scenario) as the result block names them."""
+  def one(d):
+    name = d.name or (pathlib.Path(d.path).name if d.path else "") or d.source
+    sizes = f"{d.train_size or 'all'} train / {d.test_size or 'all'} test"
+    return f"{name} ({d.source}, {sizes})"
+  data = one(config.data)
+  if config.stream.kind == "sequence":
+    data = " then ".join([data] + [one(config.data_sequence[k]) for k in sorted(config.data_sequence.keys())])
+  stream = config.stream
+  if stream.kind == "permuted":
+    kind = f"{stream.num_tasks} permuted tasks"
+  elif stream.kind == "split":
+    kind = f"split, {stream.num_tasks or 'all'} tasks of {stream.classes_per_task} classes"
+  else:
+    kind = "a sequence of data sets"
+  scenario = {"task": "task-incremental (a head per task)", "domain": "domain-incremental (one head)",
+              "class": "class-incremental (one head over all classes)"}[stream.scenario]
+  return data, f"{kind}, {scenario}"
 
 
 def load_tasks(config) -> list:
@@ -76,10 +171,11 @@ def load_tasks(config) -> list:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
   """The summary table as aligned text: method, average accuracy, forgetting, BWT (percent)."""
-  header = f"{'method':<12} {'avg acc %':>10} {'forgetting %':>13} {'BWT %':>8} {'time s':>8}"
+  width = max([12] + [len(r["method"]) for r in rows])
+  header = f"{'method':<{width}} {'avg acc %':>10} {'forgetting %':>13} {'BWT %':>8} {'time s':>8}"
   lines = [header, "-" * len(header)]
   for r in rows:
-    lines.append(f"{r['method']:<12} {100 * r['avg_accuracy']:>10.2f} {100 * r['forgetting']:>13.2f} "
+    lines.append(f"{r['method']:<{width}} {100 * r['avg_accuracy']:>10.2f} {100 * r['forgetting']:>13.2f} "
                  f"{100 * r['bwt']:>8.2f} {r['seconds']:>8.1f}")
   return "\n".join(lines)
 
@@ -88,12 +184,10 @@ def run(config, workdir: str, *, max_traces: int | None = None) -> dict:
   """Every method of `config.methods` over the stream; returns {'methods': {name: summary}, 'stopped': bool}."""
   from nas_forgetting.io import plots
   from nas_forgetting.io.metrics import write_csv
+  from nas_forgetting.io.report import print_result_block
 
+  validate_config(config)
   methods = tuple(config.methods)
-  if not methods:
-    raise ConfigError(f"config.methods is empty; choose from {', '.join(METHODS)}")
-  for m in methods:
-    check_method(m)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   tasks = load_tasks(config)
@@ -110,14 +204,25 @@ def run(config, workdir: str, *, max_traces: int | None = None) -> dict:
          "stopped": stopped, "summary": rows, "task_names": [t.name for t in tasks]}
   if stopped:
     return out
-  write_csv(workdir / "comparison.csv", rows, ["method", "avg_accuracy", "forgetting", "bwt", "fwt", "seconds"])
-  series = {}
-  for m, r in results.items():
-    acc = r["accuracy"]
-    x = np.arange(1, acc.shape[0] + 1)
-    series[m] = (x, np.array([cm.average_accuracy_after(acc, i) for i in range(acc.shape[0])]))
-  plots.line_plot(workdir / "comparison.png", series, xlabel="tasks learned",
-                  ylabel="average accuracy on tasks seen", title="Continual learning: method comparison")
+  finished = all(r["already_finished"] for r in results.values()) and (workdir / "comparison.csv").exists()
+  out["already_finished"] = finished
+  if finished:
+    logging.info("the run in %s is already finished (every method trained, outputs written): nothing to do", workdir)
+  else:
+    series = {}
+    for m, r in results.items():
+      acc = r["accuracy"]
+      x = np.arange(1, acc.shape[0] + 1)
+      series[m] = (x, np.array([cm.average_accuracy_after(acc, i) for i in range(acc.shape[0])]))
+    plots.line_plot(workdir / "comparison.png", series, xlabel="tasks learned",
+                    ylabel="average accuracy on tasks seen", title="Continual learning: method comparison")
+    write_csv(workdir / "comparison.csv", rows, ["method", "avg_accuracy", "forgetting", "bwt", "fwt", "seconds"])
+  data, scenario = data_description(config)
+  best = max(rows, key=lambda r: r["avg_accuracy"])
+  print_result_block(f"Continual learning: {', '.join(methods)}",
+                     {"data": data, "scenario": scenario, "tasks": len(tasks),
+                      "best average accuracy": f"{100 * best['avg_accuracy']:.2f} % ({best['method']})",
+                      "outputs": str(workdir)})
   table = format_table(rows)
   print(table, flush=True)
   out["table"] = table

@@ -16,12 +16,23 @@ Methods (strength per method in `config.strength`, or given as '<method>@<streng
 - online_ewc: one running Fisher F* <- gamma F* + F_t (Schwarz et al.) with the latest anchor.
 - mas: Omega (Aljundi et al.) with `importance.mas_accumulation`: 'sum' (Omega += Omega_t, the reference's
   accumulation), 'replace' (only the last task), 'recompute_all' (recompute Omega on every earlier task's
-  training data with its own head, summed: the reference's MAS_sequence).
+  training data with its own head, summed: the reference's MAS_sequence). `importance.mas_estimator='batch'` with
+  `importance.mas_batch_size` B reproduces the reference's per-batch estimate (|gradient of the norm summed over
+  a batch of B|, averaged over the task's batches in order).
+- mas_local: the MAS paper's local (Hebbian) importance, Omega_ij = mean |a_i a_j| over the task's data
+  (`importance.mas_local_importance`; ReLU after hidden layers, identity after the heads; only the task's own head
+  gets an importance), accumulated and penalised as `mas`. Models without BatchNorm only (the activation after a
+  BatchNorm is not the Dense layer's output).
 - si: Zenke et al. path integral: during task t, w += -g * delta theta (g = the task-loss gradient); at its end
   Omega += w / (Delta^2 + xi), Delta = parameter change over the task; the penalty uses max(Omega, 0) (a
   negative path integral, possible with momentum or noise, would otherwise reward moving away from the anchor).
-The penalty is strength * sum 1/2 F (theta - anchor)^2 for l2 / ewc / online_ewc and strength * sum Omega
-(theta - anchor)^2 for mas / si (their papers' conventions).
+The penalty of each method is the one of `nas_forgetting.penalties.METHOD_PENALTIES` at its strength (ewc_penalty:
+strength/2 sum F (theta - anchor)^2, likewise online EWC and L2; mas_penalty / si_penalty: strength sum Omega
+(theta - anchor)^2, their papers' conventions), summed over the consolidation slots.
+
+Divergence: each epoch returns its per-step loss, penalty, gradient and update norms and whether the parameters are
+finite; they are read once per epoch, and a NaN or infinity stops the run with a `DivergenceError` naming the
+quantity, the step (counted over the whole run, from 0) and the task (before the epoch is logged or checkpointed).
 
 Optimiser state is re-initialised at the start of every task when `train.reset_optimizer` (as the references,
 which build a new optimiser per task). Frozen layers (`model.frozen`) get zero updates.
@@ -31,9 +42,11 @@ the SI path integral, anchors, importance, the parameters at the task's start, R
 next (task, epoch) and the run's PRNG key. Epoch e of task t draws its batches from fold_in(fold_in(key, t), e),
 so a resumed run replays exactly the epochs an uninterrupted run would: the final numbers are identical.
 `train.stop_after_epochs` > 0 stops after that many epochs of this call (as if killed; the checkpoint remains).
-A run killed between logging an epoch and saving its checkpoint logs that epoch again on resume (metrics.jsonl
-may then hold one duplicated step; the numbers are the same). A finished method's folder is not retrained: a
-rerun restores its last checkpoint and rewrites its outputs.
+Each epoch logs its records (step = epochs trained so far) and then saves checkpoint `step`; a resumed run drops the
+records logged after its checkpoint (`MetricsLogger(purge_step=...)`, TensorBoard included), so its logs equal an
+uninterrupted run's. `summary.json` is written last of the outputs: a method whose checkpoint is at the end of the
+stream and whose summary.json exists is finished, and a relaunch says so and writes nothing. The checkpoint also
+carries the seconds spent training so far, so "seconds" is the run's total over all its launches.
 """
 
 from __future__ import annotations
@@ -44,12 +57,15 @@ import pathlib
 import time
 from typing import Any, Sequence
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from nas_forgetting import importance as imp
+from nas_forgetting import numerics
+from nas_forgetting import penalties
 from nas_forgetting.continual import metrics as cm
 from nas_forgetting.continual import steps
 from nas_forgetting.data import batching
@@ -59,10 +75,14 @@ from nas_forgetting.models import build_model, trainable_mask
 
 PyTree = Any
 
-METHODS = ("finetune", "joint", "l2", "ewc", "online_ewc", "mas", "si")
+METHODS = ("finetune", "joint", "l2", "ewc", "online_ewc", "mas", "mas_local", "si")
 OPTIMIZERS = ("sgd", "momentum", "adam")
 MAS_ACCUMULATIONS = ("sum", "replace", "recompute_all")
-_PENALTY_SCALE = {"finetune": 1.0, "joint": 1.0, "l2": 1.0, "ewc": 1.0, "online_ewc": 1.0, "mas": 2.0, "si": 2.0}
+SUMMARY_FILE = "summary.json"  # written last of a method's outputs: its presence marks a finished method
+
+
+def _identity(x):
+  return x
 
 
 def parse_method(spec: str) -> tuple[str, float | None]:
@@ -81,8 +101,8 @@ def parse_method(spec: str) -> tuple[str, float | None]:
     value = float(strength)
   except ValueError:
     raise ConfigError(f"method {spec!r}: strength {strength!r} is not a number") from None
-  if value < 0:
-    raise ConfigError(f"method {spec!r}: strength must be >= 0")
+  if not np.isfinite(value) or value < 0:
+    raise ConfigError(f"method {spec!r}: strength must be a finite number >= 0")
   return name, value
 
 
@@ -124,6 +144,7 @@ class _Model:
 
   def __init__(self, config, tasks: Sequence[Task]):
     num_heads = len(tasks) if config.stream.scenario == "task" else 1
+    self.num_heads = num_heads
     self.num_outputs = max(t.num_outputs for t in tasks)
     heads = sorted({t.head for t in tasks})
     if heads[-1] >= num_heads:
@@ -215,6 +236,10 @@ class MethodRun:
     if strength is None:
       strength = 0.0 if name in ("finetune", "joint") else float(config.strength[name])
     self.strength = strength
+    self.penalty_fn = penalties.METHOD_PENALTIES.get(name)  # None: finetune / joint
+    if name == "mas_local" and config.model.batch_norm:
+      raise ConfigError("method 'mas_local' (local Hebbian MAS) needs model.batch_norm=False: after a BatchNorm the "
+                        "activation of a unit is not its Dense/Conv layer's output")
     self.num_slots = self.num_tasks if name == "ewc" else 1
     tc = config.train
     self.batch_size = tc.batch_size
@@ -227,6 +252,10 @@ class MethodRun:
     sizes = [len(t.train.labels) for t in self.tasks]
     self.train_size = sum(sizes) if name == "joint" else max(sizes)
     self.max_batches = self.train_size // self.batch_size
+    # Training steps of one epoch of each task, and the run's step index of each (task, epoch 0).
+    per_epoch = [(sum(sizes[:t + 1]) if name == "joint" else sizes[t]) // self.batch_size for t in range(len(sizes))]
+    self.steps_per_epoch = per_epoch
+    self.first_steps = np.concatenate([[0], np.cumsum(np.multiply(per_epoch, self.epochs))]).astype(int)
     eb = config.train.eval_batch_size
     test_max = max(len(t.test.labels) for t in self.tasks)
     self.test_size = -(-test_max // eb) * eb
@@ -255,7 +284,8 @@ class MethodRun:
     state = make(rng)
     self._opt_init = jax.jit(self.tx.init)
     state.update(accuracy=np.zeros((self.num_tasks, self.num_tasks), np.float32),
-                 baseline=np.zeros((self.num_tasks,), np.float32), task=np.int32(0), epoch=np.int32(0), rng=rng)
+                 baseline=np.zeros((self.num_tasks,), np.float32), task=np.int32(0), epoch=np.int32(0), rng=rng,
+                 seconds=np.float64(0.0))
     return state
 
   def _checkpointer(self):
@@ -297,8 +327,22 @@ class MethodRun:
     tree, mask = self._importance_tree(state, t)
     images, _ = self._importance_data(t)
     out = imp.mas_importance(self.model.importance_apply, tree, images, norm=ic.mas_norm,
-                             estimator=ic.mas_estimator, path=ic.path, chunk_size=ic.chunk_size, mask=mask)
+                             estimator=ic.mas_estimator, path=ic.path, chunk_size=ic.chunk_size, mask=mask,
+                             batch_size=ic.mas_batch_size)
     return out["params"]
+
+  def _mas_local(self, state: dict, t: int) -> PyTree:
+    """Local (Hebbian) MAS importance on task t's data; heads other than the task's, and frozen layers, get zero."""
+    ic = self.config.importance
+    tree, _ = self._importance_tree(state, t)
+    images, _ = self._importance_data(t)
+    head_names = {f"heads/head_{h}": _identity for h in range(self.model.num_heads)}
+    out = imp.mas_local_importance(self.model.importance_apply, tree, images, activation=jax.nn.relu,
+                                   activations=head_names, chunk_size=ic.chunk_size, strict=False)["params"]
+    own = f"head_{self.tasks[t].head}"
+    keep = dict(self.mask)
+    keep["heads"] = {h: jax.tree.map(lambda m, h=h: m and h == own, sub) for h, sub in self.mask["heads"].items()}
+    return jax.tree.map(lambda o, k: o if k else jnp.zeros_like(o), out, keep)
 
   def _consolidate(self, state: dict, t: int) -> dict:
     """Importance and anchors after task t (the state's params are the trained ones)."""
@@ -317,14 +361,15 @@ class MethodRun:
       new = imp.accumulate(get_slot(importance, 0), self._fisher(state, t), mode="ema",
                            gamma=self.config.importance.online_ewc_gamma)
       importance = set_slot(importance, 0, new)
-    elif method == "mas":
+    elif method in ("mas", "mas_local"):
       mode = self.config.importance.mas_accumulation
+      omega = self._mas if method == "mas" else self._mas_local
       if mode == "recompute_all":
         new = None
         for j in range(t + 1):
-          new = imp.accumulate(new, self._mas(state, j), mode="sum")
+          new = imp.accumulate(new, omega(state, j), mode="sum")
       elif mode in ("sum", "replace"):
-        new = imp.accumulate(get_slot(importance, 0), self._mas(state, t), mode=mode)
+        new = imp.accumulate(get_slot(importance, 0), omega(state, t), mode=mode)
       else:
         raise ConfigError(f"unknown importance.mas_accumulation {mode!r}; valid: {', '.join(MAS_ACCUMULATIONS)}")
       importance = set_slot(importance, 0, new)
@@ -343,15 +388,46 @@ class MethodRun:
 
   # -- main loop -------------------------------------------------------------------------------------------------
 
+  def build_steps(self) -> None:
+    """The jitted epoch (`self.epoch_fn`, with this method's penalty) and evaluation (`self.eval_fn`); after
+    `fresh_state`, which builds the optimiser."""
+    self.epoch_fn = steps.make_epoch_fn(self.model.apply, self.tx, penalty_fn=self.penalty_fn,
+                                        use_si=self.method == "si", max_traces=self.max_traces)
+    self.eval_fn = steps.make_eval_fn(self.model.apply, self.config.train.eval_batch_size)
+
+  def train_epoch(self, state: dict, t: int, e: int, data: steps.TaskData, n: int) -> tuple[dict, dict]:
+    """Epoch e of task t (data: the task's padded training arrays, n real examples): the new state and the epoch's
+    metrics (means over its steps; see `steps.make_epoch_fn`). A non-finite loss, penalty, gradient or update norm
+    or parameter raises `DivergenceError` naming it, the step (of the whole run) and the task."""
+    k_batches, k_steps = _epoch_keys(state["rng"], jnp.int32(t), jnp.int32(e))
+    idx, valid = self._batch_indices(k_batches, n)
+    carry = steps.Carry(state["params"], state["batch_stats"], state["opt_state"], state["si_path"])
+    carry, metrics, checks = self.epoch_fn(carry, data, idx, valid, k_steps, state["anchors"], state["importance"],
+                                           jnp.float32(self.strength))
+    first = int(self.first_steps[t] + e * self.steps_per_epoch[t])
+    self._check_finite(checks, first, f"task {t} ({self.tasks[t].name}), epoch {e} of method {self.label!r}")
+    state = dict(state, params=carry.params, batch_stats=carry.batch_stats, opt_state=carry.opt_state,
+                 si_path=carry.si_path)
+    return state, {k: float(v) for k, v in metrics.items()}
+
+  @staticmethod
+  def _check_finite(checks: dict, first_step: int, context: str) -> None:
+    """DivergenceError at the epoch's earliest non-finite step (its first bad quantity in STEP_QUANTITIES order)."""
+    per_step = {f"train/{name}": np.asarray(checks[name]) for name in steps.STEP_QUANTITIES}
+    bad = ~np.isfinite(np.stack(list(per_step.values())))
+    if bad.any():
+      i = int(np.argmax(bad.any(axis=0)))
+      numerics.check_finite({k: v[i:i + 1] for k, v in per_step.items()}, context=context, first_step=first_step + i)
+    numerics.check_finite({"the parameters": np.asarray(checks["params_finite"])},
+                          context=f"the end of {context}")
+
   def run(self) -> dict:
     from nas_forgetting.io.metrics import MetricsLogger
     from nas_forgetting.io.progress import progress
 
     self.workdir.mkdir(parents=True, exist_ok=True)
     state = self.fresh_state()
-    self.epoch_fn = steps.make_epoch_fn(self.model.apply, self.tx, penalty_scale=_PENALTY_SCALE[self.method],
-                                        use_si=self.method == "si", max_traces=self.max_traces)
-    self.eval_fn = steps.make_eval_fn(self.model.apply, self.config.train.eval_batch_size)
+    self.build_steps()
     checkpointer = self._checkpointer()
     latest = checkpointer.latest_step()
     if latest is not None:
@@ -362,17 +438,24 @@ class MethodRun:
       except Exception as e:  # a tree that does not match this config
         raise CheckpointError(f"checkpoint {latest} in {self.workdir / 'checkpoints'} does not match this run "
                               f"(method {self.method!r}): {e}") from e
-    else:
-      state["baseline"] = self._evaluate_all(state["params"], state["batch_stats"])
     start_task, start_epoch = int(state["task"]), int(state["epoch"])
+    if start_task >= self.num_tasks and (self.workdir / SUMMARY_FILE).exists():
+      logging.info("method %s in %s is already finished (all %d tasks trained, outputs written): nothing to do",
+                   self.label, self.workdir, self.num_tasks)
+      summary = json.loads((self.workdir / SUMMARY_FILE).read_text())
+      return {**summary, "method": self.label, "stopped": False, "epochs_run": 0, "already_finished": True,
+              "seconds": float(state["seconds"]), "params": state["params"], "anchors": state["anchors"],
+              "accuracy": np.asarray(state["accuracy"]), "baseline": np.asarray(state["baseline"])}
+    if latest is None:
+      state["baseline"] = self._evaluate_all(state["params"], state["batch_stats"])
     offsets = np.concatenate([[0], np.cumsum(self.epochs)]).astype(int)
     total_epochs = int(offsets[-1])
     done_before = int(offsets[start_task] + start_epoch) if start_task < self.num_tasks else total_epochs
     stop_after = self.config.train.stop_after_epochs
-    ran, stopped, t0 = 0, False, time.time()
-    strength = jnp.float32(self.strength)
+    ran, stopped, t0, seconds_before = 0, False, time.time(), float(state["seconds"])
 
-    with MetricsLogger(self.workdir) as logger:
+    # Records logged after the restored checkpoint (a run killed between logging and saving) are dropped.
+    with MetricsLogger(self.workdir, purge_step=0 if latest is None else latest + 1) as logger:
       bar = progress(total=total_epochs - done_before, desc=f"{self.label}", unit="epoch")
       for t in range(start_task, self.num_tasks):
         indices = list(range(t + 1)) if self.method == "joint" else [t]
@@ -383,15 +466,9 @@ class MethodRun:
           if self.config.train.reset_optimizer:
             state["opt_state"] = self._opt_init(state["params"])
         for e in range(first, self.epochs[t]):
-          k_batches, k_steps = _epoch_keys(state["rng"], jnp.int32(t), jnp.int32(e))
-          idx, valid = self._batch_indices(k_batches, n)
-          carry = steps.Carry(state["params"], state["batch_stats"], state["opt_state"], state["si_path"])
-          carry, m = self.epoch_fn(carry, data, idx, valid, k_steps, state["anchors"], state["importance"],
-                                   strength)
-          state.update(params=carry.params, batch_stats=carry.batch_stats, opt_state=carry.opt_state,
-                       si_path=carry.si_path)
+          state, m = self.train_epoch(state, t, e, data, n)
           step = int(offsets[t] + e + 1)
-          logger.log(step, {"task": t, "epoch": e, **{f"train/{k}": float(v) for k, v in m.items()}})
+          logger.log(step, {"task": t, "epoch": e, **{f"train/{k}": v for k, v in m.items()}})
           if e + 1 == self.epochs[t]:
             row = self._evaluate_all(state["params"], state["batch_stats"])
             state["accuracy"] = state["accuracy"].copy()
@@ -400,14 +477,17 @@ class MethodRun:
             record = {f"eval/task_{j}/accuracy": float(row[j]) for j in range(self.num_tasks)}
             record["eval/avg_accuracy_seen"] = float(row[:t + 1].mean())
             if self.method not in ("finetune", "joint"):
-              record.update(_importance_stats(state["importance"]))
+              stats = _importance_stats(state["importance"])
+              numerics.check_finite(stats, context=f"the importance after task {t} of method {self.label!r}")
+              record.update(stats)
             logger.log(step, record)
             state["task"], state["epoch"] = np.int32(t + 1), np.int32(0)
           else:
             state["task"], state["epoch"] = np.int32(t), np.int32(e + 1)
+          state["seconds"] = np.float64(seconds_before + time.time() - t0)
           checkpointer.save(step, state)
           bar.update(1)
-          bar.set_postfix(task=t, loss=f"{float(m['loss']):.3f}")
+          bar.set_postfix(task=t, loss=f"{m['loss']:.3f}")
           ran += 1
           if stop_after and ran >= stop_after:
             stopped = True
@@ -416,18 +496,20 @@ class MethodRun:
           break
       bar.close()
     checkpointer.wait()
-    result = {"method": self.label, "stopped": stopped, "epochs_run": ran, "seconds": time.time() - t0,
-              "params": state["params"], "anchors": state["anchors"], "accuracy": np.asarray(state["accuracy"]),
-              "baseline": np.asarray(state["baseline"])}
+    seconds = float(state["seconds"])  # training time over all launches, up to the last checkpoint
+    result = {"method": self.label, "stopped": stopped, "epochs_run": ran, "seconds": seconds,
+              "already_finished": False, "params": state["params"], "anchors": state["anchors"],
+              "accuracy": np.asarray(state["accuracy"]), "baseline": np.asarray(state["baseline"])}
     if not stopped:
       result.update(write_method_outputs(self.workdir, self.label, result["accuracy"], result["baseline"],
-                                         [t.name for t in self.tasks]))
+                                         [t.name for t in self.tasks], seconds=seconds))
     return result
 
 
 def write_method_outputs(workdir: pathlib.Path, method: str, accuracy: np.ndarray, baseline: np.ndarray,
-                         task_names: Sequence[str]) -> dict:
-  """accuracy_matrix.csv, per_task.csv, summary.json and the heatmap/curves PNGs; returns the summary."""
+                         task_names: Sequence[str], *, seconds: float) -> dict:
+  """accuracy_matrix.csv, per_task.csv, the heatmap/curves PNGs, then summary.json (last: it marks the method
+  finished; `seconds` is the training time over all launches); returns the summary."""
   from nas_forgetting.io import plots
   from nas_forgetting.io.atomic import atomic_write_text
   from nas_forgetting.io.metrics import write_csv
@@ -441,11 +523,11 @@ def write_method_outputs(workdir: pathlib.Path, method: str, accuracy: np.ndarra
             [{"task": j, "name": task_names[j], "accuracy_when_learned": float(accuracy[j, j]),
               "final_accuracy": float(accuracy[-1, j]), "final_drop": float(drop[j]), "forgetting": float(f[j]),
               "untrained_accuracy": float(baseline[j])} for j in range(t)])
-  summary = {"method": method, **cm.summary(accuracy, baseline)}
-  atomic_write_text(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
   names = [f"T{j}" for j in range(t)]
   plots.accuracy_matrix_heatmap(accuracy, workdir / "accuracy_matrix.png", task_names=names,
                                 title=f"{method}: accuracy on task j after task i")
   plots.accuracy_curves(accuracy, workdir / "accuracy_curves.png", task_names=names,
                         title=f"{method}: accuracy of each task during the stream")
+  summary = {"method": method, **cm.summary(accuracy, baseline), "seconds": float(seconds)}
+  atomic_write_text(workdir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
   return summary

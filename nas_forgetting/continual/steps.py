@@ -12,9 +12,13 @@ Shapes that stay fixed across tasks:
 - consolidation slots: anchors and importance carry a leading axis of `num_slots` (EWC keeps one (anchor, Fisher)
   pair per earlier task, the other methods one); an empty slot has zero importance and adds nothing.
 
-Penalty: value = strength * scale * sum_slots quadratic_penalty(params, anchor_s, importance_s), with
-`penalties.quadratic_penalty` = 1/2 sum importance * (params - anchor)^2 and scale 1 (EWC, online EWC, L2: the
-EWC paper's lambda/2) or 2 (MAS, SI: lambda sum Omega (params - anchor)^2, as the MAS paper and reference).
+Penalty: value = sum over slots of penalty_fn(params, anchor_s, importance_s, strength), where `penalty_fn` is the
+method's penalty from `nas_forgetting.penalties` (`penalties.METHOD_PENALTIES`: `ewc_penalty`, `mas_penalty`, ...):
+one definition of every factor convention, shared with everything else that penalises.
+
+Divergence: the epoch also returns, per step, the loss, the penalty and the gradient and update norms, and whether
+the parameters are finite at its end; the runner reads them once per epoch (`nas_forgetting.numerics`) and stops
+with a `DivergenceError` naming the quantity, the step and the task. No host synchronisation inside the epoch.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from nas_forgetting import penalties
+from nas_forgetting import numerics
 
 PyTree = Any
 NEG_INF = -1e9
@@ -54,9 +58,15 @@ def mask_logits(logits: jax.Array, num_outputs: jax.Array) -> jax.Array:
   return jnp.where(valid, logits, NEG_INF)
 
 
-def consolidation_penalty(params: PyTree, anchors: PyTree, importance: PyTree) -> jax.Array:
-  """sum over slots of 1/2 sum importance_s * (params - anchor_s)^2 (anchors/importance: leading slot axis)."""
-  per_slot = jax.vmap(lambda a, i: penalties.quadratic_penalty(params, a, i))(anchors, importance)
+PenaltyFn = Callable[[PyTree, PyTree, PyTree, jax.Array], jax.Array]
+STEP_QUANTITIES = ("loss", "penalty", "grad_norm", "update_norm")  # per-step values an epoch returns
+
+
+def consolidation_penalty(penalty_fn: PenaltyFn, params: PyTree, anchors: PyTree, importance: PyTree,
+                          strength: jax.Array) -> jax.Array:
+  """sum over slots s of penalty_fn(params, anchor_s, importance_s, strength) (anchors/importance: leading slot
+  axis; an empty slot has zero importance and adds nothing)."""
+  per_slot = jax.vmap(lambda a, i: penalty_fn(params, a, i, strength))(anchors, importance)
   return jnp.sum(per_slot)
 
 
@@ -64,15 +74,18 @@ def _global_norm(tree: PyTree) -> jax.Array:
   return optax.tree.norm(tree)
 
 
-def make_epoch_fn(apply_fn: Callable, tx: optax.GradientTransformation, *, penalty_scale: float, use_si: bool,
-                  max_traces: int | None = None) -> Callable:
-  """A jitted `epoch(carry, data, batch_idx, batch_valid, rng, anchors, importance, strength) -> (carry, metrics)`.
+def make_epoch_fn(apply_fn: Callable, tx: optax.GradientTransformation, *, penalty_fn: PenaltyFn | None,
+                  use_si: bool, max_traces: int | None = None) -> Callable:
+  """A jitted `epoch(carry, data, batch_idx, batch_valid, rng, anchors, importance, strength)
+  -> (carry, metrics, checks)`.
 
-  `apply_fn(variables, x, heads, train, rng) -> (logits, new_batch_stats)`. `batch_idx` (max_batches, batch_size)
-  int32 rows of example indices, `batch_valid` (max_batches,) bool. Metrics are means over the valid batches:
-  `loss` (cross-entropy), `penalty` (the consolidation term as added to the loss), `grad_norm` (of the total
-  gradient), `update_norm`, and `param_norm` at the end of the epoch. `max_traces` wraps the Python function in
-  `chex.assert_max_traces` (tests).
+  `apply_fn(variables, x, heads, train, rng) -> (logits, new_batch_stats)`. `penalty_fn(params, anchor, importance,
+  strength)`: the method's penalty from `nas_forgetting.penalties` (None: no penalty, finetune / joint).
+  `batch_idx` (max_batches, batch_size) int32 rows of example indices, `batch_valid` (max_batches,) bool. Metrics are
+  means over the valid batches: `loss` (cross-entropy), `penalty` (the consolidation term as added to the loss),
+  `grad_norm` (of the total gradient), `update_norm`, and `param_norm` at the end of the epoch. `checks`: the
+  per-step values of `STEP_QUANTITIES` (max_batches,) (0 on invalid rows) and `params_finite` (a bool) for the
+  host's divergence check. `max_traces` wraps the Python function in `chex.assert_max_traces` (tests).
   """
 
   def epoch(carry: Carry, data: TaskData, batch_idx, batch_valid, rng, anchors, importance, strength):
@@ -83,15 +96,17 @@ def make_epoch_fn(apply_fn: Callable, tx: optax.GradientTransformation, *, penal
       loss = optax.softmax_cross_entropy_with_integer_labels(logits, data.labels[idx]).mean()
       return loss, new_stats
 
-    def penalty_fn(params):
-      return strength * penalty_scale * consolidation_penalty(params, anchors, importance)
+    def total_penalty(params):
+      if penalty_fn is None:
+        return jnp.float32(0.0)
+      return consolidation_penalty(penalty_fn, params, anchors, importance, strength)
 
     def step(c: Carry, inputs):
       idx, valid, key = inputs
 
       def do(c: Carry):
         (loss, new_stats), g_task = jax.value_and_grad(task_loss, has_aux=True)(c.params, c.batch_stats, idx, key)
-        pen, g_pen = jax.value_and_grad(penalty_fn)(c.params)
+        pen, g_pen = jax.value_and_grad(total_penalty)(c.params)
         grads = jax.tree.map(jnp.add, g_task, g_pen)
         updates, opt_state = tx.update(grads, c.opt_state, c.params)
         params = optax.apply_updates(c.params, updates)
@@ -112,7 +127,9 @@ def make_epoch_fn(apply_fn: Callable, tx: optax.GradientTransformation, *, penal
     sums = ms[:, :4].sum(axis=0) / count
     metrics = {"loss": sums[0], "penalty": sums[1], "grad_norm": sums[2], "update_norm": sums[3],
                "param_norm": _global_norm(carry.params)}
-    return carry, metrics
+    checks = {name: ms[:, i] for i, name in enumerate(STEP_QUANTITIES)}
+    checks["params_finite"] = numerics.all_finite(carry.params)
+    return carry, metrics, checks
 
   fn = epoch if max_traces is None else chex.assert_max_traces(epoch, n=max_traces)
   return jax.jit(fn)

@@ -24,6 +24,9 @@ shared data folder):
   max_per_class     image_folder only: decode at most this many files per class (first in name order); 0 = all
   holdout_fraction  single-split sources with test_size 0: the fraction carved out as the test split
   data_dir          tfds only: its data folder ('' = tfds' default)
+  num_classes       idx only: the number of classes (0 = 10, the MNIST family the IDX layout holds: MNIST,
+                    Fashion-MNIST, KMNIST). A label outside [0, num_classes) is a DataError naming the file and
+                    the example's index (never a silently larger label set); other sources know their classes
 
 Splitting rules (seeded, documented so runs can be compared):
 - Source with both splits: `train_size` / `test_size` > 0 keep a seeded random subset of that split (in the
@@ -98,6 +101,7 @@ def default_data_config(**overrides) -> ml_collections.ConfigDict:
   config.max_per_class = 0  # image_folder: at most this many files decoded per class (first by name); 0 = all
   config.holdout_fraction = 0.2  # single-split sources with test_size 0: fraction carved out as test
   config.data_dir = ""  # tfds data folder ('' = tfds default)
+  config.num_classes = 0  # idx only: number of classes (0 = 10, the MNIST family); a label outside it is an error
   for key, value in overrides.items():
     if key not in config:
       raise ConfigError(f"unknown data config field {key!r}; valid fields: {', '.join(sorted(config.keys()))}")
@@ -124,20 +128,41 @@ def offline_data_config(folder: str, **overrides) -> ml_collections.ConfigDict:
   return default_data_config(**{"path": shared_data(folder), **OFFLINE[folder], **overrides})
 
 
-def _check_config(config) -> None:
+IDX_DEFAULT_NUM_CLASSES = 10
+
+
+def validate_data_config(config, field: str = "data") -> None:
+  """Checks every field of a data config without reading any data; ConfigError naming `<field>.<name>`."""
   missing = [key for key in default_data_config().keys() if key not in config]
   if missing:
-    raise ConfigError(f"data config lacks the fields {missing}; build it with "
+    raise ConfigError(f"{field} config lacks the fields {missing}; build it with "
                       f"nas_forgetting.data.datasets.default_data_config(**overrides) so every field is declared")
   if config.source not in SOURCES:
-    raise ConfigError(f"unknown data.source {config.source!r}; valid sources: {', '.join(SOURCES)}")
-  for field in ("train_size", "test_size", "image_size", "max_per_class"):
-    if int(config[field]) < 0:
-      raise ConfigError(f"data.{field} must be >= 0, got {config[field]}")
-  if not 0.0 < float(config.holdout_fraction) < 1.0:
-    raise ConfigError(f"data.holdout_fraction must lie in (0, 1), got {config.holdout_fraction}")
-  if config.source in ("idx", "image_folder", "embeddings") and not config.path:
-    raise ConfigError(f"data.source={config.source!r} needs data.path (a folder)")
+    raise ConfigError(f"unknown {field}.source {config.source!r}; valid sources: {', '.join(SOURCES)}")
+  for name in ("train_size", "test_size", "image_size", "max_per_class", "seed", "num_classes"):
+    value = config[name]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+      raise ConfigError(f"{field}.{name}={value!r}; expected an integer >= 0")
+  if config.channels not in (0, 1, 3):
+    raise ConfigError(f"{field}.channels={config.channels!r}; expected 0 (as the source), 1 or 3")
+  if not isinstance(config.grayscale, bool):
+    raise ConfigError(f"{field}.grayscale={config.grayscale!r}; expected True or False")
+  fraction = config.holdout_fraction
+  if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < float(fraction) < 1.0:
+    raise ConfigError(f"{field}.holdout_fraction={fraction!r}; expected a number in (0, 1)")
+  if config.source in ("idx", "image_folder", "embeddings") and not str(config.path).strip():
+    raise ConfigError(f"{field}.source={config.source!r} needs {field}.path (a folder); it is empty")
+  if config.source == "tfds" and config.name not in _TFDS_NUM_CLASSES:
+    raise ConfigError(f"{field}.name={config.name!r} for source 'tfds'; known: {', '.join(_TFDS_NUM_CLASSES)}")
+  if config.source == "embedded" and config.name not in ("",) + tuple(embedded.NAMES):
+    raise ConfigError(f"{field}.name={config.name!r} for source 'embedded'; known: {', '.join(embedded.NAMES)}")
+  if config.num_classes and config.source != "idx":
+    raise ConfigError(f"{field}.num_classes={config.num_classes} applies to source 'idx' only (source "
+                      f"{config.source!r} knows its classes); leave it 0")
+
+
+def _check_config(config) -> None:
+  validate_data_config(config)
   if config.source == "embeddings" and (config.image_size or config.grayscale or config.channels):
     raise ConfigError(f"data.source='embeddings' stores feature vectors, not images: image_size, grayscale and "
                       f"channels must stay 0 / False / 0, got {config.image_size} / {config.grayscale} / "
@@ -201,8 +226,8 @@ def _load_raw(config) -> tuple[dict, int, str]:
     found, num_classes = embeddings.load_embedding_splits(path)
     return found, num_classes, name
   if source == "idx":
-    found = idx.load_idx_folder(path)
-    num_classes = int(max(labels.max() for _, labels in found.values())) + 1
+    num_classes = int(config.num_classes) or IDX_DEFAULT_NUM_CLASSES
+    found = idx.load_idx_folder(path, num_classes=num_classes)
     return found, num_classes, name
   found, names = image_folder.load_image_folder(path, max_per_class=int(config.max_per_class),
                                                 image_size=int(config.image_size))

@@ -7,7 +7,9 @@ or longer than its header promises, a gzip stream cut short) raises DataError na
 
 A folder is read by `load_idx_folder`: it looks for the standard file names
 `{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]` (also the `train-images.idx3-ubyte` spelling) and returns the
-splits it finds.
+splits it finds. Labels are checked against the data set's number of classes (`num_classes`, 10 for the MNIST
+family): a label byte outside [0, num_classes) raises DataError naming the file, the example's index and its value,
+instead of silently declaring a larger label set.
 """
 
 from __future__ import annotations
@@ -106,20 +108,36 @@ def _find(folder: pathlib.Path, prefix: str, kind: str) -> pathlib.Path | None:
   return None
 
 
-def load_idx_pair(images_path: str | pathlib.Path, labels_path: str | pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
-  """uint8 images (N, H, W, 1) and int32 labels (N,) from an image file and its label file."""
+def check_labels(labels: np.ndarray, num_classes: int, path: str | pathlib.Path) -> None:
+  """DataError naming `path`, the first index and its value if a label lies outside [0, num_classes)."""
+  bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+  if bad.size:
+    i = int(bad[0])
+    raise DataError(f"IDX label file {path}: label {int(labels[i])} at index {i} (and {bad.size - 1} more) lies "
+                    f"outside [0, {num_classes}); this data set has {num_classes} classes (data.num_classes sets "
+                    "another count)")
+
+
+def load_idx_pair(images_path: str | pathlib.Path, labels_path: str | pathlib.Path, *,
+                  num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """uint8 images (N, H, W, 1) and int32 labels (N,) from an image file and its label file; labels are checked
+  against `num_classes` when given."""
   images = read_idx_images(images_path)
   labels = read_idx_labels(labels_path)
+  if num_classes is not None:
+    check_labels(labels, num_classes, labels_path)
   if images.shape[0] != labels.shape[0]:
     raise DataError(f"IDX files {images_path} and {labels_path}: {images.shape[0]} images but "
                     f"{labels.shape[0]} labels (expected the same number)")
   return images[..., None], labels.astype(np.int32)
 
 
-def load_idx_folder(folder: str | pathlib.Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def load_idx_folder(folder: str | pathlib.Path, *, num_classes: int | None = None,
+                    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """{'train': (images, labels), 'test': (...)} for the splits whose two files are in `folder`.
 
-  At least one split must be present; a split with images but no labels (or the reverse) is an error.
+  At least one split must be present; a split with images but no labels (or the reverse) is an error. Labels
+  outside [0, num_classes) are a DataError when `num_classes` is given.
   """
   folder = pathlib.Path(folder)
   if not folder.is_dir():
@@ -131,7 +149,7 @@ def load_idx_folder(folder: str | pathlib.Path) -> dict[str, tuple[np.ndarray, n
       missing = f"{prefix}-images-idx3-ubyte[.gz]" if images_path is None else f"{prefix}-labels-idx1-ubyte[.gz]"
       raise DataError(f"IDX folder {folder}: the {split} split has one file but not {missing}")
     if images_path is not None:
-      found[split] = load_idx_pair(images_path, labels_path)
+      found[split] = load_idx_pair(images_path, labels_path, num_classes=num_classes)
   if not found:
     raise DataError(f"IDX folder {folder}: expected train-images-idx3-ubyte[.gz] + train-labels-idx1-ubyte[.gz] "
                     f"and/or t10k-images-idx3-ubyte[.gz] + t10k-labels-idx1-ubyte[.gz], found none")

@@ -5,8 +5,10 @@ an example's outputs):
 
 * ``per_example`` (default): Omega = mean_i |d N(f(x_i)) / d theta|, the MAS paper's definition.
 * ``batch``: Omega = |d sum_i N(f(x_i)) / d theta| / N over ALL the examples given: the reference code's
-  |gradient of the batch-summed norm|, equal to ``per_example`` only for one example. For reproduction, call it
-  once per reference batch and average.
+  |gradient of the batch-summed norm|, equal to ``per_example`` only for one example. With ``batch_size`` B > 0
+  the examples are cut, in order, into batches of B (the last may be smaller) and Omega = sum over batches
+  |d sum_{i in batch} N(f(x_i)) / d theta| / N: the reference's per-batch running mean (its MAS demo uses
+  B = 200), except that a smaller last batch is weighted by its size (the reference over-weights it).
 
 N is the squared L2 norm sum_k f_k^2 (``l2``, default; no factor 1/2, as the reference) or the L1 norm
 sum_k |f_k| (``l1``, subgradient sign(0) = 0).
@@ -78,25 +80,46 @@ class NormObjective:
 
 def mas_importance(apply_fn: Callable[[PyTree, jax.Array], jax.Array], params: PyTree, images: Any, *,
                    norm: str = "l2", estimator: str = "per_example", path: str = "per_layer",
-                   chunk_size: int = DEFAULT_CHUNK_SIZE, mask: PyTree | None = None) -> PyTree:
+                   chunk_size: int = DEFAULT_CHUNK_SIZE, mask: PyTree | None = None, batch_size: int = 0) -> PyTree:
   """MAS importance Omega of `params` on `images`, a float32 tree like `params` (see the module docstring).
 
-  `apply_fn`, `path`, `chunk_size` and `mask` as in `fisher_diagonal`.
+  `apply_fn`, `path`, `chunk_size` and `mask` as in `fisher_diagonal`. `batch_size` (estimator 'batch' only):
+  0 = one batch of all the examples, B > 0 = the reference's per-batch estimate over batches of B.
   """
   what = f"mas_importance(estimator={estimator!r}, norm={norm!r})"
   if norm not in NORMS:
     raise ConfigError(f"mas_importance: unknown norm {norm!r}; expected one of {NORMS}")
   if estimator not in MAS_ESTIMATORS:
     raise ConfigError(f"mas_importance: unknown estimator {estimator!r}; expected one of {MAS_ESTIMATORS}")
+  if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
+    raise ConfigError(f"mas_importance: batch_size={batch_size!r}; expected an integer >= 0 (0 = one batch)")
+  if batch_size and estimator != "batch":
+    raise ConfigError(f"mas_importance: batch_size={batch_size} applies to estimator='batch' only (the per-example "
+                      "estimate does not depend on batches)")
   if estimator == "batch":
-    return _driver.batch_gradient_sum(apply_fn, params, images, None, objective=NormObjective(norm),
-                                      finalize=_abs_over_n, chunk_size=chunk_size, mask=mask, what=what)
+    n = _engine.num_examples(images)
+    if batch_size == 0 or batch_size >= n:
+      return _driver.batch_gradient_sum(apply_fn, params, images, None, objective=NormObjective(norm),
+                                        finalize=_abs_over_n, chunk_size=chunk_size, mask=mask, what=what)
+    total = None
+    for start in range(0, n, batch_size):
+      batch = jax.tree.map(lambda a: a[start:start + batch_size], images)
+      part = _driver.batch_gradient_sum(apply_fn, params, batch, None, objective=NormObjective(norm),
+                                        finalize=_abs_sum, chunk_size=min(chunk_size, batch_size), mask=mask,
+                                        what=what)
+      total = part if total is None else jax.tree.map(jnp.add, total, part)
+    return jax.tree.map(lambda t: t / n, total)
   return _driver.per_example_mean(apply_fn, params, images, None, rule=NormRule(norm), phi="abs", path=path,
                                   chunk_size=chunk_size, rng=None, mask=mask, what=what)
 
 
 def _abs_over_n(total: jax.Array, n: jax.Array) -> jax.Array:
   return jnp.abs(total) / n
+
+
+def _abs_sum(total: jax.Array, n: jax.Array) -> jax.Array:
+  del n
+  return jnp.abs(total)
 
 
 # ----------------------------------------------------------------------------------------------------------------

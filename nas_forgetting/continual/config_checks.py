@@ -1,0 +1,77 @@
+"""Checks of resolved config values, each raising ConfigError that names the field, its value and what is expected.
+
+Used by the experiments' `validate_config` (continual, WPL two-model) before any work is done. Fields are dotted
+paths into an ml_collections ConfigDict (or nested mappings): `integer(config, "train.batch_size", minimum=1)`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from nas_forgetting.errors import ConfigError
+
+
+def get(config: Any, path: str) -> Any:
+  """The value at dotted `path` of `config`."""
+  node = config
+  for part in path.split("."):
+    node = node[part]
+  return node
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def integer(config: Any, path: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+  """An int (not a bool) within [minimum, maximum]."""
+  value = get(config, path)
+  if not _is_int(value) or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+    bounds = " and ".join(b for b in (f">= {minimum}" if minimum is not None else "",
+                                      f"<= {maximum}" if maximum is not None else "") if b)
+    raise ConfigError(f"{path}={value!r}; expected an integer{' ' + bounds if bounds else ''}")
+  return value
+
+
+def integers(config: Any, path: str, *, minimum: int, allow_empty: bool = True) -> tuple[int, ...]:
+  """A sequence of ints, each >= minimum."""
+  value = get(config, path)
+  if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or (not allow_empty and not value):
+    raise ConfigError(f"{path}={value!r}; expected a {'non-empty ' if not allow_empty else ''}sequence of "
+                      f"integers >= {minimum}")
+  bad = [v for v in value if not _is_int(v) or v < minimum]
+  if bad:
+    raise ConfigError(f"{path}={tuple(value)!r}: {bad} not integers >= {minimum}")
+  return tuple(value)
+
+
+def number(config: Any, path: str, *, minimum: float | None = None, maximum: float | None = None,
+           above: float | None = None, below: float | None = None) -> float:
+  """A finite real number (NaN and infinities are refused) with inclusive (minimum/maximum) or strict (above/below)
+  bounds."""
+  value = get(config, path)
+  ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+  if ok:
+    ok = ((minimum is None or value >= minimum) and (maximum is None or value <= maximum)
+          and (above is None or value > above) and (below is None or value < below))
+  if not ok:
+    bounds = [f">= {minimum:g}" if minimum is not None else "", f"<= {maximum:g}" if maximum is not None else "",
+              f"> {above:g}" if above is not None else "", f"< {below:g}" if below is not None else ""]
+    bounds = " and ".join(b for b in bounds if b)
+    raise ConfigError(f"{path}={value!r}; expected a finite number{' ' + bounds if bounds else ''}")
+  return float(value)
+
+
+def choice(config: Any, path: str, choices: Sequence[str]) -> str:
+  value = get(config, path)
+  if value not in choices:
+    raise ConfigError(f"{path}={value!r}; valid choices: {', '.join(map(str, choices))}")
+  return value
+
+
+def boolean(config: Any, path: str) -> bool:
+  value = get(config, path)
+  if not isinstance(value, bool):
+    raise ConfigError(f"{path}={value!r}; expected True or False")
+  return value
