@@ -51,11 +51,15 @@ def read_words(path: str | pathlib.Path) -> list[str]:
   except UnicodeDecodeError as exc:
     raise DataError(f"text file {path} is not UTF-8 text ({exc})") from exc
   words = []
-  for line in text.splitlines():
+  lines = text.splitlines()
+  for line in lines:
     words.extend(line.split())
     words.append(EOS)
   if not words:
     raise DataError(f"text file {path} is empty; expected at least one line")
+  if len(words) == len(lines):  # every token is an <eos>: nothing to model
+    raise DataError(f"text file {path} holds no words ({len(lines)} blank lines); expected lines of "
+                    "whitespace-separated words")
   return words
 
 

@@ -16,6 +16,7 @@ the shared training does not carry its running averages, so no config field offe
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Mapping
 
 import ml_collections
@@ -217,3 +218,189 @@ def wpl_config(base_get_config: Callable[[str], ml_collections.ConfigDict], arg:
   if "nowpl" in variants:
     c.wpl.enabled = False
   return c
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Validation: every field of a resolved ENAS config, checked before any work is done
+# ----------------------------------------------------------------------------------------------------------------
+
+MODES = ("train", "derive", "evaluate", "train_scratch", "single", "ablation_activation", "ablation_node",
+         "rank_correlation")
+NETWORKS = ("rnn", "micro_cnn")
+
+
+def _get(config: ml_collections.ConfigDict, path: str) -> Any:
+  node = config
+  for part in path.split("."):
+    if not isinstance(node, (ml_collections.ConfigDict, Mapping)) or part not in node:
+      raise ConfigError(f"{path} is missing from the config; expected the fields of nas_forgetting.enas.config")
+    node = node[part]
+  return node
+
+
+def _integer(config, path: str, minimum: int, maximum: int | None = None) -> int:
+  value = _get(config, path)
+  if isinstance(value, bool) or not isinstance(value, int):
+    raise ConfigError(f"{path}={value!r}; expected an integer")
+  if value < minimum or (maximum is not None and value > maximum):
+    wanted = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+    raise ConfigError(f"{path}={value}; expected an integer {wanted}")
+  return value
+
+
+def _number(config, path: str, *, low: float | None = None, high: float | None = None, low_open: bool = False,
+            high_open: bool = False) -> float:
+  """A finite real number in the interval given (open or closed at each end); NaN and infinities are refused."""
+  value = _get(config, path)
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    raise ConfigError(f"{path}={value!r}; expected a number")
+  parts = []
+  if low is not None:
+    parts.append(f"{'>' if low_open else '>='} {low:g}")
+  if high is not None:
+    parts.append(f"{'<' if high_open else '<='} {high:g}")
+  wanted = "a finite number" + (" " + " and ".join(parts) if parts else "")
+  if not math.isfinite(value):
+    raise ConfigError(f"{path}={value}; expected {wanted}")
+  if low is not None and (value < low or (low_open and value == low)):
+    raise ConfigError(f"{path}={value:g}; expected {wanted}")
+  if high is not None and (value > high or (high_open and value == high)):
+    raise ConfigError(f"{path}={value:g}; expected {wanted}")
+  return float(value)
+
+
+def _choice(config, path: str, choices: tuple) -> Any:
+  value = _get(config, path)
+  if value not in choices:
+    raise ConfigError(f"{path}={value!r}; expected one of {', '.join(map(str, choices))}")
+  return value
+
+
+def _boolean(config, path: str) -> bool:
+  value = _get(config, path)
+  if not isinstance(value, bool):
+    raise ConfigError(f"{path}={value!r}; expected True or False")
+  return value
+
+
+def _text(config, path: str, *, non_empty: bool = False, why: str = "") -> str:
+  value = _get(config, path)
+  if not isinstance(value, str):
+    raise ConfigError(f"{path}={value!r}; expected a string")
+  if non_empty and not value.strip():
+    raise ConfigError(f"{path} is empty; expected {why or 'a non-empty string'}")
+  return value
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks every field of a resolved ENAS config (ranges, signs, finiteness, choices, non-empty paths) and raises
+  ConfigError naming the first bad field, e.g. "shared.bptt=0; expected an integer >= 1". Runs no computation and
+  reads no file, so it can be called before the workdir exists."""
+  c = config
+  if _get(c, "experiment") != "enas":
+    raise ConfigError(f"experiment={c.experiment!r}; this is the ENAS experiment ('enas')")
+  _integer(c, "seed", 0, 2**31 - 1)
+  mode = _choice(c, "mode", MODES)
+  network = _choice(c, "network", NETWORKS)
+  rnn = network == "rnn"
+  _text(c, "load_workdir")
+  dag_path = _text(c, "dag_path")
+  if mode == "single" and not dag_path.strip():
+    raise ConfigError("dag_path is empty; mode 'single' needs a JSON DAG file")
+  if mode.startswith("ablation_") and not rnn:
+    raise ConfigError(f"mode={mode!r} applies to the recurrent cell (network='rnn'), not to network={network!r}")
+
+  # data
+  _text(c, "data.name", non_empty=True, why="the data set's name")
+  if rnn:
+    _text(c, "data.path", non_empty=True, why="the folder of the text corpus (train.txt, valid.txt, test.txt)")
+    _integer(c, "data.eval_max_tokens", 0)
+  elif "image" not in c.data:
+    raise ConfigError("data.image is missing; network 'micro_cnn' needs an image data group "
+                      "(nas_forgetting.data.datasets)")
+  _number(c, "data.reward_fraction", low=0.0, high=1.0, low_open=True, high_open=True)
+
+  # search space
+  blocks = _integer(c, "search.num_blocks", 1)
+  if rnn:
+    search_mode = _choice(c, "search.mode", ("orig", "flexible", "hardcoded", "random"))
+    _choice(c, "search.topology", ("chain", "tree"))
+    if search_mode == "flexible":
+      _integer(c, "search.min_nodes", 1, blocks)
+    else:
+      _integer(c, "search.min_nodes", 1)
+
+  # models
+  if rnn:
+    _integer(c, "rnn.hidden_size", 1)
+    for name in ("dropout_embedding", "dropout_input", "dropout_output", "weight_drop"):
+      _number(c, f"rnn.{name}", low=0.0, high=1.0, high_open=True)
+    _number(c, "rnn.max_hidden_norm", low=0.0)
+    _number(c, "rnn.init_range", low=0.0, low_open=True)
+    _choice(c, "rnn.next_hidden", ("average", "last_node"))
+    _number(c, "rnn.ar_alpha", low=0.0)
+    _number(c, "rnn.tar_beta", low=0.0)
+  else:
+    _integer(c, "cnn.features", 1)
+    _integer(c, "cnn.num_modules", 1)
+    _integer(c, "cnn.num_repeat_normal", 1)
+    _integer(c, "cnn.sep_conv_stacks", 1)
+    _choice(c, "cnn.sep_conv", ("separable", "depthwise"))
+    _choice(c, "cnn.cell_output", ("loose_ends", "last_node"))
+    _number(c, "cnn.dropout", low=0.0, high=1.0, high_open=True)
+    _integer(c, "cnn.pad", 0)
+    _boolean(c, "cnn.flip")
+    _integer(c, "cnn.cutout", 0)
+
+  # shared weights
+  _integer(c, "shared.batch_size", 1)
+  if rnn:
+    _integer(c, "shared.bptt", 1)
+  _integer(c, "shared.steps_per_epoch", 0)
+  _number(c, "shared.lr", low=0.0, low_open=True)
+  _number(c, "shared.decay", low=0.0, low_open=True)
+  _integer(c, "shared.decay_after", 0)
+  _number(c, "shared.l2_reg", low=0.0)
+  _number(c, "shared.grad_clip", low=0.0)
+  _number(c, "shared.momentum", low=0.0, high=1.0, high_open=True)
+  _boolean(c, "shared.nesterov")
+
+  # controller
+  _integer(c, "controller.hidden_size", 1)
+  _number(c, "controller.temperature", low=0.0, low_open=True)
+  _number(c, "controller.tanh_c", low=0.0)
+  _boolean(c, "controller.derive_reference_logits")
+  _number(c, "controller.init_range", low=0.0, low_open=True)
+  _number(c, "controller.lr", low=0.0, low_open=True)
+  _number(c, "controller.grad_clip", low=0.0)
+  _number(c, "controller.ema_decay", low=0.0, high=1.0)
+  _number(c, "controller.entropy_coeff", low=0.0)
+  _choice(c, "controller.entropy_mode", ("reward", "regularizer"))
+  _integer(c, "controller.num_samples", 1)
+  _integer(c, "controller.steps_per_epoch", 0)
+  _number(c, "controller.reward_c", low=0.0, low_open=True)
+  _boolean(c, "controller.ppl_square")
+  _integer(c, "controller.reward_batch_size", 0 if rnn else 1)
+
+  # schedule and outputs
+  _integer(c, "train.max_epoch", 1)
+  _integer(c, "train.log_every", 1)
+  _integer(c, "train.draw_every", 0)
+  _choice(c, "train.draw_backend", ("auto", "dot", "matplotlib"))
+  _integer(c, "train.gif_max_frames", 1)
+  _integer(c, "train.save_every", 1)
+  _integer(c, "train.max_to_keep", 1)
+  _integer(c, "train.derive_every", 0)
+  _integer(c, "train.derive_num_sample", 1)
+  _integer(c, "train.rank_num_archs", 2)
+  _integer(c, "train.rank_epochs", 1)
+  _integer(c, "train.eval_batch_size", 1)
+
+  # weight plasticity loss
+  from nas_forgetting.wpl import enas_fisher  # pylint: disable=import-outside-toplevel
+  from nas_forgetting.wpl.state import validate_wpl_config  # pylint: disable=import-outside-toplevel
+
+  validate_wpl_config(c.wpl)
+  if c.wpl.enabled and c.wpl.estimator not in enas_fisher.ENAS_ESTIMATORS:
+    raise ConfigError(f"wpl.estimator={c.wpl.estimator!r} is not available for the ENAS supernets; expected one of "
+                      f"{', '.join(enas_fisher.ENAS_ESTIMATORS)}")

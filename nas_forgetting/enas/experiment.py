@@ -48,21 +48,33 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from nas_forgetting.enas import config as enas_config
 from nas_forgetting.enas import drawing
 from nas_forgetting.enas import search_space as ss
 from nas_forgetting.enas import trainer as tr
-from nas_forgetting.errors import ConfigError, DataError
+from nas_forgetting.errors import CheckpointError, ConfigError, DataError
 from nas_forgetting.models import controller as ctl
 from nas_forgetting.models.enas_cnn import EnasCnn
 from nas_forgetting.models.enas_rnn import EnasRnn
+from nas_forgetting.numerics import check_finite
 from nas_forgetting.wpl import enas_fisher
 from nas_forgetting.wpl import forgetting as forgetting_lib
 from nas_forgetting.wpl import masks as wpl_masks
 from nas_forgetting.wpl import state as wpl_lib
 
-MODES = ("train", "derive", "evaluate", "train_scratch", "single", "ablation_activation", "ablation_node",
-         "rank_correlation")
-NETWORKS = ("rnn", "micro_cnn")
+MODES = enas_config.MODES
+NETWORKS = enas_config.NETWORKS
+CONTROLLER_DIR = "controller"  # the controller's metrics.jsonl and tensorboard/ (its own step axis)
+
+# Fields a relaunch into an existing workdir may change: a longer (or equal) schedule continues the search exactly
+# as a run launched with it from the start would (same numbers; the shorter run's final derive stays logged).
+RESUME_SAFE_FIELDS = ("train.max_epoch",)
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks every field of a resolved ENAS config before any work (ConfigError naming the field); see
+  `nas_forgetting.enas.config.validate`."""
+  enas_config.validate(config)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -367,12 +379,7 @@ class _Run:
   """Everything one invocation needs: task, controller, jitted functions, outputs."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: pathlib.Path):
-    from nas_forgetting.io.metrics import MetricsLogger
-
-    if config.mode not in MODES:
-      raise ConfigError(f"mode={config.mode!r}; expected one of {', '.join(MODES)}")
-    if config.network not in NETWORKS:
-      raise ConfigError(f"network={config.network!r}; expected one of {', '.join(NETWORKS)}")
+    validate_config(config)
     self.config = config
     self.workdir = workdir
     self.task = _RnnTask(config) if config.network == "rnn" else _CnnTask(config)
@@ -389,7 +396,14 @@ class _Run:
     # reference's derive mode); the search itself always samples from the training policy.
     derive_controller = self.controller.clone(tanh_c=0.0) if c.derive_reference_logits else self.controller
     self._derive_sample = _sampler(derive_controller if self.use_controller else None, self.space)
-    self.logger = MetricsLogger(str(workdir))
+    self.trains_controller = self.use_controller and c.steps_per_epoch > 0
+    # Metrics: the shared weights' (and evaluations') on the shared-step axis in <workdir>, the controller's on its
+    # own step axis in <workdir>/controller; each resumes with the records after its checkpoint dropped.
+    self.logger = None
+    self.ctl_logger = None
+    self.started = time.time()
+    self.seconds_before = 0.0  # seconds of earlier launches, up to the checkpoint this launch resumed from
+    self.restored_seconds = 0.0
     self.wpl_hp = self.task.wpl_hp
     self.wpl_state = None  # WPLState over the monitored shared weights when WPL is on (set by restore)
     self.forgetting = forgetting_lib.ForgettingTracker(higher_is_better=self.task.higher_is_better)
@@ -403,9 +417,10 @@ class _Run:
                       else None)
     return shared, ctl.init_reinforce(self.controller, cparams, self.controller_optimizer)
 
-  def _tree(self, shared, cstate, epoch, rng):
+  def _tree(self, shared, cstate, epoch, rng, seconds: float = 0.0):
     tree = {"shared": shared, "controller": cstate, "epoch": np.int32(epoch),
-            "rng": np.asarray(jax.random.key_data(rng)), "data_cursor": np.int64(self.task.cursor)}
+            "rng": np.asarray(jax.random.key_data(rng)), "data_cursor": np.int64(self.task.cursor),
+            "seconds": np.float64(seconds)}
     if self.wpl_state is not None:  # importance and anchors: a resumed run continues with the same penalty
       tree["wpl"] = self.wpl_state
     return tree
@@ -416,6 +431,7 @@ class _Run:
 
     ckpt = Checkpointer(str(directory), max_to_keep=self.config.train.max_to_keep)
     shared, cstate = self.fresh_states(rng)
+    self.restored_seconds = 0.0
     if ckpt.latest_step() is None:
       self.task.cursor = 0
       return ckpt, shared, cstate, 0, rng
@@ -423,7 +439,38 @@ class _Run:
     rng = jax.random.wrap_key_data(jnp.asarray(tree["rng"]))
     self.task.cursor = int(tree["data_cursor"])
     self.wpl_state = tree.get("wpl")
+    self.restored_seconds = float(tree["seconds"])
     return ckpt, tree["shared"], tree["controller"], int(tree["epoch"]) + 1, rng
+
+  def elapsed(self) -> float:
+    """Seconds of this run: earlier launches up to the checkpoint resumed from, plus this launch so far."""
+    return self.seconds_before + time.time() - self.started
+
+  # --- metrics loggers ------------------------------------------------------------------------------------------
+  def open_logs(self, *, shared_step: int | None = None, controller_step: int | None = None,
+                folder: pathlib.Path | None = None, controller: bool = False) -> None:
+    """Opens the metrics logger of `folder` (default the workdir) and, with `controller`, the controller's.
+
+    `shared_step` / `controller_step`: the steps of the checkpoint a resumed run starts from (None for a fresh
+    start). Whatever was logged after them (by a launch that stopped before its next checkpoint) is dropped from
+    metrics.jsonl and hidden in TensorBoard, so the resumed run's logs equal an uninterrupted run's."""
+    from nas_forgetting.io.metrics import MetricsLogger
+
+    def purge(where: pathlib.Path, step: int | None) -> int | None:
+      if step is None and not (where / "metrics.jsonl").exists():
+        return None  # a fresh run in a fresh folder: nothing to drop
+      return 0 if step is None else step + 1
+
+    folder = folder or self.workdir
+    self.logger = MetricsLogger(str(folder), purge_step=purge(folder, shared_step))
+    if controller and self.trains_controller:
+      where = folder / CONTROLLER_DIR
+      self.ctl_logger = MetricsLogger(str(where), purge_step=purge(where, controller_step))
+
+  def close(self) -> None:
+    for logger in (self.logger, self.ctl_logger):
+      if logger is not None:
+        logger.close()
 
   def load_trained(self):
     """Shared and controller states of the trained run in `load_workdir`."""
@@ -431,29 +478,68 @@ class _Run:
 
     source = pathlib.Path(self.config.load_workdir) if self.config.load_workdir else self.workdir
     ckpt, shared, cstate, next_epoch, _ = self.restore(source / "checkpoints", jax.random.key(self.config.seed))
+    ckpt.close()
     if next_epoch == 0:
       raise CheckpointError(f"{source / 'checkpoints'} holds no checkpoint; mode {self.config.mode!r} needs a "
                             "trained run (set load_workdir to a run folder of mode 'train')")
     return source, shared, cstate
 
   # --- logging and drawing ---------------------------------------------------------------------------------------
-  def log(self, step: int, history: list[dict[str, jax.Array]], extra: dict[str, float] | None = None):
+  def log(self, step: int, history: list[dict[str, jax.Array]], extra: dict[str, float] | None = None, *,
+          where: str, logger=None, archs: list[jax.Array] | None = None):
+    """Checks and logs the steps of `history` (ending at `step`) as their means, plus `extra`.
+
+    The per-step values come to the host here, once per logging interval: a non-finite loss or metric, or a
+    `*/params_finite` flag that is False, stops the run with a DivergenceError naming the quantity, the step and
+    `where` (and the step's architecture, `archs`)."""
+    host = jax.device_get(history)
+    self.check_steps(host, step - len(host) + 1, where, archs)
     means = {}
-    for k in history[0] if history else {}:
-      values = np.asarray([float(h[k]) for h in history], np.float64)
+    for k in host[0] if host else {}:
+      if k in tr.PARAMS_FINITE:
+        continue
+      values = np.asarray([h[k] for h in host], np.float64)
       # Perplexities are averaged geometrically (= exp of the mean cross-entropy), everything else arithmetically.
       means[k] = float(np.exp(np.mean(np.log(values)))) if k.endswith("perplexity") else float(values.mean())
+    if extra:
+      check_finite(extra, context=f"the end of {where}")
     if not means and not any(k != "epoch" for k in (extra or {})):
       return {}
     means.update(extra or {})
-    self.logger.log(step, means)
+    (logger or self.logger).log(step, means)
     return means
 
-  def draw(self, arch, name: str, title: str, tag: str, step: int) -> pathlib.Path:
+  def check_steps(self, host: list[dict[str, Any]], first_step: int, where: str,
+                  archs: list[jax.Array] | None = None) -> None:
+    """DivergenceError for the earliest step of `host` (per-step metrics on the host, the first one being step
+    `first_step`) with a non-finite value or a False `*/params_finite` flag."""
+    if not host:
+      return
+    first_bad = {}
+    for k in host[0]:
+      values = np.asarray([h[k] for h in host])
+      bad = ~values.astype(bool) if k in tr.PARAMS_FINITE else ~np.isfinite(values.astype(np.float64))
+      if bad.any():
+        first_bad[k] = (int(np.argmax(bad)), values)
+    if not first_bad:
+      return
+    index = min(i for i, _ in first_bad.values())
+    # At one step, name a quantity of the step before the parameters it produced.
+    name = min((k for k, (i, _) in first_bad.items() if i == index), key=lambda k: k in tr.PARAMS_FINITE)
+    values = first_bad[name][1]
+    if name in tr.PARAMS_FINITE:
+      name = f"{name.split('/')[0]} parameters or optimizer state after the step"
+      values = values.astype(bool)
+    context = where
+    if archs is not None and index < len(archs) and archs[index] is not None:
+      context += f", architecture {self.space.to_string(np.asarray(archs[index]))}"
+    check_finite({name: values}, context=context, first_step=first_step)
+
+  def draw(self, arch, name: str, title: str, tag: str, step: int, logger=None) -> pathlib.Path:
     path = self.workdir / "networks" / f"{name}.png"
     png = drawing.draw_architecture(np.asarray(arch), self.space, path, title=title,
                                     backend=self.config.train.draw_backend)
-    self.logger.image(tag, png, step)
+    (logger or self.logger).image(tag, png, step)
     return path
 
   def write_gif(self):
@@ -487,6 +573,8 @@ class _Run:
     fixed_batch = self.task.reward_batch(0)
     step = int(shared.step)  # counted on the host: no device synchronisation per step
     arch = fixed_arch
+    archs = []  # each step's architecture (device arrays), named when a step diverges
+    where = f"epoch {epoch}, {'shared training' if search else f'training {desc}'}"
     for k in progress(range(steps), total=steps, desc=f"{desc} epoch {epoch}", unit="step"):
       rng, k_arch, k_step = jax.random.split(rng, 3)
       if search and k % burst == 0:
@@ -499,10 +587,11 @@ class _Run:
         if measure:  # score right after this architecture's training burst, on a fixed validation batch
           self.forgetting.record_after_burst(arch, float(self._metric(shared.params, fixed_batch, arch[None])[0]))
       history.append(metrics)
+      archs.append(arch)
       step += 1
       if step % c.train.log_every == 0:
-        self.log(step, history, {"epoch": epoch})
-        history = []
+        self.log(step, history, {"epoch": epoch}, where=where, archs=archs)
+        history, archs = [], []
     extra = {"epoch": epoch}
     if update_wpl:
       extra.update({k: float(v) for k, v in wpl_lib.fisher_statistics(self.wpl_state).items()})
@@ -511,8 +600,9 @@ class _Run:
       after = self.scores(shared.params, fixed_batch, jnp.stack(self.forgetting.architectures))
       row = self.forgetting.end_epoch(list(after))
       extra.update({f"forgetting/{k}": float(row[k]) for k in forgetting_lib.SUMMARY_KEYS})
+      check_finite({f"forgetting/{k}": row[k] for k in forgetting_lib.SUMMARY_KEYS}, context=where)
       forgetting_lib.write_forgetting_csv(self.workdir / "forgetting.csv", self.forgetting.rows)
-    self.log(step, history, extra)
+    self.log(step, history, extra, where=where, archs=archs)
     return shared, rng
 
   def restore_forgetting_rows(self, next_epoch: int) -> None:
@@ -540,6 +630,7 @@ class _Run:
 
     c = self.config
     history = []
+    where = f"epoch {epoch}, controller training"
     global_step = int(cstate.step)  # counted on the host: no device synchronisation per step
     for k in progress(range(c.controller.steps_per_epoch), desc=f"controller epoch {epoch}", unit="step"):
       rng, key = jax.random.split(rng)
@@ -547,15 +638,15 @@ class _Run:
       history.append(metrics)
       global_step += 1
       if global_step % c.train.log_every == 0:
-        self.log(global_step, history, {"epoch": epoch})
+        self.log(global_step, history, {"epoch": epoch}, where=where, logger=self.ctl_logger)
         history = []
       if c.train.draw_every and global_step % c.train.draw_every == 0:
         rng, key = jax.random.split(rng)
         arch = self._sample(cstate.params, key, num_samples=1)[0]
         self.draw(arch, f"{epoch:03d}-{global_step:06d}",
                   f"epoch {epoch}, controller step {global_step}, reward {float(metrics['controller/reward']):.4f}",
-                  "controller/sample", global_step)
-    self.log(global_step, history, {"epoch": epoch})
+                  "controller/sample", global_step, logger=self.ctl_logger)
+    self.log(global_step, history, {"epoch": epoch}, where=where, logger=self.ctl_logger)
     return cstate, rng
 
   def best_of_samples(self, shared, cstate, rng) -> tuple[np.ndarray, float]:
@@ -563,6 +654,8 @@ class _Run:
     sampled from the derive policy (`controller.derive_reference_logits`)."""
     archs = self._derive_sample(cstate.params, rng, num_samples=self.config.train.derive_num_sample)
     rewards, _ = self._score(shared.params, self.task.reward_batch(0), archs)
+    check_finite({"derive/candidate_reward": np.asarray(rewards)},
+                 context=f"derive: the {len(archs)} candidates scored on the first reward batch")
     best, reward, _ = tr.pick_best(archs, rewards)
     return best, reward
 
@@ -572,14 +665,17 @@ class _Run:
     return self.report_arch(shared, best, step, "derived", extra={"derive/best_reward": reward})
 
   def report_arch(self, shared, arch, step: int, folder: str, extra: dict | None = None) -> dict[str, Any]:
+    from nas_forgetting.io.atomic import atomic_write_text
+
     m = self.task.metric
     result = {f"eval/reward_split_{m}": self.task.evaluate(shared.params, arch, "reward"),
               f"eval/test_{m}": self.task.evaluate(shared.params, arch, "test"), **(extra or {})}
+    check_finite(result, context=f"evaluation of the {folder} architecture {self.space.to_string(arch)}")
     self.logger.log(step, result)
     out = self.workdir / folder
     out.mkdir(parents=True, exist_ok=True)
-    (out / "dag.json").write_text(ss.dag_json(arch, self.space))
-    (out / "arch.txt").write_text(self.space.to_string(arch) + "\n")
+    atomic_write_text(out / "dag.json", ss.dag_json(arch, self.space))
+    atomic_write_text(out / "arch.txt", self.space.to_string(arch) + "\n")
     png = drawing.draw_architecture(np.asarray(arch), self.space, out / "cell.png",
                                     title=f"{folder}: test {m} {result[f'eval/test_{m}']:.4g} ({self.task.data_tag})",
                                     backend=self.config.train.draw_backend)
@@ -606,29 +702,88 @@ class _Run:
 
 
 def _train(run: _Run) -> dict[str, Any]:
+  """The search: shared and controller phases for train.max_epoch epochs, then derive and evaluate.
+
+  The last epoch's derive, drawings and summary.json come before its checkpoint, so a run whose last checkpoint
+  is the final epoch's has finished: relaunching it only says so. A run resumed from an earlier checkpoint drops
+  the records logged after it and ends with outputs equal to an uninterrupted run's."""
   c = run.config
   ckpt, shared, cstate, start, rng = run.restore(run.workdir / "checkpoints", jax.random.key(c.seed))
+  if start > c.train.max_epoch:
+    raise ConfigError(f"train.max_epoch={c.train.max_epoch}, but the search in {run.workdir} has already trained "
+                      f"{start} epochs; launch it with train.max_epoch >= {start}")
+  if start == c.train.max_epoch:
+    return _finished(run, start)
+  run.seconds_before = run.restored_seconds
+  resumed = start > 0
+  run.open_logs(shared_step=int(shared.step) if resumed else None,
+                controller_step=int(cstate.step) if resumed else None, controller=True)
   run.restore_forgetting_rows(start)
+  summary = {}
   for epoch in range(start, c.train.max_epoch):
     shared, rng = run.train_shared_epoch(shared, cstate, rng, epoch, run.lr(epoch))
-    if run.use_controller and c.controller.steps_per_epoch > 0:
+    if run.trains_controller:
       cstate, rng = run.train_controller_epoch(shared, cstate, rng, epoch)
     elif c.train.draw_every:
       rng, key = jax.random.split(rng)
       run.draw(run._sample(cstate.params, key, num_samples=1)[0], f"{epoch:03d}-{int(shared.step):06d}",
                f"epoch {epoch} (random)", "shared/sample", int(shared.step))
     last = epoch == c.train.max_epoch - 1
-    if c.train.derive_every and (epoch + 1) % c.train.derive_every == 0 and not last:
+    derive_now = bool(c.train.derive_every) and (epoch + 1) % c.train.derive_every == 0
+    if last:
+      # The final derive takes the key a longer run's derive at this epoch would take, and advances the stored rng
+      # only where that derive would: a relaunch with a larger train.max_epoch continues like the longer run.
+      if derive_now:
+        rng, key = jax.random.split(rng)
+      else:
+        key = jax.random.split(rng)[1]
+      summary = _finish_search(run, shared, cstate, key)
+    elif derive_now:
       rng, key = jax.random.split(rng)
       run.derive(shared, cstate, key, int(shared.step))
     if (epoch + 1) % c.train.save_every == 0 or last:  # after everything that draws from rng: exact resume
-      ckpt.save(epoch, run._tree(shared, cstate, epoch, rng))
+      ckpt.save(epoch, run._tree(shared, cstate, epoch, rng, run.elapsed()))
   ckpt.wait()
-  rng, key = jax.random.split(rng)
-  summary = run.derive(shared, cstate, key, int(shared.step))
+  ckpt.close()
+  return summary
+
+
+def _summary(run: _Run, results: dict[str, Any]) -> dict[str, Any]:
+  """The summary.json record of a run: mode, network, data, total seconds, then the mode's results."""
+  return {"mode": run.config.mode, "network": run.config.network, "data_note": run.task.data_note,
+          "seconds": round(run.elapsed(), 1), **results}
+
+
+def _finish_search(run: _Run, shared, cstate, key) -> dict[str, Any]:
+  """The end of the last epoch: derive and evaluate, the GIF and curves, summary.json (before the checkpoint)."""
+  from nas_forgetting.io.atomic import atomic_write_text
+
+  results = run.derive(shared, cstate, key, int(shared.step))
+  if run.config.wpl.measure_forgetting and run.forgetting.rows:
+    rows = run.forgetting.rows
+    results["forgetting/mean_diff_last_epoch"] = float(rows[-1]["mean_diff"])
+    results["forgetting/mean_diff_all_epochs"] = float(np.mean([r["mean_diff"] for r in rows]))
   run.write_gif()
   _plot_curves(run)
+  summary = _summary(run, results)
+  atomic_write_text(run.workdir / SUMMARY_FILE, json.dumps(summary, indent=2, default=float))
   return summary
+
+
+SUMMARY_FILE = "summary.json"
+
+
+def _finished(run: _Run, epochs: int) -> dict[str, Any]:
+  """A relaunch of a finished search: says so, writes nothing, returns the stored summary."""
+  path = run.workdir / SUMMARY_FILE
+  if not path.exists():
+    raise CheckpointError(f"the search in {run.workdir} has finished all {epochs} epochs (its last checkpoint is "
+                          f"the final one) but {path} is missing; run mode 'derive' with load_workdir={run.workdir} "
+                          "in another workdir to derive its cell again")
+  summary = json.loads(path.read_text(encoding="utf-8"))
+  print(f"The ENAS search in {run.workdir} has finished all {epochs} epochs; nothing to do (its results are in "
+        f"{path}; launch with a larger train.max_epoch to continue it).", flush=True)
+  return dict(summary, finished_before=True)
 
 
 def _plot_curves(run: _Run) -> None:
@@ -638,6 +793,8 @@ def _plot_curves(run: _Run) -> None:
   from nas_forgetting.io.plots import line_plot
 
   rows = read_jsonl(run.workdir / "metrics.jsonl")
+  ctl_path = run.workdir / CONTROLLER_DIR / "metrics.jsonl"
+  ctl_rows = read_jsonl(ctl_path) if ctl_path.exists() else []
   m = run.task.metric
   keys = ("shared/perplexity" if run.config.network == "rnn" else "shared/accuracy", f"eval/reward_split_{m}",
           f"eval/test_{m}")
@@ -647,7 +804,7 @@ def _plot_curves(run: _Run) -> None:
     line_plot(run.workdir / "curves_shared.png", series, xlabel="shared step", ylabel=m,
               logy=run.config.network == "rnn", markers=True,
               title=f"shared weights: sampled cells (training) and derived cells (evaluation) ({run.task.data_tag})")
-  ctrl = {k: [(r["step"], r[k]) for r in rows if k in r] for k in ("controller/reward", "controller/baseline")}
+  ctrl = {k: [(r["step"], r[k]) for r in ctl_rows if k in r] for k in ("controller/reward", "controller/baseline")}
   ctrl = {k: tuple(zip(*v)) for k, v in ctrl.items() if v}
   if ctrl:
     line_plot(run.workdir / "curves_controller.png", ctrl, xlabel="controller step", ylabel="reward",
@@ -666,27 +823,43 @@ def _evaluate(run: _Run) -> dict[str, Any]:
 
 
 def _train_fixed(run: _Run, arch: np.ndarray, folder: str, epochs: int | None = None) -> dict[str, Any]:
-  """Trains `arch` alone from fresh shared weights for `epochs` (default train.max_epoch); metrics and
-  checkpoints go to <workdir>/<folder>."""
-  from nas_forgetting.io.metrics import MetricsLogger
+  """Trains `arch` alone from fresh shared weights for `epochs` (default train.max_epoch); metrics, checkpoints
+  and result.json go to <workdir>/<folder>. As the search: the report comes before the last checkpoint, a
+  resumed training drops the records logged after its checkpoint, and a finished one returns its result.json."""
+  from nas_forgetting.io.atomic import atomic_write_text
 
   c = run.config
   epochs = c.train.max_epoch if epochs is None else epochs
   out = run.workdir / folder
   out.mkdir(parents=True, exist_ok=True)
-  (out / "dag.json").write_text(ss.dag_json(arch, run.space))
+  ckpt, shared, cstate, start, rng = run.restore(out / "checkpoints", jax.random.key(c.seed + 1))
+  if folder in ("single", "scratch"):  # the mode's own training: its seconds count toward the run's total
+    run.seconds_before = run.restored_seconds
+  if start >= epochs and (out / "result.json").exists():
+    ckpt.close()
+    return json.loads((out / "result.json").read_text(encoding="utf-8"))
+  if start >= epochs:
+    raise CheckpointError(f"{out} holds a finished training of {start} epochs but no result.json; remove {out} to "
+                          "train the cell again")
+  atomic_write_text(out / "dag.json", ss.dag_json(arch, run.space))
   drawing.draw_architecture(arch, run.space, out / "dag.png", title=run.space.to_string(arch)[:80],
                             backend=c.train.draw_backend)
-  search_logger, run.logger = run.logger, MetricsLogger(str(out))
+  search_logger = run.logger
+  run.open_logs(shared_step=int(shared.step) if start > 0 else None, folder=out)
+  result = {}
   try:
-    ckpt, shared, cstate, start, rng = run.restore(out / "checkpoints", jax.random.key(c.seed + 1))
     arch_j = jnp.asarray(arch)
     for epoch in range(start, epochs):
       shared, rng = run.train_shared_epoch(shared, cstate, rng, epoch, run.lr(epoch), fixed_arch=arch_j, desc=folder)
-      if (epoch + 1) % c.train.save_every == 0 or epoch == epochs - 1:
-        ckpt.save(epoch, run._tree(shared, cstate, epoch, rng))
+      last = epoch == epochs - 1
+      if last:
+        result = run.report_arch(shared, arch, int(shared.step), folder)
+        atomic_write_text(out / "result.json", json.dumps(result, indent=2, default=float))
+      if (epoch + 1) % c.train.save_every == 0 or last:
+        ckpt.save(epoch, run._tree(shared, cstate, epoch, rng, run.elapsed()))
     ckpt.wait()
-    return run.report_arch(shared, arch, int(shared.step), folder)
+    ckpt.close()
+    return result
   finally:
     run.logger.close()
     run.logger = search_logger
@@ -737,16 +910,12 @@ def _train_scratch(run: _Run) -> dict[str, Any]:
 
 
 def _single(run: _Run) -> dict[str, Any]:
-  if not run.config.dag_path:
-    raise ConfigError("mode 'single' needs dag_path (a JSON DAG file)")
   return _train_fixed(run, ss.load_dag_file(run.config.dag_path, run.space), "single")
 
 
 def _ablation(run: _Run, kind: str) -> dict[str, Any]:
   from nas_forgetting.io.metrics import write_csv
 
-  if run.config.network != "rnn":
-    raise ConfigError(f"mode 'ablation_{kind}' applies to the recurrent cell (network='rnn')")
   source, shared, _ = run.load_trained()
   arch = run.fixed_arch(source)
   m = run.task.metric
@@ -784,32 +953,78 @@ def _bar_plot(path: pathlib.Path, names: list[str], values: list[float], *, ylab
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Runs `config.mode`; returns (and writes to <workdir>/summary.json) a summary of the results."""
+  """Runs `config.mode`; returns (and writes to <workdir>/summary.json) a summary of the results, and prints a
+  result block. The config is validated first (`validate_config`)."""
   from nas_forgetting.io.atomic import atomic_write_text
   from nas_forgetting.io.run import prepare_workdir
 
+  validate_config(config)
   path = prepare_workdir(workdir, config)
-  started = time.time()
   r = _Run(config, pathlib.Path(path))
   try:
     mode = config.mode
     if mode == "train":
       summary = _train(r)
-    elif mode == "derive":
-      summary = _derive(r)
-    elif mode == "evaluate":
-      summary = _evaluate(r)
-    elif mode == "train_scratch":
-      summary = _train_scratch(r)
-    elif mode == "single":
-      summary = _single(r)
-    elif mode == "rank_correlation":
-      summary = _rank_correlation(r)
     else:
-      summary = _ablation(r, mode.split("_", 1)[1])
+      r.open_logs()
+      if mode == "derive":
+        summary = _derive(r)
+      elif mode == "evaluate":
+        summary = _evaluate(r)
+      elif mode == "train_scratch":
+        summary = _train_scratch(r)
+      elif mode == "single":
+        summary = _single(r)
+      elif mode == "rank_correlation":
+        summary = _rank_correlation(r)
+      else:
+        summary = _ablation(r, mode.split("_", 1)[1])
+      summary = _summary(r, summary)
+      atomic_write_text(str(pathlib.Path(path) / SUMMARY_FILE), json.dumps(summary, indent=2, default=float))
   finally:
-    r.logger.close()
-  summary = {"mode": config.mode, "network": config.network, "data_note": r.task.data_note,
-             "seconds": round(time.time() - started, 1), **summary}
-  atomic_write_text(str(pathlib.Path(path) / "summary.json"), json.dumps(summary, indent=2, default=float))
+    r.close()
+  print_result(r, summary)
   return summary
+
+
+def _network_description(run: _Run) -> str:
+  c = run.config
+  if c.network == "rnn":
+    return (f"ENAS recurrent cell supernet: {c.search.num_blocks} nodes ({c.search.mode} search space), hidden "
+            f"size {c.rnn.hidden_size}, vocabulary {run.task.vocab_size}, next hidden = {c.rnn.next_hidden}")
+  return (f"ENAS micro-CNN supernet: {c.search.num_blocks} nodes per cell, {c.cnn.num_modules} modules x "
+          f"{c.cnn.num_repeat_normal} normal cells, {c.cnn.features} filters, {c.cnn.sep_conv} convolutions, cell "
+          f"output = {c.cnn.cell_output}")
+
+
+def print_result(run: _Run, summary: dict[str, Any]) -> str:
+  """Prints the result block of a run: data, network, schedule and the headline numbers."""
+  from nas_forgetting.io.report import print_result_block
+
+  c = run.config
+  m = run.task.metric
+  wpl = "with WPL" if c.wpl.enabled else "without WPL"
+  title = {"train": f"ENAS search ({wpl})", "derive": "ENAS derive", "evaluate": "ENAS evaluation",
+           "train_scratch": "ENAS derived cell trained from scratch", "single": "ENAS cell trained alone",
+           "rank_correlation": "ENAS rank correlation (shared weights vs trained alone)",
+           "ablation_activation": "ENAS activation ablation", "ablation_node": "ENAS node ablation"}[c.mode]
+  rows = {"data": summary.get("data_note", run.task.data_note), "network": _network_description(run)}
+  if c.mode == "train":
+    rows["schedule"] = (f"{c.train.max_epoch} epochs of {c.shared.steps_per_epoch or run.task.steps_per_pass} "
+                        f"shared steps and {c.controller.steps_per_epoch if run.trains_controller else 0} "
+                        "controller steps")
+  if "arch" in summary:
+    rows["derived cell" if c.mode in ("train", "derive", "train_scratch") else "cell"] = summary["arch"]
+  names = {f"eval/reward_split_{m}": f"reward-split {m}", f"eval/test_{m}": f"test {m}",
+           "derive/best_reward": "best candidate reward", "kendall_tau": "Kendall tau",
+           "forgetting/mean_diff_last_epoch": "forgetting, last epoch (mean diff)",
+           "forgetting/mean_diff_all_epochs": "forgetting, mean over epochs"}
+  rows.update({label: summary[key] for key, label in names.items() if key in summary})
+  if "rows" in summary:
+    rows["table"] = {"rank_correlation": "rank/rank.csv"}.get(c.mode, f"ablations/{c.mode.split('_', 1)[-1]}.csv")
+  if "seconds" in summary:
+    rows["seconds"] = summary["seconds"]
+  if summary.get("finished_before"):
+    rows["status"] = "finished earlier; nothing was run"
+  rows["outputs"] = str(run.workdir)
+  return print_result_block(f"{title} on {c.data.name}", rows)

@@ -1,6 +1,10 @@
 """Pure, jittable ENAS steps: shared-weight training, controller (REINFORCE) training, scoring, derive, evaluation.
 
 Every function takes the architecture as a traced int32 array, so each is compiled once for all architectures.
+Each training step also returns `<phase>/params_finite` (`PARAMS_FINITE`), a traced bool: every parameter and
+optimizer-state entry after the step is finite (`nas_forgetting.numerics.all_finite`). The run carries these flags
+and the step's losses out of the compiled step and checks them on the host once per logging interval, so a diverged
+run stops (DivergenceError) without a device synchronisation per step.
 Hyper-parameters are static arguments (bind them with functools.partial before jax.jit); the learning rate is a
 traced argument, so the decay schedule does not recompile. The language-model data are time-major token arrays
 (num_steps, batch) that stay on the device; a window is cut out with a traced start index.
@@ -18,10 +22,15 @@ import optax
 
 from nas_forgetting.models import controller as ctl
 from nas_forgetting.models import enas_cnn
+from nas_forgetting.numerics import all_finite
 from nas_forgetting.models.enas_cnn import EnasCnn
 from nas_forgetting.models.enas_rnn import EnasRnn, rnn_lm_loss
 from nas_forgetting.wpl import masks as wpl_masks
 from nas_forgetting.wpl import state as wpl_lib
+
+
+# Metric keys of the traced "parameters and optimizer state are finite after the step" flags.
+PARAMS_FINITE = ("shared/params_finite", "controller/params_finite")
 
 
 class SharedState(NamedTuple):
@@ -104,7 +113,7 @@ def rnn_shared_step(state: SharedState, data: jax.Array, start: jax.Array, hidde
              "shared/ar": parts["ar"], "shared/tar": parts["tar"], "shared/grad_norm": optax.tree.norm(grads),
              "shared/update_norm": lr * optax.tree.norm(updates), "shared/param_norm": optax.tree.norm(params),
              "shared/max_hidden_norm": extras["max_hidden_norm"], "shared/clipped_fraction": extras["clipped_fraction"],
-             "shared/lr": lr}
+             "shared/lr": lr, "shared/params_finite": all_finite((params, opt_state))}
   if wpl_hp is not None:
     metrics["shared/wpl_penalty"] = parts["wpl"]
   return SharedState(params, opt_state, state.step + 1), new_hidden, metrics
@@ -161,6 +170,7 @@ def controller_step(cstate: ctl.ReinforceState, shared_params: Any, batch: Any, 
                                        optimizer=optimizer, ema_decay=ema_decay, entropy_coeff=entropy_coeff,
                                        entropy_mode=entropy_mode)
   metrics.update(extra)
+  metrics["controller/params_finite"] = all_finite((cstate.params, cstate.opt_state, cstate.baseline))
   return cstate, metrics
 
 
@@ -274,7 +284,8 @@ def cnn_shared_step(state: SharedState, images: jax.Array, labels: jax.Array, in
   params = jax.tree.map(lambda p, u: p - lr * u, state.params, updates)
   metrics = {"shared/loss": loss, "shared/accuracy": jnp.mean(jnp.argmax(logits, -1) == y),
              "shared/grad_norm": optax.tree.norm(grads), "shared/update_norm": lr * optax.tree.norm(updates),
-             "shared/param_norm": optax.tree.norm(params), "shared/lr": lr}
+             "shared/param_norm": optax.tree.norm(params), "shared/lr": lr,
+             "shared/params_finite": all_finite((params, opt_state))}
   if wpl_hp is not None:
     metrics["shared/wpl_penalty"] = wpl
   return SharedState(params, opt_state, state.step + 1), metrics

@@ -15,7 +15,11 @@ State (`WPLState`, a pytree of arrays, so it is checkpointed and resumed like an
   where g2 is a Fisher estimate (per-example squared gradients by default; see `nas_forgetting.importance`),
   then every tensor whose L2 (Frobenius) norm exceeds `fisher_clip_by_norm` (> 0) is scaled back to that norm.
   Parameters the architecture does NOT use keep their Fisher unchanged (they were not trained in this burst, so the
-  evidence about them is unchanged); the penalty ignores them as well.
+  evidence about them is unchanged); the penalty ignores them as well. A tensor the architecture uses but that gets
+  no gradient from its loss (identically zero, e.g. an op whose output never reaches the cell output) takes the
+  ordinary update with a zero estimate: the momentum form decays its Fisher, the plain form keeps it. The reference
+  instead resets the Fisher of a parameter whose gradient is absent to zero; that is the option
+  `reset_fisher_without_gradient=True` (reproduction only).
 * `anchor`: theta*, refreshed after every burst to the current values of ALL monitored parameters (as the
   reference does), so the penalty is zero at the first batch of the next architecture's burst and grows as the
   weights drift.
@@ -45,6 +49,7 @@ built from the `wpl` config group with `WPLHyperParams.from_config`; `default_wp
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -91,6 +96,13 @@ def default_wpl_config(**overrides: Any) -> ml_collections.ConfigDict:
                               apply the penalty without alpha (the reference's behaviour; reproduction only).
     measure_forgetting        evaluate every architecture of an epoch right after its burst and at the end of the
                               epoch on a fixed validation batch, and log the forgetting statistics.
+    reset_fisher_without_gradient
+                              False (default): a tensor of the architecture that gets no gradient from its loss (the
+                              gradient is identically zero over the tensor, e.g. an op whose output never reaches the
+                              cell output) takes the ordinary update with a zero estimate (momentum form: F decays to
+                              (1 - lambda) F; plain form: F is kept). True: its Fisher is reset to zero, as the
+                              reference does for a parameter whose gradient is absent (reproduction only). Tensors of
+                              edges the architecture does not use keep their Fisher either way.
   """
   config = ml_collections.ConfigDict()
   config.enabled = True
@@ -108,12 +120,34 @@ def default_wpl_config(**overrides: Any) -> ml_collections.ConfigDict:
   config.shared_ce_fisher = True
   config.reference_scaling = False
   config.measure_forgetting = True
+  config.reset_fisher_without_gradient = False
   for key, value in overrides.items():
     if key not in config:
       raise ConfigError(f"unknown wpl config field {key!r}; valid fields: {', '.join(sorted(config.keys()))}")
     config[key] = value
-  WPLHyperParams.from_config(config)  # validates
+  validate_wpl_config(config)
   return config
+
+
+def validate_wpl_config(config: ml_collections.ConfigDict) -> "WPLHyperParams":
+  """Checks every field of a `wpl` group (types, ranges, finiteness, choices); ConfigError names the first bad one.
+  Returns the hyper-parameters."""
+  for name in ("enabled", "momentum", "shared_valid_fisher", "shared_ce_fisher", "reference_scaling",
+               "measure_forgetting", "reset_fisher_without_gradient"):
+    if name in config and not isinstance(config[name], bool):
+      raise ConfigError(f"wpl.{name}={config[name]!r}; expected True or False")
+  for name, minimum in (("alpha_decay_after", 0), ("set_fisher_zero_per_iter", None), ("start_using_fisher", 0),
+                        ("num_batch_per_iter", 1)):
+    value = config[name]
+    if isinstance(value, bool) or not isinstance(value, int):
+      raise ConfigError(f"wpl.{name}={value!r}; expected an integer")
+    if minimum is not None and value < minimum:
+      raise ConfigError(f"wpl.{name}={value}; expected an integer >= {minimum}")
+  for name in ("alpha_fisher", "alpha_decay", "lambda_fisher", "fisher_clip_by_norm"):
+    value = config[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+      raise ConfigError(f"wpl.{name}={value!r}; expected a finite number")
+  return WPLHyperParams.from_config(config)
 
 
 def reference_rnn_wpl_config(**overrides: Any) -> ml_collections.ConfigDict:
@@ -157,6 +191,7 @@ class WPLHyperParams(NamedTuple):
   set_fisher_zero_per_iter: int = -1
   start_using_fisher: int = 0
   reference_scaling: bool = False
+  reset_fisher_without_gradient: bool = False
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "WPLHyperParams":
@@ -165,7 +200,8 @@ class WPLHyperParams(NamedTuple):
              alpha_decay_after=int(config.alpha_decay_after), lambda_fisher=float(config.lambda_fisher),
              momentum=bool(config.momentum), fisher_clip_by_norm=float(config.fisher_clip_by_norm),
              set_fisher_zero_per_iter=int(config.set_fisher_zero_per_iter),
-             start_using_fisher=int(config.start_using_fisher), reference_scaling=bool(config.reference_scaling))
+             start_using_fisher=int(config.start_using_fisher), reference_scaling=bool(config.reference_scaling),
+             reset_fisher_without_gradient=bool(config.get("reset_fisher_without_gradient", False)))
     hp.validate()
     if config.estimator not in FISHER_ESTIMATORS:
       raise ConfigError(f"wpl.estimator={config.estimator!r}; expected one of {', '.join(FISHER_ESTIMATORS)}")
@@ -273,7 +309,10 @@ def update_fisher(state: WPLState, sq_grads: PyTree, active_mask: PyTree | None,
   """One moving-average Fisher update on the active parameters (no-op before start_using_fisher).
 
   `sq_grads`: a Fisher estimate with the monitored parameters' tree (e.g. `importance.fisher_diagonal(...)` with the
-  configured estimator). Inactive parameters keep their Fisher. The anchor is not touched (`refresh_anchor`).
+  configured estimator). Inactive parameters keep their Fisher. An active tensor (the entries sharing one mask
+  entry) whose estimate is identically zero (no gradient reaches it) takes the ordinary update with g2 = 0, or,
+  with `hp.reset_fisher_without_gradient`, is reset to zero (the reference). The anchor is not touched
+  (`refresh_anchor`).
   """
   if jax.tree.structure(sq_grads) != jax.tree.structure(state.fisher):
     raise ArchitectureError(f"the Fisher estimate's tree {jax.tree.structure(sq_grads)} does not match the WPL "
@@ -294,6 +333,10 @@ def update_fisher(state: WPLState, sq_grads: PyTree, active_mask: PyTree | None,
       new = _clip_per_tensor(new, m, hp.fisher_clip_by_norm)
     if hp.reference_scaling:
       new = alpha.astype(f.dtype) * new
+    if hp.reset_fisher_without_gradient:  # the reference: a tensor without gradient gets a zero Fisher
+      axes = tuple(i for i, (md, fd) in enumerate(zip(m.shape, f.shape)) if md == 1 and fd != 1)
+      has_gradient = jnp.any(g2 != 0, axis=axes, keepdims=True)
+      new = jnp.where(has_gradient, new, jnp.zeros_like(new))
     return jnp.where(jnp.logical_and(m, on), new, f)
 
   fisher = jax.tree.map(one, state.fisher, sq_grads, masks)

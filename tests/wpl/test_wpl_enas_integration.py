@@ -23,7 +23,7 @@ def _wpl_state(config, workdir):
     run.restore(workdir / "checkpoints", jax.random.key(config.seed))
     return run.wpl_state
   finally:
-    run.logger.close()
+    run.close()
 
 
 @pytest.fixture(scope="module")
