@@ -143,7 +143,8 @@ def validate_config(config) -> None:
 def data_description(config) -> tuple[str, str]:
   """(data, scenario) as the result block names them."""
   def one(d):
-    name = d.name or (pathlib.Path(d.path).name if d.path else "") or d.source
+    name = d.name or (pathlib.Path(d.path).name if d.path else "") or (
+        "font_digits" if d.source == "embedded" else d.source)
     sizes = f"{d.train_size or 'all'} train / {d.test_size or 'all'} test"
     return f"{name} ({d.source}, {sizes})"
   data = one(config.data)
