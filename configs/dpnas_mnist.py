@@ -9,7 +9,8 @@ Commands:
       --config.fixed.replay_buffer_csv_path=/tmp/dpnas_mnist/search/replay_buffer.csv
 Variants (combinable with commas): quick, fixed, hypothesis2, full_training, store_embedding, readme (the README's
 stride-2 large kernels and min depth 3), reference_bn (the reference's train/eval BatchNorm mismatch),
-reference_duplicates (the reference's duplicated 1x1 actions).
+reference_duplicates (the reference's duplicated 1x1 actions), reference_feasibility (the reference's check, which
+never rejects nets with FC layers).
 Data: ../shared/data/mnist holds only the 10k test split: 2,000 are carved out as test, the other 8,000 split
 90/10 into train/val (seeded). Expected: the quick search's moving-average reward rises as epsilon falls (rewards
 0.8-0.95 for good nets on 14x14 MNIST); the full schedule (2,403 rewarded nets, 70 epochs each) is a GPU job.
@@ -21,7 +22,7 @@ from nas_forgetting.data.datasets import offline_data_config
 from nas_forgetting.dpnas.q_learning import reference_epsilon_schedule
 
 VARIANTS = ("quick", "fixed", "hypothesis2", "full_training", "store_embedding", "readme", "reference_bn",
-            "reference_duplicates")
+            "reference_duplicates", "reference_feasibility")
 README_NET = "[C(32,5,1,2,1), P(4,4,0,0), C(32,3,1,1,0), C(1024,1,1,0,1), C(512,3,1,0,1), SM(10)]"
 
 
@@ -75,6 +76,9 @@ def build(data: ml_collections.ConfigDict, arg: str | None, *, num_classes: int 
   c.search_space.max_fc_input = 20000  # largest embedding (channels*H*W) allowed
   c.search_space.large_kernel_stride = 1  # stride of kernels >= 7 (README variant: 2)
   c.search_space.dedupe_k1_padding = True  # False: the reference's duplicated 1x1 conv actions
+  # True: the reference's feasibility check, which never rejects nets with FC layers (it reads the FC state's image
+  # size, 0) nor [SM(c)]; False (default): max_image_size / max_fc_input apply to every net's encoder output
+  c.search_space.reference_feasibility = False
 
   c.search = ml_collections.ConfigDict()
   c.search.schedule = reference_epsilon_schedule()  # (epsilon, rewarded nets): 1.0 x1500, 0.9..0.1 x100, 0.0 x3
@@ -131,6 +135,8 @@ def build(data: ml_collections.ConfigDict, arg: str | None, *, num_classes: int 
       c.evaluator.bn_mode = "reference"
     elif variant == "reference_duplicates":
       c.search_space.dedupe_k1_padding = False
+    elif variant == "reference_feasibility":
+      c.search_space.reference_feasibility = True
   return c
 
 

@@ -21,6 +21,14 @@ initialisation). Deep-prior mode (default):
    function; the second is skipped when every seed stopped.
 4. **Reward** = mean of the last `reward_window` (5) validation accuracies / 100, so in [0, 1].
 
+**Nothing silently wrong.** Before anything is allocated, the memory of an evaluation (embeddings, activations of
+one chunk, parameters with their Adam moments, per seed on a device) is estimated and compared with the device's
+free memory (on the CPU, the host's available RAM shared by its devices); a net that does not fit raises
+`TooLargeForMemory` (an `ArchitectureError`). Inside the compiled functions the embeddings, every training loss,
+the parameters after every epoch and the accuracies are checked for finiteness (traced flags, no host sync per
+step); they are read on the host once per evaluation, and a non-finite value raises `EvaluationDiverged` (a
+`DivergenceError` naming the quantity, the epoch, the net and the seed; a search marks the net diverged instead).
+
 Seeds are spread over a one-axis device mesh (`jax.shard_map`; seeds are padded to a multiple of the number of
 devices); the seeds of one device are vmapped on accelerators and mapped one after another on the CPU
 (`seed_batching`). The mesh may span several processes after `jax.distributed.initialize`: data are replicated
@@ -55,8 +63,9 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from nas_forgetting.dpnas import net_string as ns
-from nas_forgetting.errors import ConfigError, DataError
+from nas_forgetting.errors import ArchitectureError, ConfigError, DataError, DivergenceError
 from nas_forgetting.models import deep_prior as dp
+from nas_forgetting.numerics import all_finite, check_finite
 
 BN_MODES = ("calibrate", "reference")
 BUCKETS = ("geometric", "exact")
@@ -107,6 +116,19 @@ class EvalConfig:
         raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
     if self.early_stopping_epoch < 0:
       raise ConfigError(f"early_stopping_epoch={self.early_stopping_epoch} must be >= 0 (0 disables)")
+    if self.embed_chunk_size < 0 or self.cpu_memory_budget < 1:
+      raise ConfigError(f"embed_chunk_size={self.embed_chunk_size} must be >= 0 (0 = automatic) and "
+                        f"cpu_memory_budget={self.cpu_memory_budget} >= 1")
+    ranges = {"learning_rate": (0.0, math.inf, False), "weight_decay": (0.0, math.inf, True),
+              "early_stopping_thresh": (0.0, math.inf, True), "bn_epsilon": (0.0, math.inf, True),
+              "dropout_rate": (0.0, 1.0, True), "memory_fraction": (0.0, 1.0, False)}
+    for name, (low, high, low_included) in ranges.items():
+      value = float(getattr(self, name))
+      ok = math.isfinite(value) and (value >= low if low_included else value > low) and value <= high
+      if not ok or (name == "dropout_rate" and value >= 1.0):
+        bound = "[" if low_included else "("
+        raise ConfigError(f"{name}={getattr(self, name)}; expected a finite number in {bound}{low:g}, {high:g}"
+                          f"{')' if name == 'dropout_rate' else ']'}")
 
   def result_fields(self) -> dict:
     """The settings that change results, as a dict (`SPEED_FIELDS` change only speed and memory)."""
@@ -175,6 +197,42 @@ class EvalResult:
   acc_test_last: float
 
 
+class EvaluationDiverged(DivergenceError):
+  """An evaluation produced NaN or infinite values: `quantity` (embeddings, training loss, parameters, accuracies)
+  of architecture `net` with initialisation `seed`. A search marks the architecture diverged; elsewhere it stops."""
+
+  def __init__(self, message: str, *, net: str, seed: int, quantity: str):
+    super().__init__(message)
+    self.net, self.seed, self.quantity = net, int(seed), quantity
+
+
+def _raise_if_diverged(net: str, seeds: Sequence[int], embeddings_ok: np.ndarray | None,
+                       per_epoch: dict, first_epoch: int = 0) -> None:
+  """Host-side check, once per evaluation: raises `EvaluationDiverged` for the first seed with non-finite embeddings
+  (`embeddings_ok`, one flag per seed) or a non-finite per-epoch quantity (`per_epoch`: name -> (seeds, epochs)
+  flags, or (seeds, epochs, k) values); the message names the quantity, the epoch, the net and the seed."""
+  def fail(quantity: str, value: np.ndarray, where: str, seed: int) -> None:
+    try:
+      check_finite({quantity: value}, context=where)
+    except DivergenceError as error:
+      raise EvaluationDiverged(str(error), net=net, seed=seed, quantity=quantity) from None
+
+  for i, seed in enumerate(seeds):
+    seed = int(seed)
+    context = f"architecture {net}, seed {seed}"
+    if embeddings_ok is not None and not bool(embeddings_ok[i]):
+      fail("embeddings", np.asarray(False), context, seed)
+    for quantity, values in per_epoch.items():
+      values = np.asarray(values[i])
+      flat = values.reshape(values.shape[0], -1)
+      bad = ~flat if flat.dtype == bool else ~np.isfinite(flat.astype(np.float64))
+      epochs = bad.any(axis=1)
+      if epochs.any():
+        e = int(np.argmax(epochs))
+        shown = np.asarray(False) if flat.dtype == bool else flat[e][bad[e]][0]
+        fail(quantity, shown, f"epoch {first_epoch + e}, {context}", seed)
+
+
 def bucket_width(width: int, mode: str = "geometric") -> int:
   """Embedding width rounded up to the next 2^k or 3*2^(k-1) (at most 1.5x), at least 8; or unchanged ('exact')."""
   if mode == "exact":
@@ -194,6 +252,63 @@ def free_device_memory(device: jax.Device, fallback: int) -> int:
   if stats and "bytes_limit" in stats:
     return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
   return int(fallback)
+
+
+def available_host_memory() -> int | None:
+  """Bytes of RAM the host can still give (MemAvailable of /proc/meminfo, else free pages), None if unknown."""
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except (OSError, ValueError, IndexError):
+    pass
+  try:
+    import os
+    return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+  except (ValueError, OSError, AttributeError):
+    return None
+
+
+def memory_available_per_device(device: jax.Device, num_local_devices: int) -> tuple[int | None, str]:
+  """(bytes, where): the device's free memory, or on devices without memory statistics (the CPU) the host's
+  available RAM shared by its `num_local_devices` devices; (None, ...) when neither is known."""
+  free = free_device_memory(device, -1)
+  if free >= 0:
+    return free, f"free memory of {device.platform} device {device.id}"
+  host = available_host_memory()
+  if host is None:
+    return None, "unknown"
+  share = host // max(num_local_devices, 1)
+  return share, (f"available host RAM / {num_local_devices} devices" if num_local_devices > 1
+                 else "available host RAM")
+
+
+def parameter_count(net: str, in_channels: int, image_size: int) -> int:
+  """Weights (and BatchNorm scale/bias/mean/variance) of the whole net of a string, classifier included."""
+  shapes = ns.check_feasible(net, image_size=image_size, in_channels=in_channels, max_fc_input=0,
+                             max_image_size=0)
+  layers = ns.as_net(net)
+  count, channels = 0, in_channels
+  width = shapes.embedding_dim
+  for layer in layers:
+    if isinstance(layer, ns.Conv):
+      if layer.residual:
+        count += 4 * channels + 9 * channels * layer.features + 4 * layer.features + 9 * layer.features ** 2
+        count += channels * layer.features if channels != layer.features else 0
+      else:
+        count += layer.kernel ** 2 * channels * layer.features + 4 * layer.features
+      channels = layer.features
+    elif isinstance(layer, ns.FC):
+      count += width * layer.units + 4 * layer.units
+      width = layer.units
+    elif isinstance(layer, ns.SM):
+      count += width * layer.classes
+  return count
+
+
+class TooLargeForMemory(ArchitectureError):
+  """The estimated memory of an evaluation exceeds what the device (or the host, on the CPU) has free."""
 
 
 def activation_bytes_per_example(net: str, image_size: int, in_channels: int) -> int:
@@ -312,7 +427,9 @@ def _train_state(params: dict, batch_stats: dict, tx: optax.GradientTransformati
 
 
 def _make_run_epochs(apply_fn, tx, config: EvalConfig, geometry: _TrainGeometry, num_epochs: int):
-  """Per-seed function: `num_epochs` epochs from `first_epoch`; returns (TrainState, (train, val, test) accuracies)."""
+  """Per-seed function: `num_epochs` epochs from `first_epoch`; returns (TrainState, (accuracies, finite)): per epoch
+  the (train, val, test) accuracies and two flags, every training loss of the epoch finite and the parameters
+  (and BatchNorm statistics) finite at its end."""
   batch = config.batch_size
   slots = geometry.num_batches * batch
 
@@ -326,7 +443,7 @@ def _make_run_epochs(apply_fn, tx, config: EvalConfig, geometry: _TrainGeometry,
       mask = (jnp.arange(slots) < geometry.used).astype(jnp.float32)
 
       def step(carry, inputs):
-        params, batch_stats, opt_state, correct = carry
+        params, batch_stats, opt_state, correct, finite = carry
         b, bidx, bmask = inputs
         x, y = x_tr[bidx], y_tr[bidx]
         dkey = jax.random.fold_in(ekey, b)
@@ -334,24 +451,27 @@ def _make_run_epochs(apply_fn, tx, config: EvalConfig, geometry: _TrainGeometry,
         def loss_fn(params):
           logits, new_stats = apply_fn({"params": params, "batch_stats": batch_stats}, x, True, dkey)
           ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-          return jnp.sum(ce * bmask) / jnp.sum(bmask), (logits, new_stats)
+          loss = jnp.sum(ce * bmask) / jnp.sum(bmask)
+          return loss, (loss, logits, new_stats)
 
-        grads, (logits, new_stats) = jax.grad(loss_fn, has_aux=True)(params)
+        grads, (loss, logits, new_stats) = jax.grad(loss_fn, has_aux=True)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         correct = correct + jnp.sum((jnp.argmax(logits, -1) == y) * bmask)
-        return (params, new_stats, opt_state, correct), None
+        return (params, new_stats, opt_state, correct, finite & jnp.isfinite(loss)), None
 
       inputs = (jnp.arange(geometry.num_batches), index.reshape(-1, batch), mask.reshape(-1, batch))
-      (params, batch_stats, opt_state, correct), _ = jax.lax.scan(
-          step, (state.params, state.batch_stats, state.opt_state, jnp.zeros((), jnp.float32)), inputs)
+      (params, batch_stats, opt_state, correct, loss_ok), _ = jax.lax.scan(
+          step, (state.params, state.batch_stats, state.opt_state, jnp.zeros((), jnp.float32), jnp.asarray(True)),
+          inputs)
       variables = {"params": params, "batch_stats": batch_stats}
       val = _accuracy(apply_fn, variables, x_va, y_va, config.eval_batch_size)
       test = _accuracy(apply_fn, variables, x_te, y_te, config.eval_batch_size)
       better = val > state.best_val  # strict: the first epoch reaching the best accuracy is kept
       best = jax.tree.map(lambda new, old: jnp.where(better, new, old), variables, state.best)
       state = TrainState(params, batch_stats, opt_state, best, jnp.maximum(val, state.best_val))
-      return state, jnp.stack([100.0 * correct / geometry.used, val, test])
+      finite = jnp.stack([loss_ok, all_finite(variables)])  # read on the host once per evaluation
+      return state, (jnp.stack([100.0 * correct / geometry.used, val, test]), finite)
 
     return jax.lax.scan(epoch, state, first_epoch + jnp.arange(num_epochs))
 
@@ -414,6 +534,8 @@ class Evaluator:
     """Train / val / test embeddings (seed, N, D) of the deep priors of `seeds` (not padded)."""
     width = self._width(net)
     prepared = self._prepare(net, seeds)
+    seeds_arr = self.padded_seeds(seeds)[:len(seeds)]
+    _raise_if_diverged(ns.format_net(ns.as_net(net)), seeds_arr, _gather(prepared[4])[:len(seeds)], {})
     return tuple(_gather(e)[:len(seeds), :, :width] for e in prepared[:3])
 
   def evaluate(self, net: str, seeds: Sequence[int], *, return_params: bool = False):
@@ -429,30 +551,41 @@ class Evaluator:
     self._check_classes(net)
     config = self.config
     seeds_arr = self.padded_seeds(seeds)
+    embeddings_ok = None
     if config.full_training:
       state, inputs, train_fn_for = self._prepare_full(net, seeds_arr)
     else:
-      x_tr, x_va, x_te, state = self._prepare(net, seeds)
+      x_tr, x_va, x_te, state, embeddings_ok = self._prepare(net, seeds)
+      embeddings_ok = _gather(embeddings_ok)[:len(seeds)]
       inputs = (x_tr, self._labels[0], x_va, self._labels[1], x_te, self._labels[2])
       classifier = self._classifier(net)
       key = ("bucket", x_tr.shape[-1], classifier.hidden, classifier.num_classes)
       train_fn_for = lambda n: self._train_fn(key, _module_apply(classifier), True, n)
     sharded = _shard_seeds(seeds_arr, self.mesh)
     stop_at = min(config.early_stopping_epoch, config.epochs) if config.early_stopping_epoch else config.epochs
-    first_state, first = train_fn_for(stop_at)(state, sharded, *inputs, jnp.int32(0))
+    n = len(seeds)
+    first_state, (first, first_ok) = train_fn_for(stop_at)(state, sharded, *inputs, jnp.int32(0))
     final_state = first_state
     history = [_gather(first)]
+    _raise_if_diverged(net, seeds_arr[:n], embeddings_ok,
+                       {"training loss": _gather(first_ok)[:n, :, 0], "parameters": _gather(first_ok)[:n, :, 1],
+                        "accuracies": history[0][:n]})
     stopped = np.zeros(len(seeds_arr), bool)
     if config.early_stopping_epoch and stop_at == config.early_stopping_epoch:
       val = history[0][:, :, 1]
       stopped = val[:, -config.reward_window:].mean(axis=1) < 100.0 * config.early_stopping_thresh
     if stop_at < config.epochs and not stopped.all():
-      final_state, rest = train_fn_for(config.epochs - stop_at)(first_state, sharded, *inputs, jnp.int32(stop_at))
+      final_state, (rest, rest_ok) = train_fn_for(config.epochs - stop_at)(first_state, sharded, *inputs,
+                                                                           jnp.int32(stop_at))
       history.append(_gather(rest))
-    results = [self._result(int(seeds_arr[i]), [h[i] for h in history], bool(stopped[i])) for i in range(len(seeds))]
+      going = ~stopped[:n]  # a seed that stopped early keeps its results from before the stop
+      rest_ok = _gather(rest_ok)[:n]
+      _raise_if_diverged(net, seeds_arr[:n][going], None,
+                         {"training loss": rest_ok[going, :, 0], "parameters": rest_ok[going, :, 1],
+                          "accuracies": history[1][:n][going]}, first_epoch=stop_at)
+    results = [self._result(int(seeds_arr[i]), [h[i] for h in history], bool(stopped[i])) for i in range(n)]
     if not return_params:
       return results
-    n = len(seeds)
     take = lambda state: jax.tree.map(lambda x: _gather(x)[:n], state.best)
     early, late = take(first_state), take(final_state)  # an early-stopped seed keeps its best before the stop
     mask = stopped[:n]
@@ -524,8 +657,22 @@ class Evaluator:
                             seeds_per_device=seeds_per_device, free_bytes=free, fraction=self.config.memory_fraction,
                             reserved_bytes=reserved)
 
+  def _check_memory(self, net: str, per_device: int, parts: dict) -> None:
+    """Raises `TooLargeForMemory` before anything is allocated when the estimated bytes per device (`parts`: what
+    -> bytes for one seed) times the seeds per device exceed the memory available per device."""
+    need = per_device * sum(parts.values())
+    local = len(jax.local_devices())
+    available, where = memory_available_per_device(self.mesh.devices.flat[0], min(local, self.num_devices))
+    if available is None or need <= available:
+      return
+    gb = lambda b: f"{b / 2 ** 30:.3g} GB"
+    detail = ", ".join(f"{k} {gb(v)}" for k, v in parts.items())
+    raise TooLargeForMemory(
+        f"net {net} is too large to evaluate here: about {gb(need)} per device ({per_device} seed(s) per device x "
+        f"[{detail}]) against {gb(available)} ({where}); use a smaller net, fewer seeds or fewer examples")
+
   def _prepare(self, net: str, seeds: Sequence[int]):
-    """(train, val, test embeddings, classifier state), all sharded over seeds (padded)."""
+    """(train, val, test embeddings, classifier state, embeddings finite), all sharded over seeds (padded)."""
     net = ns.format_net(ns.as_net(net))
     self._check_classes(net)
     seeds_arr = self.padded_seeds(seeds)
@@ -534,6 +681,12 @@ class Evaluator:
     padded = bucket_width(width, self.config.bucket)
     reserved = 4 * per_device * sum(self.sizes) * padded
     chunk = self._chunk(net, per_device, reserved)
+    classes = ns.as_net(net)[-1].classes
+    self._check_memory(net, per_device, {
+        "embeddings": 2 * 4 * sum(self.sizes) * padded,  # the embedding buffer and its three splits
+        "activations": chunk * activation_bytes_per_example(net, self.image_size, self.in_channels),
+        # parameters, two Adam moments and the best epoch's copy (an over-estimate for the frozen encoder)
+        "parameters": 4 * 4 * (parameter_count(net, self.in_channels, self.image_size) + (padded - width) * classes)})
     c = self.config
     key = (net, chunk, len(seeds_arr), padded, self.sizes, self._images.shape, c.bn_epsilon, c.weight_init,
            c.bn_mode, c.bn_calibration_size, c.batch_size, c.dropout_rate, c.learning_rate, c.weight_decay,
@@ -598,13 +751,17 @@ class Evaluator:
       cls = classifier.init(cls_key, jnp.zeros((1, width), jnp.float32))
       params = _pad_first_kernel(cls["params"], padded - width)
       state = _train_state(params, cls.get("batch_stats", {}), tx)
-      return out[:n_train], out[n_train:n_train + n_val], out[n_train + n_val:], state
+      return out[:n_train], out[n_train:n_train + n_val], out[n_train + n_val:], state, all_finite(out)
 
     return _over_seeds(per_seed, (0, None), self._seed_batching)
 
   def _prepare_full(self, net: str, seeds_arr: np.ndarray):
     """Full training: per-seed (params, batch_stats, opt_state) and the per-architecture training function."""
     config = self.config
+    per_example = activation_bytes_per_example(net, self.image_size, self.in_channels)
+    self._check_memory(net, len(seeds_arr) // self.num_devices, {
+        "activations": per_example * (3 * config.batch_size + min(config.eval_batch_size, max(self.sizes))),
+        "parameters": 4 * 4 * parameter_count(net, self.in_channels, self.image_size)})  # params, Adam, best
     model = dp.DeepPriorNet(net, config.bn_epsilon, config.weight_init, config.dropout_rate)
     tx = self._tx
     sample = self._images[:1]

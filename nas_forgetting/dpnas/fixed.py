@@ -32,7 +32,7 @@ import numpy as np
 from nas_forgetting.dpnas import logs
 from nas_forgetting.dpnas import net_string as ns
 from nas_forgetting.dpnas.q_learning import ReplayRow
-from nas_forgetting.errors import CheckpointError, ConfigError, DataError
+from nas_forgetting.errors import ArchitectureError, CheckpointError, ConfigError, DataError
 
 FIXED_FILE = "fixed_net.csv"
 CHOSEN_FILE = "chosen_to_train.csv"
@@ -139,16 +139,36 @@ def _finished(folder: pathlib.Path, seed: int, identity: dict) -> dict | None:
   return record["row"]
 
 
+def recorded_seconds(directory: str | pathlib.Path) -> float:
+  """The largest `seconds` (the run's total when it was written) of the checkpoint records under `directory`: the
+  time earlier launches of a fixed-net run spent up to their last record (0 when there is none)."""
+  best = 0.0
+  folder = pathlib.Path(directory) / CHECKPOINT_DIR
+  for path in folder.rglob("seed_*.json") if folder.is_dir() else ():
+    try:
+      best = max(best, float(json.loads(path.read_text()).get("seconds", 0.0)))
+    except (ValueError, TypeError, AttributeError):
+      continue  # an unreadable record is reported when its (net, seed) comes up
+  return best
+
+
 def run_fixed(evaluator, nets: Sequence[tuple[int, str]], seeds: Sequence[int], directory: str | pathlib.Path, *,
               chosen: Sequence[tuple[int, ReplayRow]] | None = None, in_channels: int, image_size: int,
-              save_params: bool = True, context: Mapping | None = None, log=None) -> list[dict]:
+              save_params: bool = True, context: Mapping | None = None, log=None, metrics=None,
+              clock=None) -> list[dict]:
   """Evaluates every net with every seed; writes the files of the module docstring; returns the fixed-net rows.
 
-  With `save_params`, each (net, seed) leaves `seed_<seed>.msgpack` (the variables after its best validation epoch)
-  and `seed_<seed>.json` (identity, row, best_epoch) in `checkpoint_folder(...)`; a (net, seed) whose record is
-  there already is not evaluated again (its stored row is used), so an interrupted run resumes and a finished one
-  is not overwritten. A record of another evaluation (different settings, data `context` or net) raises
-  CheckpointError. Without `save_params` nothing is stored and every (net, seed) is evaluated.
+  Every net is checked first (feasible for the images, `SM(c)` matching the data's classes), so a bad net fails
+  before anything is evaluated. With `save_params`, each (net, seed) leaves `seed_<seed>.msgpack` (the variables
+  after its best validation epoch) and `seed_<seed>.json` (identity, row, best_epoch, seconds) in
+  `checkpoint_folder(...)`; a (net, seed) whose record is there already is not evaluated again (its stored row is
+  used), so an interrupted run resumes and a finished one is not overwritten. A record of another evaluation
+  (different settings, data `context` or net) raises CheckpointError. Without `save_params` nothing is stored and
+  every (net, seed) is evaluated. A diverged evaluation raises `DivergenceError` (naming the quantity, net, seed).
+
+  `metrics`: a `MetricsLogger` opened with `purge_step=0`; it receives one record per row (step = its position in
+  the returned list), so the log of a resumed run equals an uninterrupted run's. `clock()`: the run's total seconds
+  so far, stored in each record (see `recorded_seconds`).
   """
   from flax import serialization
 
@@ -159,9 +179,18 @@ def run_fixed(evaluator, nets: Sequence[tuple[int, str]], seeds: Sequence[int], 
   if chosen is not None:
     atomic_write_text(str(directory / CHOSEN_FILE), logs.chosen_to_train_text(chosen))
   full_training = evaluator.config.full_training
+  for index, net in nets:
+    where = f"replay-buffer row {index}" if index >= 0 else "fixed.net"
+    try:
+      ns.infer_shapes(net, image_size=image_size, in_channels=in_channels, max_fc_input=0, max_image_size=0)
+    except ArchitectureError as e:
+      raise ArchitectureError(f"{where}: {e}") from None
+    classes = ns.as_net(net)[-1].classes
+    if classes != evaluator.data.num_classes:
+      raise ConfigError(f"{where}: net {net} ends with SM({classes}) but the data have "
+                        f"{evaluator.data.num_classes} classes")
   rows: list[dict] = []
   for index, net in progress(nets, desc="DP-NAS fixed nets", unit="net"):
-    ns.infer_shapes(net, image_size=image_size, in_channels=in_channels, max_fc_input=0, max_image_size=0)
     folder = checkpoint_folder(directory, index, net, full_training)
     identities = {s: checkpoint_identity(evaluator, index, net, s, context) for s in seeds}
     done = {}
@@ -186,9 +215,14 @@ def run_fixed(evaluator, nets: Sequence[tuple[int, str]], seeds: Sequence[int], 
           single = serialization.to_state_dict(_take(params, k))
           atomic_write_bytes(str(folder / f"seed_{result.seed}.msgpack"), serialization.msgpack_serialize(single))
           record = {"identity": identities[result.seed], "row": row,
-                    "best_epoch": int(np.argmax(result.acc_val_all_epochs))}
+                    "best_epoch": int(np.argmax(result.acc_val_all_epochs)),
+                    "seconds": float(clock()) if clock else 0.0}
           atomic_write_text(str(folder / f"seed_{result.seed}.json"), json.dumps(record, indent=1) + "\n")
     net_rows = [done[s] if s in done else fresh[s] for s in seeds]
+    if metrics is not None:
+      for k, r in enumerate(net_rows):
+        metrics.log(len(rows) + k, {"index": r["index"], "seed": r["seed"], "reward": r["reward"],
+                                    "acc_best_val": r["acc_best_val"], "acc_test_last": r["acc_test_last"]})
     rows.extend(net_rows)
     atomic_write_text(str(directory / FIXED_FILE), logs.fixed_net_text(rows))
     if log:

@@ -83,10 +83,15 @@ def _read_table(path: str | pathlib.Path, required: Sequence[str], *, index_colu
     return rows
 
 
+# float32 accuracies may exceed 100 (and rewards 1) by a rounding error: 100.00000762939453
+_ROUNDING = 1e-4
+
+
 def _finite(text: str, what: str, low: float, high: float) -> float:
-  """A float in [low, high] (ValueError naming `what` otherwise: NaN, infinities and out-of-range values)."""
+  """A float in [low, high] up to float32 rounding (ValueError naming `what` otherwise: NaN, infinities and
+  out-of-range values)."""
   value = float(text)
-  if not (math.isfinite(value) and low <= value <= high):
+  if not (math.isfinite(value) and low <= value <= high * (1 + _ROUNDING)):
     raise ValueError(f"{what} {text.strip()!r}; expected a finite number in [{low:g}, {high:g}]")
   return value
 
@@ -102,7 +107,7 @@ def _parse_list(text: str, where: str) -> tuple:
     values = tuple(float(v) for v in value)
   except (TypeError, ValueError):
     raise DataError(f"{where}: expected a list literal of numbers like [81.2, 83.0], found {text!r}") from None
-  if not values or not all(math.isfinite(v) and 0.0 <= v <= 100.0 for v in values):
+  if not values or not all(math.isfinite(v) and 0.0 <= v <= 100.0 * (1 + _ROUNDING) for v in values):
     raise DataError(f"{where}: expected accuracies in [0, 100] (percent), found {text!r}")
   return values
 

@@ -7,7 +7,8 @@ A net string is `[` + layer tokens joined by `, ` + `]`, for example
   block flag `b`. `b=1` is a plain layer (convolution without bias, BatchNorm, ReLU). `b=0` is a pre-activation
   residual block (the flag is inverted compared with what one might expect); such a block is always 3x3 with
   stride 1 and keeps the spatial size: its `p` is stored (search logs write 1) but the block always pads by 1.
-* `P(k,s,p,0)`: max pooling with kernel `k`, stride `s`, padding `p`; the fourth number is always 0.
+* `P(k,s,p,0)`: max pooling with kernel `k`, stride `s`, padding `p` <= k/2 (as PyTorch requires; a larger
+  padding makes windows of padding only, whose -inf would reach the features); the fourth number is always 0.
 * `FC(n)`: a hidden fully connected layer of `n` units (Linear without bias, BatchNorm, ReLU).
 * `SM(c)`: the terminal token, the linear classifier over `c` classes. It is the last token and appears once.
 
@@ -16,9 +17,11 @@ A net string is `[` + layer tokens joined by `, ` + `]`, for example
 the character position, what was found and what was expected. Tokens of the MetaQNN grammar that DP-NAS does
 not build (split `S{...}`, dropout `D`, `GAP`, `NIN`, `BN`) are rejected by name instead of being dropped.
 
-`check_feasible` applies the rules the reference applies before training: every spatial size stays >= 1, and at
-the transition into the first FC layer (or the terminal token) channels*H*W <= `max_fc_input` and
-H <= `max_image_size`. It returns the reason a net is infeasible (or None); `infer_shapes` raises it instead.
+`check_feasible` applies the rules the reference means to apply before training: every spatial size stays >= 1,
+and at the transition into the first FC layer (or the terminal token) channels*H*W <= `max_fc_input` and
+H <= `max_image_size`, for every net. (The reference's code never checks nets with FC layers, nor `[SM(c)]`:
+`reference_rule=True` reproduces that.) It returns the reason a net is infeasible (or None); `infer_shapes`
+raises it instead.
 """
 
 from __future__ import annotations
@@ -198,6 +201,8 @@ def _make_layer(text: str, name: str, token: str, start: int, values: list[int],
     k, s, p, zero = values
     if k < 1: bad(0, "pool size >= 1")
     if s < 1: bad(1, "stride >= 1")
+    if 2 * p > k: bad(2, f"padding <= kernel/2 = {k / 2:g} (as PyTorch's max pooling: a larger padding gives "
+                         f"windows of padding only, -inf features)")
     if zero != 0: bad(3, "0 (the fourth number of a pooling token is always 0)")
     return Pool(k, s, p)
   if name == "FC":
@@ -267,12 +272,19 @@ class Feasibility(NamedTuple):
 
 
 def check_feasible(net: str | Sequence[Layer], *, image_size: int, in_channels: int, max_fc_input: int = 20000,
-                   max_image_size: int = 8) -> Feasibility:
-  """Checks the reference's feasibility rules; never raises for an infeasible (but well-formed) net.
+                   max_image_size: int = 8, reference_rule: bool = False) -> Feasibility:
+  """Checks the feasibility rules; never raises for an infeasible (but well-formed) net.
 
   `max_fc_input` / `max_image_size` <= 0 switch the respective check off (used for nets given by hand in task 2).
+  By default the limits apply to the encoder output of every net. `reference_rule=True` applies them as the
+  reference's code does: its check reads the image size of the state that enters the FC layer or the terminal
+  token, which is 0 for an FC state, so a net with hidden FC layers is never checked, and neither is a net without
+  any conv or pool layer (`[SM(10)]`).
   """
   layers = as_net(net)
+  if reference_rule and (any(isinstance(layer, FC) for layer in layers)
+                         or not any(isinstance(layer, (Conv, Pool)) for layer in layers)):
+    max_fc_input = max_image_size = 0
   size, channels = image_size, in_channels
   shapes = []
   embedding_dim = 0

@@ -20,6 +20,9 @@ Differences from the reference are options of `SearchSpace` (reference behaviour
   twice (random exploration then picks 1x1 convs twice as often). False reproduces the duplicates.
 * `large_kernel_stride` (default 1 = the code): the README's variant uses stride 2 for kernels >= 7; set 2.
 * `min_conv` (default 2 = the code; the README says 3).
+* `reference_feasibility` (default False): the limits `max_image_size` / `max_fc_input` apply to the encoder
+  output of every net; True applies them as the reference's code does, which reads the FC state's own image size
+  (0) and so never rejects a net with hidden FC layers (nor `[SM(c)]`).
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class SearchSpace:
   max_fc_input: int = 20000  # channels*H*W allowed at that transition
   large_kernel_stride: int = 1  # stride used for kernels >= 7 (README variant: 2); 1 = conv_strides for every kernel
   dedupe_k1_padding: bool = True  # False reproduces the reference's duplicated 1x1 actions
+  reference_feasibility: bool = False  # True: the reference's check, which never rejects nets with FC layers
 
   def __post_init__(self):
     for name in ("conv_sizes", "conv_features", "conv_strides", "pool_sizes", "pool_strides", "fc_sizes"):
@@ -190,6 +194,7 @@ class SearchSpace:
     return ns.format_net(layers)
 
   def check_feasible(self, net: str | Sequence[ns.Layer], in_channels: int) -> ns.Feasibility:
-    """The reference's post-sampling check with this space's limits."""
+    """The post-sampling check with this space's limits (`reference_feasibility`: as the reference's code)."""
     return ns.check_feasible(net, image_size=self.image_size, in_channels=in_channels,
-                             max_fc_input=self.max_fc_input, max_image_size=self.max_image_size)
+                             max_fc_input=self.max_fc_input, max_image_size=self.max_image_size,
+                             reference_rule=self.reference_feasibility)

@@ -173,7 +173,7 @@ def test_classifier_training_equals_a_plain_full_batch_adam_loop():
   import optax
   config = dataclasses.replace(CONFIG, epochs=3, batch_size=128, learning_rate=0.05)
   evaluator = ev.Evaluator(DATA, config, mesh=one_device_mesh())
-  x_tr, x_va, _, state = evaluator._prepare(NET, [3])
+  x_tr, x_va, _, state, _ = evaluator._prepare(NET, [3])
   params = jax.tree.map(lambda a: np.asarray(a[0]), state[0])
   results, trained = evaluator.evaluate(NET, [3], return_params=True)
   kernel = params["logits"]["kernel"][:128]  # true width 128 (bucket 128: no padding)
