@@ -16,8 +16,18 @@ Both B runs of one k go through one compiled chunk function (the strength alpha 
 "no WPL"); B alone is the k = 0 case. Outputs in the workdir: `two_model_k<k>.png` (one figure per k, as the WPL
 paper's introductory example; `two_model_k<k>_a.png` zooms on A's curves), `two_model_k<k>.csv` (the curves),
 `two_model_summary.csv` (per k: A's final accuracy and mean drop over B's training with/without WPL, B's final
-accuracies), `metrics.jsonl` + TensorBoard scalars, and a
-checkpoint of A's trained weights and finished curves under `checkpoints/` (a rerun resumes from it).
+accuracies), `metrics.jsonl` + TensorBoard scalars, `summary.json` (written last), and a checkpoint of A's
+trained weights and the finished curves under `checkpoints/` (one after A, one after each k).
+
+Resume: a relaunch restores the checkpoint and trains only what is missing (A, then the unfinished k's). The
+outputs are written from the checkpoint once every k is finished, the metrics from scratch (`MetricsLogger` with
+purge_step 0, TensorBoard included), so a killed and resumed run leaves exactly the files of an uninterrupted one.
+A relaunch that finds every k finished and `summary.json` written says so and writes nothing. "seconds" in
+summary.json is the training time over all launches (carried in the checkpoint).
+
+Divergence: A's epochs and B's chunks return their per-step losses and whether the parameters are finite; they are
+read once per epoch / chunk, and a NaN or infinity stops the run with a `DivergenceError` naming the quantity, the
+step and the model (and k).
 
 Data: MNIST from a `data` config group (`nas_forgetting.data.load_dataset`); offline, the 10k MNIST test split is
 carved into a train and an evaluation split.
@@ -26,7 +36,9 @@ carved into a train and an evaluation split.
 from __future__ import annotations
 
 import functools
+import json
 import pathlib
+import time
 from typing import Any, Sequence
 
 from absl import logging
@@ -37,6 +49,8 @@ import numpy as np
 import optax
 
 from nas_forgetting import importance
+from nas_forgetting import numerics
+from nas_forgetting.continual import config_checks as cc
 from nas_forgetting.data import batching
 from nas_forgetting.data import datasets
 from nas_forgetting.errors import ConfigError
@@ -44,7 +58,8 @@ from nas_forgetting.io import checkpoint as ckpt_lib
 from nas_forgetting.io import metrics as metrics_lib
 from nas_forgetting.io import plots
 from nas_forgetting.io import progress as progress_lib
-from nas_forgetting.io import run as run_lib
+from nas_forgetting.io.atomic import atomic_write_text
+from nas_forgetting.io.report import print_result_block
 from nas_forgetting.wpl import state as wpl
 
 Layers = list  # a list of {"w": (in, out), "b": (out,)} dicts, input layer first
@@ -52,6 +67,12 @@ Layers = list  # a list of {"w": (in, out), "b": (out,)} dicts, input layer firs
 A_DEPTH = 4
 B_DEPTH = 6
 CURVES = ("a_no_wpl", "b_no_wpl", "a_wpl", "b_wpl", "a_alone", "b_alone")
+FISHER_STATS = ("fisher_mean", "fisher_max", "sgd_stiffness")
+OPTIMIZERS = ("adam", "sgd")
+SUMMARY_FILE = "summary.json"  # written last: its presence (with every k of the config) marks a finished run
+# Fields a relaunch into an existing workdir may change: each k's results depend only on A (restored) and the seed,
+# so more (or fewer) values of k reuse the finished ones exactly (tested).
+RESUME_SAFE_FIELDS = ("shared_layers",)
 # The WPL penalty on B's shared layers: alpha is applied as a traced factor, so the hyper-parameters carry 1.
 _UNIT_ALPHA = wpl.WPLHyperParams(alpha_fisher=1.0, alpha_decay=0.0)
 
@@ -99,11 +120,18 @@ def b_layers(shared: Layers, b_own: Layers) -> Layers:
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  if config.optimizer == "adam":
-    return optax.adam(config.learning_rate)
-  if config.optimizer == "sgd":
-    return optax.sgd(config.learning_rate, momentum=config.momentum or None)
-  raise ConfigError(f"optimizer={config.optimizer!r}; expected 'adam' or 'sgd'")
+  """The optimiser of a `train_a` / `train_b` group; equal settings give the same object (a static argument of the
+  jitted steps, so a relaunch in the same process compiles nothing again)."""
+  if config.optimizer not in OPTIMIZERS:
+    raise ConfigError(f"optimizer={config.optimizer!r}; expected 'adam' or 'sgd'")
+  return _optimizer(config.optimizer, float(config.learning_rate), float(config.momentum))
+
+
+@functools.lru_cache(maxsize=32)
+def _optimizer(name: str, learning_rate: float, momentum: float) -> optax.GradientTransformation:
+  if name == "adam":
+    return optax.adam(learning_rate)
+  return optax.sgd(learning_rate, momentum=momentum or None)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -124,10 +152,11 @@ def _a_step(carry, idx, images, labels, optimizer):
 @functools.partial(jax.jit, static_argnames="optimizer")
 def train_a_epoch(layers: Layers, opt_state, batch_indices: jax.Array, images: jax.Array, labels: jax.Array, *,
                   optimizer: optax.GradientTransformation):
-  """One epoch of model A (scan over the epoch's batches); returns (layers, opt_state, mean loss)."""
+  """One epoch of model A (scan over the epoch's batches); returns (layers, opt_state, mean loss, checks) with
+  checks = {"loss": the per-step losses, "params_finite": a bool} for the host's divergence check."""
   (layers, opt_state), losses = jax.lax.scan(
       lambda c, i: _a_step(c, i, images, labels, optimizer), (layers, opt_state), batch_indices)
-  return layers, opt_state, losses.mean()
+  return layers, opt_state, losses.mean(), {"loss": losses, "params_finite": numerics.all_finite(layers)}
 
 
 def b_loss(shared: Layers, b_own: Layers, images: jax.Array, labels: jax.Array, wpl_state: wpl.WPLState,
@@ -145,7 +174,8 @@ def train_b_chunk(shared: Layers, b_own: Layers, opt_state, batch_indices: jax.A
   """`len(batch_indices)` steps of B (shared + own layers), then A's and B's accuracy on the eval split.
 
   A's own layers, the WPL state and alpha are arguments (never closed over): one compilation per k serves both
-  the WPL and the no-WPL run.
+  the WPL and the no-WPL run. The metrics also hold `checks`: the per-step `ce` and `wpl` values and whether B's
+  parameters are finite (`params_finite`), for the host's divergence check.
   """
 
   def step(carry, idx):
@@ -159,8 +189,20 @@ def train_b_chunk(shared: Layers, b_own: Layers, opt_state, batch_indices: jax.A
   (shared, b_own, opt_state), parts = jax.lax.scan(step, (shared, b_own, opt_state), batch_indices)
   metrics = {"a_accuracy": accuracy(a_layers(shared, a_own), eval_images, eval_labels),
              "b_accuracy": accuracy(b_layers(shared, b_own), eval_images, eval_labels),
-             "ce": parts["ce"].mean(), "wpl": parts["wpl"].mean()}
+             "ce": parts["ce"].mean(), "wpl": parts["wpl"].mean(),
+             "checks": {"ce": parts["ce"], "wpl": parts["wpl"], "params_finite": numerics.all_finite((shared, b_own))}}
   return shared, b_own, opt_state, metrics
+
+
+def check_finite(checks: dict[str, Any], *, names: dict[str, str], first_step: int, context: str) -> None:
+  """DivergenceError at the earliest non-finite step of `checks` (per-step arrays renamed by `names`), or if the
+  parameters are not finite at the end."""
+  per_step = {names[k]: np.asarray(v) for k, v in checks.items() if k in names}
+  bad = ~np.isfinite(np.stack(list(per_step.values())))
+  if bad.any():
+    i = int(np.argmax(bad.any(axis=0)))
+    numerics.check_finite({k: v[i:i + 1] for k, v in per_step.items()}, context=context, first_step=first_step + i)
+  numerics.check_finite({"the parameters": np.asarray(checks["params_finite"])}, context=f"the end of {context}")
 
 
 def _batch_stream(rng: jax.Array, num_examples: int, batch_size: int, num_steps: int) -> jax.Array:
@@ -182,10 +224,12 @@ def train_model_a(rng: jax.Array, train: tuple[jax.Array, jax.Array], config: ml
   optimizer = make_optimizer(config.train_a)
   opt_state = optimizer.init(layers)
   history = []
-  for _ in progress_lib.progress(range(config.train_a.epochs), desc="model A", unit="epoch"):
+  for epoch in progress_lib.progress(range(config.train_a.epochs), desc="model A", unit="epoch"):
     data_key, sub = jax.random.split(data_key)
     idx = batching.epoch_batch_indices(sub, train[0].shape[0], config.train_a.batch_size)
-    layers, opt_state, loss = train_a_epoch(layers, opt_state, idx, *train, optimizer=optimizer)
+    layers, opt_state, loss, checks = train_a_epoch(layers, opt_state, idx, *train, optimizer=optimizer)
+    check_finite(checks, names={"loss": "model A's training loss"}, first_step=epoch * idx.shape[0],
+                 context=f"epoch {epoch} of model A")
     history.append(float(loss))
     if history[-1] < config.train_a.target_loss:
       break
@@ -210,6 +254,8 @@ def train_model_b(rng: jax.Array, shared: Layers, a_own: Layers, b_own: Layers, 
   for start in progress_lib.progress(range(0, cb.steps, cb.eval_every), desc=desc, unit="chunk"):
     shared, b_own, opt_state, m = train_b_chunk(shared, b_own, opt_state, stream[start:start + cb.eval_every],
                                                 a_own, wpl_state, alpha, *train, *eval_, optimizer=optimizer)
+    check_finite(m["checks"], names={"ce": "model B's cross-entropy", "wpl": "model B's WPL penalty"},
+                 first_step=start, context=f"model B ({desc}), iterations {start}..{start + cb.eval_every - 1}")
     curves["a"].append(float(m["a_accuracy"]))
     curves["b"].append(float(m["b_accuracy"]))
   curves["shared"] = shared
@@ -233,30 +279,43 @@ def shared_fisher(a: Layers, k: int, images: jax.Array, labels: jax.Array, confi
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _validate(config: ml_collections.ConfigDict) -> None:
-  bad = [k for k in config.shared_layers if not 1 <= int(k) <= A_DEPTH - 1]
-  if bad or not config.shared_layers or len(set(config.shared_layers)) != len(config.shared_layers):
-    raise ConfigError(f"shared_layers={list(config.shared_layers)}; expected a non-empty list of distinct values in "
-                      f"1..{A_DEPTH - 1} (model A has {A_DEPTH} layers, the last is its classifier)")
-  if config.train_b.eval_every < 1 or config.train_b.steps < 1:
-    raise ConfigError(f"train_b.steps={config.train_b.steps}, train_b.eval_every={config.train_b.eval_every}; "
-                      "expected both >= 1")
-  if config.wpl.alpha_fisher < 0:
-    raise ConfigError(f"wpl.alpha_fisher={config.wpl.alpha_fisher}; expected >= 0")
-  if config.wpl.estimator not in wpl.FISHER_ESTIMATORS:
-    raise ConfigError(f"wpl.estimator={config.wpl.estimator!r}; expected one of {', '.join(wpl.FISHER_ESTIMATORS)}")
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks every value of a resolved two-model config before any work; ConfigError naming the field."""
+  cc.integer(config, "seed", minimum=0)
+  datasets.validate_data_config(config.data, "data")
+  cc.integer(config, "model.hidden", minimum=1)
+  layers = config.shared_layers
+  if (isinstance(layers, str) or not layers or any(isinstance(k, bool) or not isinstance(k, int) for k in layers)
+      or any(not 1 <= k <= A_DEPTH - 1 for k in layers) or len(set(layers)) != len(layers)):
+    raise ConfigError(f"shared_layers={list(layers) if not isinstance(layers, str) else layers!r}; expected a "
+                      f"non-empty list of distinct integers in 1..{A_DEPTH - 1} (model A has {A_DEPTH} layers, the "
+                      "last is its classifier)")
+  for group in ("train_a", "train_b"):
+    cc.choice(config, f"{group}.optimizer", OPTIMIZERS)
+    cc.number(config, f"{group}.learning_rate", above=0.0)
+    cc.number(config, f"{group}.momentum", minimum=0.0, below=1.0)
+    cc.integer(config, f"{group}.batch_size", minimum=1)
+  cc.integer(config, "train_a.epochs", minimum=1)
+  cc.number(config, "train_a.target_loss", minimum=0.0)
+  cc.integer(config, "train_b.steps", minimum=1)
+  cc.integer(config, "train_b.eval_every", minimum=1)
+  cc.number(config, "wpl.alpha_fisher", minimum=0.0)
+  cc.choice(config, "wpl.estimator", wpl.FISHER_ESTIMATORS)
+  cc.integer(config, "wpl.fisher_num_examples", minimum=0)
 
 
-def _fisher_report(k: int, fisher: Layers, config: ml_collections.ConfigDict) -> dict[str, float]:
-  """Fisher statistics, and the stiffness lr * alpha * max F of the penalty under SGD (> 2 diverges: warned)."""
+def _fisher_stats(k: int, fisher: Layers, config: ml_collections.ConfigDict) -> np.ndarray:
+  """float32 [mean F, max F, lr * alpha * max F] (the stiffness of the penalty under SGD: >= 2 diverges, warned)."""
   leaves = jax.tree.leaves(fisher)
   f_max = float(max(jnp.max(f) for f in leaves))
   stiffness = config.train_b.learning_rate * config.wpl.alpha_fisher * f_max
   if config.train_b.optimizer == "sgd" and stiffness >= 2.0:
     logging.warning("k=%d: train_b.learning_rate * wpl.alpha_fisher * max Fisher = %.3g >= 2: plain gradient descent "
                     "on the WPL penalty diverges; lower wpl.alpha_fisher or train_b.learning_rate", k, stiffness)
-  return {f"k{k}/fisher_mean": float(sum(jnp.sum(f) for f in leaves) / sum(f.size for f in leaves)),
-          f"k{k}/fisher_max": f_max, f"k{k}/sgd_stiffness": stiffness}
+  stats = np.asarray([float(sum(jnp.sum(f) for f in leaves) / sum(f.size for f in leaves)), f_max, stiffness],
+                     np.float32)
+  numerics.check_finite(dict(zip(FISHER_STATS, stats)), context=f"model A's Fisher on its first {k} layers")
+  return stats
 
 
 def _forgetting_row(k: int, curves: dict[str, list[float]], a_alone: float) -> dict[str, float]:
@@ -273,9 +332,13 @@ def _forgetting_row(k: int, curves: dict[str, list[float]], a_alone: float) -> d
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs the demonstration for every k in `config.shared_layers`; returns per-k summaries (see module docstring)."""
-  _validate(config)
-  workdir_path = run_lib.prepare_workdir(workdir, config)
+  validate_config(config)
+  workdir_path = pathlib.Path(workdir)
+  workdir_path.mkdir(parents=True, exist_ok=True)
   splits = datasets.load_dataset(config.data)
+  for group in ("train_a", "train_b"):
+    batching.check_batch_size(len(splits.train.labels), config[group].batch_size,
+                              what=f"the training split ({group}.batch_size)")
   train = batching.to_device(splits.train)
   eval_ = batching.to_device(splits.test)
   num_inputs = int(np.prod(splits.train.images.shape[1:]))
@@ -283,71 +346,101 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   h = config.model.hidden
   rng = jax.random.key(config.seed)
   a_key, b_init_key, b_data_key, alone_key = jax.random.split(rng, 4)
+  t0 = time.time()
 
-  # The checkpoint (step = number of finished k's) holds A's trained weights and the curves of every finished k
-  # (row k - 1 of `curves`, flagged in `finished`), whatever the order of `shared_layers`.
+  # The checkpoint (step = number of finished k's) holds A's trained weights and, per finished k (row k - 1, flagged
+  # in `finished`), its curves and Fisher statistics, whatever the order of `shared_layers`; and the seconds so far.
   checkpointer = ckpt_lib.Checkpointer(workdir_path / "checkpoints", max_to_keep=1)
   a_sizes = layer_sizes(A_DEPTH, num_inputs, h, num_classes)
   b_sizes = layer_sizes(B_DEPTH, num_inputs, h, num_classes)
   num_points = len(eval_iterations(config.train_b))
   ks = [int(k) for k in config.shared_layers]
-  done: dict[int, np.ndarray] = {}
   latest = checkpointer.latest_step()
   saved = {"a": init_layers(a_key, a_sizes), "a_loss": np.zeros((), np.float32), "a_epochs": np.zeros((), np.int32),
            "curves": np.zeros((A_DEPTH - 1, len(CURVES), num_points), np.float32),
-           "finished": np.zeros((A_DEPTH - 1,), bool)}
+           "fisher": np.zeros((A_DEPTH - 1, len(FISHER_STATS)), np.float32),
+           "finished": np.zeros((A_DEPTH - 1,), bool), "seconds": np.float64(0.0)}
   if latest is not None:
     saved = checkpointer.restore(latest, saved)
-    a, a_history = saved["a"], [float(saved["a_loss"])] * int(saved["a_epochs"])
-    done = {k: np.asarray(saved["curves"][k - 1]) for k in ks if bool(saved["finished"][k - 1])}
-  else:
+  seconds_before = float(saved["seconds"])
+
+  def save(step: int) -> None:
+    saved["seconds"] = np.float64(seconds_before + time.time() - t0)
+    checkpointer.save(step, saved)
+
+  if latest is None:
     a, a_history = train_model_a(a_key, train, config, a_sizes)
     saved.update(a=a, a_loss=np.float32(a_history[-1]), a_epochs=np.int32(len(a_history)))
-    checkpointer.save(0, saved)
+    save(0)
+  a = saved["a"]
   a_alone = float(accuracy(a, *eval_))
-
-  summaries = {}
-  iterations = eval_iterations(config.train_b)
-  # Metrics of the finished k's were logged before their checkpoint: a resumed run logs only what is new.
-  with metrics_lib.MetricsLogger(str(workdir_path)) as logger:
-    if latest is None:
-      logger.log(0, {"a/final_train_loss": a_history[-1], "a/eval_accuracy": a_alone, "a/epochs": len(a_history)})
+  summary_path = workdir_path / SUMMARY_FILE
+  finished = (all(bool(saved["finished"][k - 1]) for k in ks) and summary_path.exists()
+              and json.loads(summary_path.read_text()).get("shared_layers") == ks)
+  if finished:
+    logging.info("the two-model run in %s is already finished (k = %s): nothing to do", workdir_path, ks)
+  else:
     alone = None
     for k in ks:
-      if k in done:
-        curves = {name: [float(v) for v in done[k][i]] for i, name in enumerate(CURVES)}
-      else:
-        if alone is None:  # B alone (nothing shared): the same for every k
-          alone = train_model_b(b_data_key, [], [], init_layers(alone_key, b_sizes), wpl.init_wpl_state([]), 0.0,
-                                train, eval_, config, desc="B alone")
-        shared0, a_own = a[:k], a[k:]
-        b_own0 = init_layers(b_init_key, b_sizes)[k:]
-        fisher = shared_fisher(a, k, *train, config)
-        wpl_state = wpl.init_wpl_state(shared0)._replace(fisher=fisher)
-        runs = {}
-        for name, alpha in (("no_wpl", 0.0), ("wpl", config.wpl.alpha_fisher)):
-          runs[name] = train_model_b(b_data_key, shared0, a_own, b_own0, wpl_state, alpha, train, eval_, config,
-                                     desc=f"B k={k} {name}")
-        curves = {"a_no_wpl": runs["no_wpl"]["a"], "b_no_wpl": runs["no_wpl"]["b"], "a_wpl": runs["wpl"]["a"],
-                  "b_wpl": runs["wpl"]["b"], "a_alone": [a_alone] * len(iterations), "b_alone": alone["b"]}
-        logger.log(k, _fisher_report(k, fisher, config))
-        for i, it in enumerate(iterations):
-          logger.log(it, {f"k{k}/{name}": curves[name][i] for name in CURVES})
-      rows = [{"iteration": it, **{name: curves[name][i] for name in CURVES}} for i, it in enumerate(iterations)]
-      metrics_lib.write_csv(workdir_path / f"two_model_k{k}.csv", rows, fieldnames=["iteration", *CURVES])
-      _plot(workdir_path / f"two_model_k{k}.png", iterations, curves, k, config)
-      summaries[k] = _forgetting_row(k, curves, a_alone)
-      if k not in done:
-        logger.log(config.train_b.steps, {f"k{k}/{key}": v for key, v in summaries[k].items() if key != "k"})
-      if k not in done:
-        saved["curves"] = np.asarray(saved["curves"]).copy()
-        saved["curves"][k - 1] = np.asarray([curves[name] for name in CURVES], np.float32)
-        saved["finished"] = np.asarray(saved["finished"]).copy()
-        saved["finished"][k - 1] = True
-        checkpointer.save(int(np.sum(saved["finished"])), saved)
+      if bool(saved["finished"][k - 1]):
+        continue
+      if alone is None:  # B alone (nothing shared): the same for every k
+        alone = train_model_b(b_data_key, [], [], init_layers(alone_key, b_sizes), wpl.init_wpl_state([]), 0.0,
+                              train, eval_, config, desc="B alone")
+      shared0, a_own = a[:k], a[k:]
+      b_own0 = init_layers(b_init_key, b_sizes)[k:]
+      fisher = shared_fisher(a, k, *train, config)
+      wpl_state = wpl.init_wpl_state(shared0)._replace(fisher=fisher)
+      runs = {}
+      for name, alpha in (("no_wpl", 0.0), ("wpl", config.wpl.alpha_fisher)):
+        runs[name] = train_model_b(b_data_key, shared0, a_own, b_own0, wpl_state, alpha, train, eval_, config,
+                                   desc=f"B k={k} {name}")
+      curves = {"a_no_wpl": runs["no_wpl"]["a"], "b_no_wpl": runs["no_wpl"]["b"], "a_wpl": runs["wpl"]["a"],
+                "b_wpl": runs["wpl"]["b"], "a_alone": [a_alone] * num_points, "b_alone": alone["b"]}
+      for key in ("curves", "fisher", "finished"):
+        saved[key] = np.asarray(saved[key]).copy()
+      saved["curves"][k - 1] = np.asarray([curves[name] for name in CURVES], np.float32)
+      saved["fisher"][k - 1] = _fisher_stats(k, fisher, config)
+      saved["finished"][k - 1] = True
+      save(int(np.sum(saved["finished"])))
     checkpointer.wait()
-  metrics_lib.write_csv(workdir_path / "two_model_summary.csv", list(summaries.values()))
-  return {"a_eval_accuracy": a_alone, "a_epochs": len(a_history),
+
+  # Every output below is a function of the checkpoint: written whole, so a killed run rewrites it identically.
+  iterations = eval_iterations(config.train_b)
+  a_loss, a_epochs = float(saved["a_loss"]), int(saved["a_epochs"])
+  all_curves = {k: {name: [float(v) for v in saved["curves"][k - 1][i]] for i, name in enumerate(CURVES)}
+                for k in ks}
+  summaries = {k: _forgetting_row(k, all_curves[k], a_alone) for k in ks}
+  seconds = float(saved["seconds"])
+  if not finished:
+    for k in ks:
+      rows = [{"iteration": it, **{name: all_curves[k][name][i] for name in CURVES}} for i, it in enumerate(iterations)]
+      metrics_lib.write_csv(workdir_path / f"two_model_k{k}.csv", rows, fieldnames=["iteration", *CURVES])
+      _plot(workdir_path / f"two_model_k{k}.png", iterations, all_curves[k], k, config)
+    with metrics_lib.MetricsLogger(str(workdir_path), purge_step=0) as logger:
+      logger.log(0, {"a/final_train_loss": a_loss, "a/eval_accuracy": a_alone, "a/epochs": a_epochs})
+      for k in ks:
+        logger.log(k, {f"k{k}/{name}": float(v) for name, v in zip(FISHER_STATS, saved["fisher"][k - 1])})
+        for i, it in enumerate(iterations):
+          logger.log(it, {f"k{k}/{name}": all_curves[k][name][i] for name in CURVES})
+        logger.log(config.train_b.steps, {f"k{k}/{key}": v for key, v in summaries[k].items() if key != "k"})
+    metrics_lib.write_csv(workdir_path / "two_model_summary.csv", list(summaries.values()))
+    atomic_write_text(summary_path, json.dumps(
+        {"shared_layers": ks, "a_eval_accuracy": a_alone, "a_epochs": a_epochs, "seconds": seconds,
+         "per_k": {str(k): s for k, s in summaries.items()}}, indent=2) + "\n")
+  rows = {"data": f"{config.data.name or config.data.source} ({len(splits.train.labels)} train / "
+                  f"{len(splits.test.labels)} eval images)",
+          "scenario": f"model B ({B_DEPTH} layers) shares model A's ({A_DEPTH} layers) first k layers, "
+                      f"{config.train_b.steps} iterations of B, WPL alpha {config.wpl.alpha_fisher:g}",
+          "A eval accuracy": f"{100 * a_alone:.2f} % after {a_epochs} epochs"}
+  for k in ks:
+    r = summaries[k]
+    rows[f"k={k}: A mean drop no WPL / WPL"] = (f"{100 * r['a_mean_drop_no_wpl']:.2f} / "
+                                                f"{100 * r['a_mean_drop_wpl']:.2f} points")
+    rows[f"k={k}: B final no WPL / WPL"] = f"{100 * r['b_final_no_wpl']:.2f} / {100 * r['b_final_wpl']:.2f} %"
+  rows["seconds (all launches)"] = f"{seconds:.1f}"
+  print_result_block("WPL two-model demonstration", rows)
+  return {"a_eval_accuracy": a_alone, "a_epochs": a_epochs, "already_finished": finished, "seconds": seconds,
           "per_k": {str(k): s for k, s in summaries.items()},
           "figures": [str(workdir_path / f"two_model_k{k}{suffix}.png") for k in summaries for suffix in ("", "_a")]}
 

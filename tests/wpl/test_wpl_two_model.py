@@ -130,6 +130,96 @@ def test_quick_run_on_mnist(shared_data, tmp_path):
   assert more["per_k"]["3"] == summary["per_k"]["3"] and set(more["per_k"]) == {"1", "3"}
   assert float(metrics_lib.read_csv(tmp_path / "two_model_k1.csv")[0]["a_wpl"]) == pytest.approx(
       summary["a_eval_accuracy"])
+  # The logs are rewritten from the checkpoint: A's record, then k=1's (new), then k=3's (as before).
   now = metrics_lib.read_jsonl(tmp_path / "metrics.jsonl")
-  assert now[:len(logged)] == logged and sum("k1/a_wpl" in r for r in now) == 3
-  assert not any("k3/a_wpl" in r or "a/eval_accuracy" in r for r in now[len(logged):])
+  assert now[0] == logged[0] and now[-len(logged) + 1:] == logged[1:]
+  assert sum("k1/a_wpl" in r for r in now) == 3 and sum("a/eval_accuracy" in r for r in now) == 1
+
+
+def _tiny(**groups):
+  """The quick config shrunk to seconds, on the embedded digits (no shared data needed)."""
+  from nas_forgetting.data.datasets import default_data_config
+  config = _config()
+  config.data = default_data_config(source="embedded", train_size=128, test_size=64)
+  config.model.hidden = 8
+  config.shared_layers = [1]
+  config.train_a.epochs, config.train_a.batch_size = 1, 32
+  config.train_b.steps, config.train_b.eval_every, config.train_b.batch_size = 4, 2, 32
+  config.wpl.fisher_num_examples = 32
+  for group, values in groups.items():
+    for key, value in values.items():
+      config[group][key] = value
+  return config
+
+
+def _outputs(workdir):
+  """Everything the run leaves that is not wall-clock: metrics records, CSVs, summary.json less seconds."""
+  import json
+  summary = json.loads((workdir / "summary.json").read_text())
+  summary.pop("seconds")
+  return {"metrics": metrics_lib.read_jsonl(workdir / "metrics.jsonl"),
+          "summary_csv": metrics_lib.read_csv(workdir / "two_model_summary.csv"),
+          "curves": [metrics_lib.read_csv(p) for p in sorted(workdir.glob("two_model_k*.csv"))],
+          "summary": json.dumps(summary, sort_keys=True)}
+
+
+@pytest.mark.parametrize("group, quantity", [("train_a", "model A's training loss"),
+                                             ("train_b", "model B's cross-entropy")])
+def test_a_too_large_learning_rate_stops_with_divergence_error(group, quantity, tmp_path):
+  from nas_forgetting.errors import DivergenceError
+  config = _tiny(**{group: {"optimizer": "sgd", "learning_rate": 1e30}})
+  with pytest.raises(DivergenceError, match=rf"{quantity} is (nan|inf|-inf) at step \d+, "):
+    tm.run(config, str(tmp_path))
+  assert not (tmp_path / "summary.json").exists()
+
+
+@pytest.mark.parametrize("field, value", [
+    ("train_a.learning_rate", float("nan")), ("train_b.learning_rate", float("inf")),
+    ("wpl.alpha_fisher", float("nan")), ("wpl.alpha_fisher", -1.0), ("seed", -1), ("model.hidden", 0),
+    ("train_a.batch_size", 0), ("train_b.eval_every", 0), ("train_b.steps", -1), ("train_a.target_loss", -1.0),
+    ("wpl.fisher_num_examples", -5), ("train_b.momentum", 1.0), ("data.test_size", -1), ("shared_layers", [0]),
+    ("train_a.epochs", 0)])
+def test_bad_values_are_refused_before_any_work_naming_the_field(field, value, tmp_path):
+  from nas_forgetting.errors import ConfigError
+  config = _tiny()
+  *groups, name = field.split(".")
+  node = config
+  for g in groups:
+    node = node[g]
+  node[name] = value
+  with pytest.raises(ConfigError, match=field.split(".")[-1] if field == "shared_layers" else field):
+    tm.validate_config(config)
+  with pytest.raises(ConfigError):
+    tm.run(config, str(tmp_path / "w"))
+  assert not (tmp_path / "w").exists()
+  tm.validate_config(_config(None))  # the real configs pass
+  tm.validate_config(_config("quick"))
+
+
+def test_killed_at_every_write_boundary_resumes_to_the_uninterrupted_outputs(write_faults, tmp_path, capsys):
+  config = _tiny()
+  full = tmp_path / "full"
+  writes = write_faults.count(lambda: tm.run(config, str(full)))
+  expected = _outputs(full)
+  assert writes >= 10
+  for k in range(1, writes + 1):
+    workdir = tmp_path / f"kill_{k}"
+    assert write_faults.kill_after(k, lambda: tm.run(config, str(workdir)))
+    tm.run(config, str(workdir))
+    assert _outputs(workdir) == expected, f"killed after write {k}"
+  # a finished run relaunched says so and writes nothing
+  assert write_faults.count(lambda: tm.run(config, str(full))) == 0
+  assert tm.run(config, str(full))["already_finished"]
+  assert "WPL two-model demonstration" in capsys.readouterr().out
+
+
+def test_seconds_are_the_total_over_launches(tmp_path):
+  import json
+  config = _tiny()
+  config.shared_layers = [1]
+  tm.run(config, str(tmp_path))
+  first = json.loads((tmp_path / "summary.json").read_text())["seconds"]
+  config.shared_layers = [1, 2]
+  tm.run(config, str(tmp_path))
+  second = json.loads((tmp_path / "summary.json").read_text())["seconds"]
+  assert second > first > 0
