@@ -2,9 +2,9 @@
 
 Modules (imported on their own, so that a light import does not pull in orbax or matplotlib):
   atomic       atomic file writes (temporary sibling + os.replace)
-  run          prepare_workdir (config.json, git_revision.txt), git_revision
-  metrics      MetricsLogger (JSONL + TensorBoard scalars/images), write_csv / read_csv / read_jsonl
-  tensorboard  EventWriter: a TensorBoard event-file writer that needs no TensorFlow
+  run          open_run: the locked workdir of a launch (config.json, git_revision.txt), git_revision
+  metrics      MetricsLogger (JSONL + TensorBoard scalars/images through tensorboardX), write_csv / read_csv /
+               read_jsonl
   checkpoint   Checkpointer over orbax-checkpoint (typed PRNG keys, Python scalars, strict structure checks)
   report       result_block(): the result lines every run prints when it ends
   progress     progress(): tqdm bars with ETA, off when $NAS_FORGETTING_NO_PROGRESS=1

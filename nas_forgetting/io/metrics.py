@@ -8,6 +8,7 @@ the resumed run logs again) the records of the lost steps are dropped from both 
 
 import csv
 import io
+import itertools
 import json
 import os
 import pathlib
@@ -18,10 +19,37 @@ import numpy as np
 from nas_forgetting.errors import DataError
 from nas_forgetting.io._steps import as_step
 from nas_forgetting.io.atomic import atomic_write_text
-from nas_forgetting.io.tensorboard import EventWriter
 
 PathLike = str | os.PathLike
 TENSORBOARD_DIR = "tensorboard"
+_EVENT_FILES = itertools.count()  # tensorboardX names event files by second and host: make each name unique
+
+
+def _summary_writer(logdir: pathlib.Path, purge_step: int | None):
+  """tensorboardX's SummaryWriter (no TensorFlow needed); with `purge_step`, TensorBoard hides the events of
+  earlier files from that step on (a resumed run's steps are not shown twice)."""
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise ImportError("TensorBoard logging needs tensorboardX (`pip install tensorboardX`); or pass "
+                      "tensorboard=False") from e
+  return SummaryWriter(logdir=str(logdir), purge_step=purge_step, flush_secs=10,
+                       filename_suffix=f".{os.getpid()}.{next(_EVENT_FILES)}")
+
+
+def _image_array(tag: str, image: np.ndarray | bytes) -> tuple[np.ndarray, str]:
+  """An image as tensorboardX takes it: uint8 (or float in [0, 1]) pixels and their layout."""
+  if isinstance(image, (bytes, bytearray)):
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+    image = np.asarray(Image.open(io.BytesIO(bytes(image))))
+  image = np.asarray(image)
+  if image.ndim == 3 and image.shape[2] == 2:  # Grey + alpha: TensorBoard shows grey.
+    image = image[..., 0]
+  if image.ndim == 2:
+    return image, "HW"
+  if image.ndim == 3 and image.shape[2] in (1, 3, 4):
+    return image, "HWC"
+  raise ValueError(f"image {tag!r} has shape {image.shape}; expected (H, W) or (H, W, C) with C in 1, 3, 4")
 
 
 def _python_number(array: np.ndarray) -> int | float | bool:
@@ -62,8 +90,8 @@ def _drop_partial_last_line(path: pathlib.Path) -> None:
 class MetricsLogger:
   """Appends `{"step": s, **metrics}` lines to `<workdir>/<filename>` and scalars/images to TensorBoard.
 
-  Each `log` call is flushed to the JSONL file at once; TensorBoard events are buffered (see `EventWriter`)
-  and flushed on `flush()`/`close()`. With `tensorboard=False` nothing is written to TensorBoard and
+  Each `log` call is flushed to the JSONL file at once; TensorBoard events (tensorboardX) are buffered and
+  flushed every 10 s and on `flush()`/`close()`. With `tensorboard=False` nothing is written to TensorBoard and
   `image()` does nothing.
 
   A run resumed from a checkpoint passes `purge_step`, the first step it will log again: records with
@@ -83,7 +111,7 @@ class MetricsLogger:
         kept = [r for r in read_jsonl(self.path) if not (isinstance(r.get("step"), int) and r["step"] >= purge_step)]
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
     self._file = open(self.path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
-    self._events = EventWriter(self.workdir / TENSORBOARD_DIR, purge_step=purge_step) if tensorboard else None
+    self._events = _summary_writer(self.workdir / TENSORBOARD_DIR, purge_step) if tensorboard else None
 
   def log(self, step: int, metrics: Mapping[str, Any]) -> None:
     """Writes one JSON line and one TensorBoard scalar per metric (NaN/inf are written as NaN/Infinity)."""
@@ -101,12 +129,13 @@ class MetricsLogger:
     self._file.flush()
     if self._events is not None:
       for key, value in values.items():
-        self._events.scalar(key, float(value), step)
+        self._events.add_scalar(key, float(value), step)
 
   def image(self, tag: str, image: np.ndarray | bytes, step: int) -> None:
     """Logs an image to TensorBoard ((H, W, C) uint8 array or PNG bytes)."""
     if self._events is not None:
-      self._events.image(tag, image, as_step(step))
+      pixels, layout = _image_array(tag, image)
+      self._events.add_image(tag, pixels, as_step(step), dataformats=layout)
 
   def flush(self) -> None:
     if self._file is not None:
@@ -121,6 +150,7 @@ class MetricsLogger:
       self._file = None
     if self._events is not None:
       self._events.close()
+      self._events = None
 
   def __enter__(self) -> "MetricsLogger":
     return self

@@ -11,7 +11,8 @@ import pytest
 from nas_forgetting.errors import DataError
 from nas_forgetting.io import metrics
 
-event_pb2 = pytest.importorskip("tensorboardX.proto.event_pb2")
+from tensorboardX import record_writer
+from tensorboardX.proto import event_pb2
 
 
 def _scalar_events(folder):
@@ -140,10 +141,46 @@ def test_purge_step_drops_steps_lost_after_the_last_checkpoint(tmp_path):
   assert metrics.read_jsonl(tmp_path / "metrics.jsonl") == [
       {"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}, {"step": 3, "loss": 1.0 / 3},
       {"step": 4, "loss": 0.5}, {"step": 5, "loss": 0.4}]
-  second = max((tmp_path / "tensorboard").iterdir(), key=lambda p: int(p.name.rsplit(".", 1)[-1]))
-  data = second.read_bytes()
-  (length,) = struct.unpack("<Q", data[:8])
-  offset = 16 + length  # After the file_version event.
-  (length,) = struct.unpack("<Q", data[offset:offset + 8])
-  restart = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
-  assert restart.step == 4 and restart.session_log.status == event_pb2.SessionLog.START
+  assert len(list((tmp_path / "tensorboard").iterdir())) == 2  # One file per launch, even within one second.
+  restart = [e for e in _events(tmp_path / "tensorboard") if e.HasField("session_log")]
+  assert [(e.step, e.session_log.status) for e in restart] == [(4, event_pb2.SessionLog.START)]
+  steps = [(e.step, e.summary.value[0].simple_value) for e in _events(tmp_path / "tensorboard") if e.HasField("summary")]
+  np.testing.assert_allclose(steps[3:], [(4, 0.25), (5, 0.2), (4, 0.5), (5, 0.4)])  # TensorBoard shows the later pair.
+
+
+def _events(folder):
+  """Every event of every file in `folder`, in file order (each record's CRCs checked by tensorboardX's reader)."""
+  out = []
+  for path in sorted(folder.iterdir()):
+    data = path.read_bytes()
+    offset = 0
+    while offset < len(data):
+      (length,) = struct.unpack("<Q", data[offset:offset + 8])
+      payload = data[offset + 12:offset + 12 + length]
+      (payload_crc,) = struct.unpack("<I", data[offset + 12 + length:offset + 16 + length])
+      assert payload_crc == record_writer.masked_crc32c(payload)
+      out.append(event_pb2.Event.FromString(payload))
+      offset += 16 + length
+  return out
+
+
+def test_png_bytes_and_grey_images_are_logged_with_their_pixels(tmp_path):
+  import io
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  pixels = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+  buffer = io.BytesIO()
+  Image.fromarray(pixels).save(buffer, format="PNG")
+  with metrics.MetricsLogger(tmp_path) as logger:
+    logger.image("png", buffer.getvalue(), 3)
+    logger.image("grey", pixels[..., 0], 4)
+    with pytest.raises(ValueError, match="'bad' has shape \\(2, 3, 5\\)"):
+      logger.image("bad", np.zeros((2, 3, 5), np.uint8), 5)
+  images = {e.summary.value[0].tag: (e.step, e.summary.value[0].image) for e in _events(tmp_path / "tensorboard")
+            if e.HasField("summary")}
+  step, image = images["png"]
+  assert step == 3 and (image.height, image.width) == (5, 7)
+  np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(image.encoded_image_string)).convert("RGB")), pixels)
+  step, image = images["grey"]
+  decoded = np.asarray(Image.open(io.BytesIO(image.encoded_image_string)))
+  assert step == 4 and decoded.reshape(5, 7, -1)[..., 0].tolist() == pixels[..., 0].tolist()
