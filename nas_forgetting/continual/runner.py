@@ -51,6 +51,7 @@ carries the seconds spent training so far, so "seconds" is the run's total over 
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import pathlib
@@ -139,18 +140,44 @@ def _task_arrays(tasks: Sequence[Task], indices: Sequence[int], split: str, size
   return data, n
 
 
-class _Model:
-  """The Flax module, its apply functions (training/evaluation and importance) and the trainable mask."""
+# Compiled pieces (model functions, optimiser, jitted steps) shared by the runs of one process whose settings are
+# equal, so that a relaunch (or the next test) reuses them instead of compiling again. Keys are built from the
+# config values the piece depends on; the cache keeps the most recent few.
+_CACHE: collections.OrderedDict = collections.OrderedDict()
+_CACHE_SIZE = 32
 
-  def __init__(self, config, tasks: Sequence[Task]):
-    num_heads = len(tasks) if config.stream.scenario == "task" else 1
+
+def _cached(key: tuple, build):
+  if key in _CACHE:
+    _CACHE.move_to_end(key)
+    return _CACHE[key]
+  value = build()
+  _CACHE[key] = value
+  while len(_CACHE) > _CACHE_SIZE:
+    _CACHE.popitem(last=False)
+  return value
+
+
+def _model_for(config, tasks: Sequence[Task]) -> "_Model":
+  """The (cached) `_Model` of `config.model` for this stream's heads."""
+  num_heads = len(tasks) if config.stream.scenario == "task" else 1
+  num_outputs = max(t.num_outputs for t in tasks)
+  heads = sorted({t.head for t in tasks})
+  if heads[-1] >= num_heads:
+    raise ConfigError(f"task heads {heads} do not fit the model's {num_heads} heads (scenario "
+                      f"{config.stream.scenario!r})")
+  key = ("model", config.model.to_json(sort_keys=True), num_outputs, num_heads)
+  return _cached(key, lambda: _Model(config.model, num_outputs, num_heads))
+
+
+class _Model:
+  """The Flax module and its apply functions (training/evaluation and importance)."""
+
+  def __init__(self, model_config, num_outputs: int, num_heads: int):
     self.num_heads = num_heads
-    self.num_outputs = max(t.num_outputs for t in tasks)
-    heads = sorted({t.head for t in tasks})
-    if heads[-1] >= num_heads:
-      raise ConfigError(f"task heads {heads} do not fit the model's {num_heads} heads (scenario "
-                        f"{config.stream.scenario!r})")
-    self.module = build_model(config.model, num_outputs=self.num_outputs, num_heads=num_heads)
+    self.num_outputs = num_outputs
+    self.key = (model_config.to_json(sort_keys=True), num_outputs, num_heads)
+    self.module = build_model(model_config, num_outputs=self.num_outputs, num_heads=num_heads)
     module = self.module
 
     def apply(variables, x, heads, train, rng):
@@ -231,8 +258,8 @@ class MethodRun:
     self.config, self.tasks, self.method, self.label = config, list(tasks), name, method
     self.workdir = pathlib.Path(workdir)
     self.num_tasks = len(self.tasks)
-    self.model = _Model(config, self.tasks)
-    self.base_tx = make_optimizer(config.train)
+    self.model = _model_for(config, self.tasks)
+    make_optimizer(config.train)  # checks train.optimizer
     if strength is None:
       strength = 0.0 if name in ("finetune", "joint") else float(config.strength[name])
     self.strength = strength
@@ -268,21 +295,31 @@ class MethodRun:
     """The state before the first task (built under one jit: eager per-leaf initialisation compiles per op)."""
     rng = jax.random.key(self.config.seed)
     example = jnp.asarray(self.tasks[0].train.images[:1])
-    shapes = jax.eval_shape(lambda k: self.model.init(k, example)[0], rng)
+    model, num_slots, tc = self.model, self.num_slots, self.config.train
+    shapes = jax.eval_shape(lambda k: model.init(k, example)[0], rng)
     self.mask = trainable_mask(shapes, tuple(self.config.model.frozen))
-    labels = jax.tree.map(lambda m: "train" if m else "frozen", self.mask)
-    self.tx = optax.multi_transform({"train": self.base_tx, "frozen": optax.set_to_zero()}, labels)
-    num_slots = self.num_slots
+    self.tx_key = model.key + (example.shape, tc.optimizer, float(tc.learning_rate), float(tc.momentum),
+                               tuple(self.config.model.frozen))
 
-    @jax.jit
-    def make(key):
-      params, batch_stats = self.model.init(jax.random.fold_in(key, 1), example)
-      return {"params": params, "batch_stats": batch_stats, "opt_state": self.tx.init(params),
-              "si_path": _tree_zeros(params), "si_omega": _tree_zeros(params), "start_params": params,
-              "anchors": _tree_zeros(params, num_slots), "importance": _tree_zeros(params, num_slots)}
+    def build():
+      labels = jax.tree.map(lambda m: "train" if m else "frozen", self.mask)
+      tx = optax.multi_transform({"train": make_optimizer(tc), "frozen": optax.set_to_zero()}, labels)
 
-    state = make(rng)
-    self._opt_init = jax.jit(self.tx.init)
+      @jax.jit
+      def make(key, example):
+        params, batch_stats = model.init(jax.random.fold_in(key, 1), example)
+        return {"params": params, "batch_stats": batch_stats, "opt_state": tx.init(params),
+                "si_path": _tree_zeros(params), "si_omega": _tree_zeros(params), "start_params": params}
+
+      @functools.partial(jax.jit, static_argnums=1)
+      def slots(params, num_slots):
+        return {"anchors": _tree_zeros(params, num_slots), "importance": _tree_zeros(params, num_slots)}
+
+      return tx, make, slots, jax.jit(tx.init)
+
+    self.tx, make, slots, self._opt_init = _cached(("tx",) + self.tx_key, build)
+    state = make(rng, example)
+    state.update(slots(state["params"], num_slots))
     state.update(accuracy=np.zeros((self.num_tasks, self.num_tasks), np.float32),
                  baseline=np.zeros((self.num_tasks,), np.float32), task=np.int32(0), epoch=np.int32(0), rng=rng,
                  seconds=np.float64(0.0))
@@ -391,9 +428,14 @@ class MethodRun:
   def build_steps(self) -> None:
     """The jitted epoch (`self.epoch_fn`, with this method's penalty) and evaluation (`self.eval_fn`); after
     `fresh_state`, which builds the optimiser."""
-    self.epoch_fn = steps.make_epoch_fn(self.model.apply, self.tx, penalty_fn=self.penalty_fn,
-                                        use_si=self.method == "si", max_traces=self.max_traces)
-    self.eval_fn = steps.make_eval_fn(self.model.apply, self.config.train.eval_batch_size)
+    make_epoch = lambda: steps.make_epoch_fn(self.model.apply, self.tx, penalty_fn=self.penalty_fn,
+                                             use_si=self.method == "si", max_traces=self.max_traces)
+    if self.max_traces is None:
+      self.epoch_fn = _cached(("epoch",) + self.tx_key + (self.penalty_fn, self.method == "si"), make_epoch)
+    else:  # counting traces needs a function of its own
+      self.epoch_fn = make_epoch()
+    eb = self.config.train.eval_batch_size
+    self.eval_fn = _cached(("eval",) + self.model.key + (eb,), lambda: steps.make_eval_fn(self.model.apply, eb))
 
   def train_epoch(self, state: dict, t: int, e: int, data: steps.TaskData, n: int) -> tuple[dict, dict]:
     """Epoch e of task t (data: the task's padded training arrays, n real examples): the new state and the epoch's

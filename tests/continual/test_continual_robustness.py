@@ -161,3 +161,17 @@ def test_resume_after_a_kill_between_logging_and_checkpoint_has_no_duplicate_ste
   records = read_jsonl(tmp_path / "killed" / "finetune" / "metrics.jsonl")
   assert [r["step"] for r in records] == [1, 1, 2, 2]
   assert records == read_jsonl(tmp_path / "full" / "finetune" / "metrics.jsonl")
+
+
+def test_killed_at_every_write_boundary_resumes_to_the_uninterrupted_outputs(tiny_config, write_faults, tmp_path):
+  config = _two_tasks(tiny_config)
+  full = tmp_path / "full"
+  writes = write_faults.count(lambda: experiment.run(config, str(full)))
+  expected = _outputs(full, config.methods)
+  assert writes >= 12  # per epoch 2 records + a checkpoint, then 5 method outputs and 2 comparison files
+  for k in range(1, writes + 1):
+    workdir = tmp_path / f"kill_{k}"
+    assert write_faults.kill_after(k, lambda: experiment.run(config, str(workdir)))
+    experiment.run(config, str(workdir))
+    assert _outputs(workdir, config.methods) == expected, f"killed after write {k}"
+  assert write_faults.count(lambda: experiment.run(config, str(full))) == 0  # finished: nothing written
