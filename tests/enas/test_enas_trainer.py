@@ -171,3 +171,46 @@ def test_wpl_step_compiles_once_for_all_architectures():
     state, hidden, m = _wpl_step(state, data, jnp.asarray(k * BPTT), hidden, jnp.asarray(SPACE.from_string(cell)),
                                  jax.random.key(k), jnp.asarray(0.1), wpl_state)
     assert np.isfinite(float(m["shared/wpl_penalty"])) and float(m["shared/wpl_penalty"]) > 0
+
+
+def test_each_architecture_of_a_policy_batch_gets_its_own_reward():
+  """Oracle: known rewards per architecture (a fixed linear function of its encoding) and the REINFORCE update
+  written out by hand for a batch of 4 architectures: baseline b <- 0.9 b0 + 0.1 mean_k(R_k), advantage
+  A_k = R_k - b, loss = -mean_k sum_i log pi(d_ki) A_k, and plain SGD (lr 1) so the step is the gradient. The
+  references' bug (every architecture gets the last one's reward) changes the reward metric and the update."""
+  import optax
+
+  controller = ctl.Controller(SPACE.num_choices, hidden_size=8, init_range=0.5)
+  opt = optax.sgd(1.0)
+  weights = jnp.asarray(np.random.default_rng(0).normal(size=SPACE.num_blocks * 2), jnp.float32)
+
+  def oracle(shared_params, batch, archs):  # a different reward for (almost) every architecture
+    return 2.0 + archs.reshape(archs.shape[0], -1).astype(jnp.float32) @ weights, {}
+
+  step = jax.jit(functools.partial(
+      tr.controller_step, controller=controller, optimizer=opt, decisions_to_arch=SPACE.decisions_to_arch,
+      decision_mask=SPACE.decision_mask, reward_fn=oracle, num_samples=4, ema_decay=0.9, entropy_coeff=0.0,
+      entropy_mode="reward"))
+  params = ctl.init_controller(controller, jax.random.key(0))
+  b0 = jnp.full((SPACE.num_decisions,), 1.5)
+  cstate = ctl.init_reinforce(controller, params, opt)._replace(baseline=b0, baseline_ready=jnp.array(True))
+  key = jax.random.key(7)
+  new, metrics = step(cstate, None, None, key)
+
+  decisions = ctl.sample(controller, params, key, 4).decisions  # the batch the step sampled
+  archs = np.asarray(jax.vmap(SPACE.decisions_to_arch)(decisions))
+  mask = np.asarray(jax.vmap(SPACE.decision_mask)(decisions), np.float32)
+  rewards = 2.0 + archs.reshape(4, -1).astype(np.float64) @ np.asarray(weights, np.float64)
+  assert len(set(np.round(rewards, 6))) == 4  # the oracle tells the four architectures apart
+  baseline = 0.9 * 1.5 + 0.1 * (rewards[:, None] * mask).mean(0)
+  advantages = (rewards[:, None] * mask - baseline[None]) * mask  # (4, decisions)
+
+  def hand_loss(p):
+    log_probs, _ = ctl.evaluate(controller, p, decisions)
+    return -jnp.mean(jnp.sum(log_probs * jnp.asarray(mask) * jnp.asarray(advantages, jnp.float32), axis=-1))
+
+  grads = jax.grad(hand_loss)(params)
+  assert float(metrics["controller/reward"]) == pytest.approx(rewards.mean(), rel=1e-5)
+  np.testing.assert_allclose(new.baseline, baseline, rtol=1e-5)
+  for name in params:
+    np.testing.assert_allclose(new.params[name], params[name] - grads[name], rtol=1e-4, atol=1e-6, err_msg=name)
