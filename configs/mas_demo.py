@@ -3,14 +3,17 @@
 Tasks {1,2}, {3,4}, {5,6}, {7,8}, {9,0}, labels 0/1 by position; MLP 784-256-256-2 with a head per task; SGD with
 momentum 0.9, batch 200; the first task 10 epochs, the later ones 20; MAS lambda 1 (the reference's reg_lambda),
 Omega from the squared L2 norm of the logits. The reference's own Omega is the |gradient of the batch-summed
-norm| ('batch'); the default here is the per-example mean the paper defines ('per_example'); variant `reference`
-switches to 'batch' for comparison. Variants `sequence` (recompute Omega on every earlier task with its head,
+norm| over each batch of 200, averaged over the batches; the default here is the per-example mean the paper
+defines ('per_example'); variant `reference` switches to the reference's estimate ('batch' over batches of 200,
+`importance.mas_batch_size`) for comparison. Variant `local` adds the paper's local (Hebbian) importance
+(method `mas_local`, Omega_ij = mean |a_i a_j|; the reference has none) beside the global MAS. Variants `sequence` (recompute Omega on every earlier task with its head,
 the reference's MAS_sequence, lr 1e-2) and the default accumulation (Omega summed, the reference's
 MAS_Omega_Acuumelation; the reference used lr 1e-3 for it, we keep 1e-2 for both so they can be compared).
 
 Command (reduced scale, offline: MNIST test split carved into 8,000 train / 2,000 test):
   python launch.py --config configs/mas_demo.py --workdir /tmp/mas_demo
   python launch.py --config configs/mas_demo.py:sequence --workdir /tmp/mas_demo_seq
+  python launch.py --config configs/mas_demo.py:local --workdir /tmp/mas_demo_local
   python launch.py --config configs/mas_demo.py:quick --workdir /tmp/mas_demo_q    # smoke test
 
 Expected figure and its source: the demo's printed forgetting, mean over the 5 tasks of (accuracy right after
@@ -43,6 +46,7 @@ def get_config(arg: str | None = None):
   config.train.epochs = 20
   config.train.batch_size = 200
   config.strength.mas = 1.0
+  config.strength.mas_local = 1.0
   config.importance.mas_norm = "l2"
   config.importance.mas_estimator = "per_example"
   config.importance.mas_accumulation = "sum"
@@ -50,6 +54,9 @@ def get_config(arg: str | None = None):
     config.importance.mas_accumulation = "recompute_all"
   elif variant == "reference":
     config.importance.mas_estimator = "batch"
+    config.importance.mas_batch_size = 200  # the reference's batches (its demo's batch size)
+  elif variant == "local":
+    config.methods = ("finetune", "mas", "mas_local")
   elif variant == "quick":
     config.methods = ("mas",)
     config.data = offline_data_config("mnist", train_size=500, test_size=200)
@@ -61,5 +68,5 @@ def get_config(arg: str | None = None):
     config.importance.mas_accumulation = "recompute_all"
   elif variant != "accumulation":
     raise ValueError(f"unknown variant {arg!r} of configs/mas_demo.py; valid: accumulation, sequence, reference, "
-                     "quick")
+                     "local, quick")
   return config

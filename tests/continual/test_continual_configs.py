@@ -14,7 +14,7 @@ CONFIGS = {
     "quickstart": (None, "quick"),
     "split_mnist": (None, "class", "quick", "class_quick"),
     "permuted_mnist": (None, "domain", "quick", "domain_quick"),
-    "mas_demo": (None, "sequence", "reference", "quick"),
+    "mas_demo": (None, "sequence", "reference", "local", "quick"),
     "mas_image_folder": (None, "quick"),
     "ewc_mnist_fashion": (None, "quick"),
 }

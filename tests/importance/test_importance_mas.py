@@ -45,6 +45,26 @@ def test_mas_batch_estimator_is_abs_of_summed_gradient_over_n():
   chex.assert_trees_all_close(single, importance.mas_importance(apply_fn, params, x[:1]), rtol=1e-6)
 
 
+def test_mas_batch_estimator_per_reference_batch():
+  # n = 21 examples in batches of 8, 8, 5 (in order): Omega = sum_b |sum_{i in b} 2 x_i f_i^T| / n; the smaller last
+  # batch weighs by its size (the reference's running mean over-weights it).
+  apply_fn, params, x = _linear()
+  f = x.astype(np.float64) @ np.asarray(params["kernel"], np.float64)
+  g = 2.0 * x[:, :, None] * f[:, None, :]
+  expected = sum(np.abs(g[s:s + 8].sum(axis=0)) for s in (0, 8, 16)) / len(x)
+  omega = importance.mas_importance(apply_fn, params, x, estimator="batch", batch_size=8, chunk_size=6)
+  np.testing.assert_allclose(omega["kernel"], expected, rtol=2e-5)
+  # batches of one example: the per-example estimate; one batch of everything: the plain batch estimate
+  chex.assert_trees_all_close(importance.mas_importance(apply_fn, params, x, estimator="batch", batch_size=1),
+                              importance.mas_importance(apply_fn, params, x), rtol=1e-5)
+  chex.assert_trees_all_close(importance.mas_importance(apply_fn, params, x, estimator="batch", batch_size=100),
+                              importance.mas_importance(apply_fn, params, x, estimator="batch"), rtol=1e-6)
+  with pytest.raises(ConfigError, match="applies to estimator='batch' only"):
+    importance.mas_importance(apply_fn, params, x, batch_size=8)
+  with pytest.raises(ConfigError, match="batch_size=-1"):
+    importance.mas_importance(apply_fn, params, x, estimator="batch", batch_size=-1)
+
+
 def test_mas_errors():
   apply_fn, params, x = _linear()
   with pytest.raises(ConfigError, match="unknown norm 'l3'"):
