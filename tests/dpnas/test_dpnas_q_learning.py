@@ -55,6 +55,40 @@ def test_greedy_follows_the_update_and_ties_are_uniform():
   assert len({table.sample_net(1.0, rng) for _ in range(50)}) == 2
 
 
+def test_a_net_replayed_often_outranks_a_better_net_found_once():
+  """Why the quick DP-NAS search's greedy phase re-picks a 0.49 net after a 0.86 one was found (configs/dpnas_mnist.py
+  docstring): each replay moves a Q-value 10 % toward the next state's best value, so the first transition of a net
+  replayed 6 times is worth more than that of a better net replayed once, until the latter is replayed enough."""
+  space = SearchSpace(**{**CHAIN.__dict__, "conv_features": (8, 16)})
+  table = ql.QTable(space, init_utility=0.15)
+  often, once = "[C(8,1,1,0,1), SM(2)]", "[C(16,1,1,0,1), SM(2)]"
+  lr = 0.1
+
+  def by_hand(reward, replays, last=0.15, first=0.15):
+    for _ in range(replays):
+      last += lr * (reward - last)
+      first += lr * (last - first)
+    return last, first
+
+  for _ in range(6):
+    table.update_sequence(space.net_to_states(often), 0.49, lr, 1.0)
+  table.update_sequence(space.net_to_states(once), 0.86, lr, 1.0)
+  start, conv8, _ = space.net_to_states(often)
+  _, conv16, _ = space.net_to_states(once)
+  assert table.value(start, conv8) == pytest.approx(by_hand(0.49, 6)[1], abs=1e-12)
+  assert table.value(start, conv16) == pytest.approx(by_hand(0.86, 1)[1], abs=1e-12)
+  assert by_hand(0.49, 6)[1] > by_hand(0.86, 1)[1]
+  rng = np.random.default_rng(0)
+  assert {table.sample_net(0.0, rng) for _ in range(20)} == {often}  # the greedy walk takes the worse net
+  # the better net takes over once replayed enough: after n replays with n found by hand
+  n = next(k for k in range(1, 100) if by_hand(0.86, k)[1] > by_hand(0.49, 6)[1])
+  for _ in range(n - 2):  # replays 2 .. n-1
+    table.update_sequence(space.net_to_states(once), 0.86, lr, 1.0)
+  assert {table.sample_net(0.0, rng) for _ in range(20)} == {often}
+  table.update_sequence(space.net_to_states(once), 0.86, lr, 1.0)
+  assert {table.sample_net(0.0, rng) for _ in range(20)} == {once} and n > 3
+
+
 def test_reference_duplicates_double_the_random_choice_of_1x1():
   base = dict(image_size=4, num_classes=2, conv_sizes=(1, 3), conv_features=(8,), min_conv=1, max_conv=1,
               pool_sizes=(), pool_strides=(2,))
