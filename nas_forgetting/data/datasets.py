@@ -153,7 +153,8 @@ def validate_data_config(config, field: str = "data") -> None:
   if config.source in ("idx", "image_folder", "embeddings") and not str(config.path).strip():
     raise ConfigError(f"{field}.source={config.source!r} needs {field}.path (a folder); it is empty")
   if config.source == "tfds" and config.name not in _TFDS_NUM_CLASSES:
-    raise ConfigError(f"{field}.name={config.name!r} for source 'tfds'; known: {', '.join(_TFDS_NUM_CLASSES)}")
+    raise ConfigError(f"{field}.name: unknown tfds data set {config.name!r}; valid names: "
+                      f"{', '.join(_TFDS_NUM_CLASSES)}")
   if config.source == "embedded" and config.name not in ("",) + tuple(embedded.NAMES):
     raise ConfigError(f"{field}.name={config.name!r} for source 'embedded'; known: {', '.join(embedded.NAMES)}")
   if config.num_classes and config.source != "idx":

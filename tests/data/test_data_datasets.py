@@ -63,12 +63,21 @@ def test_config_errors():
     datasets.default_data_config(size=3)
   with pytest.raises(ConfigError, match="unknown data.source 'web'; valid sources: embedded, tfds, idx, image_folder"):
     datasets.load_dataset(datasets.default_data_config(source="web"))
-  with pytest.raises(ConfigError, match="unknown embedded data set 'digits'; valid names: font_digits"):
+  with pytest.raises(ConfigError, match="data.name='digits' for source 'embedded'; known: font_digits"):
     datasets.load_dataset(datasets.default_data_config(name="digits"))
   with pytest.raises(ConfigError, match="data.source='idx' needs data.path"):
     datasets.load_dataset(datasets.default_data_config(source="idx"))
-  with pytest.raises(ConfigError, match="data.train_size must be >= 0"):
+  with pytest.raises(ConfigError, match=r"data.train_size=-1; expected an integer >= 0"):
     datasets.load_dataset(datasets.default_data_config(train_size=-1))
+  # validated without reading anything, each field named under the group it sits in
+  with pytest.raises(ConfigError, match=r"data_sequence.d1.seed=-1; expected an integer >= 0"):
+    datasets.validate_data_config(datasets.default_data_config(seed=-1), "data_sequence.d1")
+  with pytest.raises(ConfigError, match=r"data.holdout_fraction=nan; expected a number in \(0, 1\)"):
+    datasets.validate_data_config(datasets.default_data_config(holdout_fraction=float("nan")))
+  with pytest.raises(ConfigError, match=r"data.channels=2; expected 0 \(as the source\), 1 or 3"):
+    datasets.validate_data_config(datasets.default_data_config(channels=2))
+  with pytest.raises(ConfigError, match="data.source='image_folder' needs data.path"):
+    datasets.validate_data_config(datasets.default_data_config(source="image_folder", path=" "))
 
 
 def test_image_options_through_load_dataset(shared_data):

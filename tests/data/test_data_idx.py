@@ -103,3 +103,23 @@ def test_image_and_label_counts_must_match(tmp_path):
   (tmp_path / "train-labels-idx1-ubyte").write_bytes(_idx_bytes(np.ones(4, np.uint8)))
   with pytest.raises(DataError, match="3 images but 4 labels"):
     idx.load_idx_folder(tmp_path)
+
+
+def test_label_outside_the_declared_classes_names_file_and_index(tmp_path):
+  # A label byte of 200 must not silently make a 201-class data set (DP-NAS would build SM(201)).
+  from nas_forgetting.data.datasets import default_data_config, load_dataset
+  labels = np.array([3, 1, 200, 7, 0, 9], np.uint8)
+  (tmp_path / "t10k-images-idx3-ubyte").write_bytes(_idx_bytes(np.ones((6, 4, 4), np.uint8)))
+  (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx_bytes(labels))
+  config = default_data_config(source="idx", path=str(tmp_path), train_size=3, test_size=2)
+  with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: label 200 at index 2 .*outside \[0, 10\)"):
+    load_dataset(config)
+  with pytest.raises(DataError, match="label 200 at index 2"):
+    idx.load_idx_folder(tmp_path, num_classes=10)
+  # A declared larger label set is honoured; without labels >= 10 the MNIST family's 10 classes are used.
+  config.num_classes = 256
+  assert load_dataset(config).train.num_classes == 256
+  labels[2] = 2
+  (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx_bytes(labels))
+  config.num_classes = 0
+  assert load_dataset(config).train.num_classes == 10
