@@ -69,3 +69,12 @@ def test_batchify_real_ptb(shared_data):
   corpus = text.load_corpus(shared_data / "ptb", allow_missing_train=True)
   batches = text.batchify(corpus.train, 64)
   assert batches.shape == (73_760 // 64, 64)
+
+
+def test_a_corpus_of_blank_lines_is_refused_when_loaded(tmp_path):
+  """Blank lines give only <eos> tokens: nothing to model (an ENAS run used to train an epoch on it, then crash)."""
+  for name in ("train.txt", "valid.txt", "test.txt"):
+    (tmp_path / name).write_text("a b\nc\n")
+  (tmp_path / "valid.txt").write_text("\n  \n\n")
+  with pytest.raises(DataError, match=r"valid.txt holds no words \(3 blank lines\)"):
+    text.load_corpus(tmp_path)

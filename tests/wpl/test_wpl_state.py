@@ -217,3 +217,41 @@ def test_checkpoint_resume_restores_fisher_anchor_and_penalty(tmp_path):
   chex.assert_trees_all_equal(restored, state)
   assert int(restored.epoch) == 3 and int(restored.num_updates) == 1
   assert float(wpl.penalty(restored, moved, None, HP)) == float(wpl.penalty(state, moved, None, HP))
+
+
+@pytest.mark.parametrize("momentum", [True, False])
+def test_reset_fisher_without_gradient_is_the_references_option(momentum):
+  """Edge 1 is active but gets no gradient (an all-zero estimate). Ours (default): the ordinary update with g2 = 0,
+  i.e. (1 - lambda) F in the momentum form and F kept in the plain form. With `reset_fisher_without_gradient` (the
+  reference's rule for a parameter whose gradient is absent): 0. Edges with a gradient, and inactive edges, are
+  updated (kept) identically either way."""
+  params = _params()
+  fisher = _fisher_like(params)
+  state = wpl.init_wpl_state(params)._replace(fisher=fisher)
+  g2 = _fisher_like(params, seed=5)
+  g2 = dict(g2, edges=g2["edges"].at[1].set(0.0))
+  mask = _mask([True, True, False, True])
+  ours_hp = HP._replace(momentum=momentum)
+  ref_hp = ours_hp._replace(reset_fisher_without_gradient=True)
+  ours, ref = wpl.update_fisher(state, g2, mask, ours_hp), wpl.update_fisher(state, g2, mask, ref_hp)
+  f, g = np.asarray(fisher["edges"]), np.asarray(g2["edges"])
+  kept = f[1] * (0.5 if momentum else 1.0)  # lambda 0.5: (1 - 0.5) F + 0.5 * 0, or F + 0.5 * 0
+  np.testing.assert_allclose(ours.fisher["edges"][1], kept, rtol=1e-6)
+  np.testing.assert_array_equal(ref.fisher["edges"][1], np.zeros_like(f[1]))
+  for e in (0, 3):  # active, with a gradient
+    want = 0.5 * f[e] + 0.5 * g[e] if momentum else f[e] + 0.5 * g[e]
+    np.testing.assert_allclose(ours.fisher["edges"][e], want, rtol=1e-6)
+    np.testing.assert_allclose(ref.fisher["edges"][e], want, rtol=1e-6)
+  np.testing.assert_array_equal(ours.fisher["edges"][2], f[2])  # inactive: kept by both
+  np.testing.assert_array_equal(ref.fisher["edges"][2], f[2])
+  chex.assert_trees_all_close(ours.fisher["dense"], ref.fisher["dense"])
+
+
+def test_reset_fisher_without_gradient_is_a_config_field_off_by_default():
+  config = wpl.default_wpl_config()
+  assert config.reset_fisher_without_gradient is False
+  assert wpl.WPLHyperParams.from_config(config).reset_fisher_without_gradient is False
+  config.reset_fisher_without_gradient = True
+  assert wpl.WPLHyperParams.from_config(config).reset_fisher_without_gradient is True
+  with pytest.raises(ConfigError, match="wpl.alpha_fisher=nan; expected a finite number"):
+    wpl.default_wpl_config(alpha_fisher=float("nan"))
