@@ -14,11 +14,23 @@ Modes (`config.mode`):
                        training it alone for `train.rank_epochs` epochs; Kendall tau between the two rankings.
 Modes other than train/single read the trained run from `load_workdir` ('' = this workdir).
 
-Outputs under the workdir: metrics.jsonl and tensorboard/ (shared loss and perplexity or accuracy, controller
-reward, entropy, advantage, baseline, evaluation), checkpoints/, networks/*.png (sampled cells) and
-networks.gif, derived/{dag.json, arch.txt, cell.png}, ablations/<kind>.{csv,png}, rank/rank.{csv,png}, summary.json,
-forgetting.csv (per-epoch forgetting of the search's architectures, `wpl.measure_forgetting`);
-cells trained alone (single, scratch, rank/arch_<k>) keep their own metrics and checkpoints in their folder.
+Outputs under the workdir: metrics.jsonl and tensorboard/ on the shared-step axis (shared loss and perplexity or
+accuracy, WPL and forgetting statistics, evaluations of derived cells), controller/metrics.jsonl and
+controller/tensorboard/ on the controller-step axis (reward, entropy, advantage, baseline), checkpoints/,
+networks/*.png (sampled cells) and networks.gif, derived/{dag.json, arch.txt, cell.png}, ablations/<kind>.{csv,png},
+rank/rank.{csv,png}, summary.json ("seconds": the run's total over its launches, up to the checkpoint each resumed
+from), forgetting.csv (per-epoch forgetting of the search's architectures, `wpl.measure_forgetting`); cells trained
+alone (single, scratch, rank/arch_<k>) keep their own metrics, checkpoints and result.json in their folder. Every
+run ends with a result block in the terminal (data, network, derived cell and its numbers).
+
+Resuming: a relaunch restores the latest checkpoint and drops whatever was logged after it (metrics.jsonl lines,
+TensorBoard steps, on both step axes), so a resumed run's outputs equal an uninterrupted run's. The last epoch's
+derive and summary.json come before its checkpoint: a search whose last checkpoint is the final epoch's has
+finished, and relaunching it says so and writes nothing. `train.max_epoch` may be raised on a relaunch
+(RESUME_SAFE_FIELDS): the search continues exactly as a run launched with the longer schedule (the shorter run's
+final derive stays in the logs). Divergence: every step's losses and metrics and a traced "parameters and optimizer
+state are finite" flag are checked on the host once per logging interval; a NaN or infinity stops the run with a
+DivergenceError naming the quantity, the step, the epoch and phase and the step's architecture.
 WPL (`config.wpl`, see `nas_forgetting.wpl.state.default_wpl_config`; off in the plain ENAS configs): the penalty
 over each architecture's active shared weights in the shared step, the Fisher update and anchor refresh after each
 burst of `wpl.num_batch_per_iter` steps (the Fisher of the cross-entropy, or with `wpl.shared_ce_fisher=False` of the

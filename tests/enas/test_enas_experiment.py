@@ -40,6 +40,18 @@ def test_resumed_run_equals_an_uninterrupted_one(trained):
   assert resumed["eval/test_perplexity"] == pytest.approx(straight["eval/test_perplexity"], rel=1e-6)
 
 
+def test_tiny_search_gives_what_its_docstring_states(trained, shared_data):
+  """configs/enas_ptb.py:tiny: an untrained smoke run whose derived cell's test perplexity is near the vocabulary
+  size (a uniform guess over PTB's offline valid + test vocabulary)."""
+  from nas_forgetting.data.text import load_corpus
+
+  c, _, first, _, _ = trained
+  vocab = len(load_corpus(c.data.path, allow_missing_train=True).vocab)
+  assert vocab == 7596 and "7,596-word vocabulary" in enas_ptb.__doc__
+  assert "test perplexity is about 7,000" in enas_ptb.__doc__
+  assert 0.85 * vocab < first["eval/test_perplexity"] < 1.05 * vocab
+
+
 def test_train_writes_outputs_and_resumes(trained):
   c, workdir, first, second, _ = trained
   space = ss.RnnSearchSpace(num_blocks=3)
