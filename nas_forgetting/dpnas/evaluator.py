@@ -657,6 +657,35 @@ class Evaluator:
                             seeds_per_device=seeds_per_device, free_bytes=free, fraction=self.config.memory_fraction,
                             reserved_bytes=reserved)
 
+  def check_memory(self, net: str, seeds: Sequence[int]) -> None:
+    """Raises `TooLargeForMemory` when evaluating `net` with `seeds` would not fit (see `_check_memory`)."""
+    net = ns.format_net(ns.as_net(net))
+    seeds_arr = self.padded_seeds(seeds)
+    if self.config.full_training:
+      self._memory_full(net, seeds_arr)
+    else:
+      self._memory_deep_prior(net, len(seeds_arr) // self.num_devices)
+
+  def _memory_deep_prior(self, net: str, per_device: int) -> int:
+    """Checks the memory of a deep-prior evaluation; returns the embedding chunk size."""
+    width = self._width(net)
+    padded = bucket_width(width, self.config.bucket)
+    reserved = 4 * per_device * sum(self.sizes) * padded
+    chunk = self._chunk(net, per_device, reserved)
+    classes = ns.as_net(net)[-1].classes
+    self._check_memory(net, per_device, {
+        "embeddings": 2 * 4 * sum(self.sizes) * padded,  # the embedding buffer and its three splits
+        "activations": chunk * activation_bytes_per_example(net, self.image_size, self.in_channels),
+        # parameters, two Adam moments and the best epoch's copy (an over-estimate for the frozen encoder)
+        "parameters": 4 * 4 * (parameter_count(net, self.in_channels, self.image_size) + (padded - width) * classes)})
+    return chunk
+
+  def _memory_full(self, net: str, seeds_arr: np.ndarray) -> None:
+    per_example = activation_bytes_per_example(net, self.image_size, self.in_channels)
+    self._check_memory(net, len(seeds_arr) // self.num_devices, {
+        "activations": per_example * (3 * self.config.batch_size + min(self.config.eval_batch_size, max(self.sizes))),
+        "parameters": 4 * 4 * parameter_count(net, self.in_channels, self.image_size)})  # params, Adam, best
+
   def _check_memory(self, net: str, per_device: int, parts: dict) -> None:
     """Raises `TooLargeForMemory` before anything is allocated when the estimated bytes per device (`parts`: what
     -> bytes for one seed) times the seeds per device exceed the memory available per device."""
@@ -679,14 +708,7 @@ class Evaluator:
     per_device = len(seeds_arr) // self.num_devices
     width = self._width(net)
     padded = bucket_width(width, self.config.bucket)
-    reserved = 4 * per_device * sum(self.sizes) * padded
-    chunk = self._chunk(net, per_device, reserved)
-    classes = ns.as_net(net)[-1].classes
-    self._check_memory(net, per_device, {
-        "embeddings": 2 * 4 * sum(self.sizes) * padded,  # the embedding buffer and its three splits
-        "activations": chunk * activation_bytes_per_example(net, self.image_size, self.in_channels),
-        # parameters, two Adam moments and the best epoch's copy (an over-estimate for the frozen encoder)
-        "parameters": 4 * 4 * (parameter_count(net, self.in_channels, self.image_size) + (padded - width) * classes)})
+    chunk = self._memory_deep_prior(net, per_device)
     c = self.config
     key = (net, chunk, len(seeds_arr), padded, self.sizes, self._images.shape, c.bn_epsilon, c.weight_init,
            c.bn_mode, c.bn_calibration_size, c.batch_size, c.dropout_rate, c.learning_rate, c.weight_decay,
@@ -758,10 +780,7 @@ class Evaluator:
   def _prepare_full(self, net: str, seeds_arr: np.ndarray):
     """Full training: per-seed (params, batch_stats, opt_state) and the per-architecture training function."""
     config = self.config
-    per_example = activation_bytes_per_example(net, self.image_size, self.in_channels)
-    self._check_memory(net, len(seeds_arr) // self.num_devices, {
-        "activations": per_example * (3 * config.batch_size + min(config.eval_batch_size, max(self.sizes))),
-        "parameters": 4 * 4 * parameter_count(net, self.in_channels, self.image_size)})  # params, Adam, best
+    self._memory_full(net, seeds_arr)
     model = dp.DeepPriorNet(net, config.bn_epsilon, config.weight_init, config.dropout_rate)
     tx = self._tx
     sample = self._images[:1]

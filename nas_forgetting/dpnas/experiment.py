@@ -267,6 +267,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     f = config.fixed
     nets, chosen = fx.resolve_nets(net=f.net, replay_buffer_csv=f.replay_buffer_csv_path, index=f.index)
     seeds = [int(config.seed) * 1000 + k for k in range(f.num_seeds)]
+    fx.check_nets(evaluator, nets, seeds, in_channels=in_channels, image_size=image_size)  # before any output
     before = fx.recorded_seconds(path / "fixed")
     clock = lambda: before + time.time() - started
     metrics = MetricsLogger(path, purge_step=0)  # every row is logged again in order: no duplicates on resume

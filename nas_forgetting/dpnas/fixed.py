@@ -139,6 +139,23 @@ def _finished(folder: pathlib.Path, seed: int, identity: dict) -> dict | None:
   return record["row"]
 
 
+def check_nets(evaluator, nets: Sequence[tuple[int, str]], seeds: Sequence[int], *, in_channels: int,
+               image_size: int) -> None:
+  """Refuses, before anything is evaluated or written, a net that is infeasible for the images, ends with SM(c) for
+  another number of classes than the data's, or whose evaluation with `seeds` would not fit in memory."""
+  for index, net in nets:
+    where = f"replay-buffer row {index}" if index >= 0 else "fixed.net"
+    try:
+      ns.infer_shapes(net, image_size=image_size, in_channels=in_channels, max_fc_input=0, max_image_size=0)
+      evaluator.check_memory(net, seeds)
+    except ArchitectureError as e:
+      raise type(e)(f"{where}: {e}") from None
+    classes = ns.as_net(net)[-1].classes
+    if classes != evaluator.data.num_classes:
+      raise ConfigError(f"{where}: net {net} ends with SM({classes}) but the data have "
+                        f"{evaluator.data.num_classes} classes")
+
+
 def recorded_seconds(directory: str | pathlib.Path) -> float:
   """The largest `seconds` (the run's total when it was written) of the checkpoint records under `directory`: the
   time earlier launches of a fixed-net run spent up to their last record (0 when there is none)."""
@@ -174,21 +191,12 @@ def run_fixed(evaluator, nets: Sequence[tuple[int, str]], seeds: Sequence[int], 
 
   from nas_forgetting.io.atomic import atomic_write_bytes, atomic_write_text
   from nas_forgetting.io.progress import progress
+  check_nets(evaluator, nets, seeds, in_channels=in_channels, image_size=image_size)
   directory = pathlib.Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
   if chosen is not None:
     atomic_write_text(str(directory / CHOSEN_FILE), logs.chosen_to_train_text(chosen))
   full_training = evaluator.config.full_training
-  for index, net in nets:
-    where = f"replay-buffer row {index}" if index >= 0 else "fixed.net"
-    try:
-      ns.infer_shapes(net, image_size=image_size, in_channels=in_channels, max_fc_input=0, max_image_size=0)
-    except ArchitectureError as e:
-      raise ArchitectureError(f"{where}: {e}") from None
-    classes = ns.as_net(net)[-1].classes
-    if classes != evaluator.data.num_classes:
-      raise ConfigError(f"{where}: net {net} ends with SM({classes}) but the data have "
-                        f"{evaluator.data.num_classes} classes")
   rows: list[dict] = []
   for index, net in progress(nets, desc="DP-NAS fixed nets", unit="net"):
     folder = checkpoint_folder(directory, index, net, full_training)

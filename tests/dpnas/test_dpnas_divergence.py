@@ -79,11 +79,16 @@ def test_nan_settings_and_pool_padding_refused_up_front():
   assert ns.parse_net("[C(8,3,1,1,1), P(3,2,1,0), SM(10)]")[1] == ns.Pool(3, 2, 1)  # = k/2 rounded down: allowed
 
 
-def test_a_net_too_large_for_memory_is_refused_before_allocation():
+def test_a_net_too_large_for_memory_is_refused_before_allocation(tmp_path):
   before = dict(ev.TRACES)
   net = "[C(1000000,1,1,0,1), SM(4)]"  # 64 million features x 120 examples: about 60 GB of embeddings per seed
   with pytest.raises(ev.TooLargeForMemory, match=r"too large to evaluate here: about .* GB per device.*embeddings"):
     ev.Evaluator(DATA, CONFIG).evaluate(net, [0])
+  # a fixed-net run refuses it before evaluating (or writing) anything, even for the nets listed before it
+  with pytest.raises(ev.TooLargeForMemory, match=r"fixed.net: net \[C\(1000000"):
+    fixed.run_fixed(ev.Evaluator(DATA, CONFIG), [(-1, NET), (-1, net)], [0], tmp_path / "fixed", in_channels=1,
+                    image_size=8)
+  assert not (tmp_path / "fixed").exists()
   with pytest.raises(ArchitectureError, match="too large"):
     ev.Evaluator(DATA, dataclasses.replace(CONFIG, full_training=True)).evaluate(
         "[C(100000,3,1,1,1), C(100000,3,1,1,1), SM(4)]", [0])  # 9e10 weights
