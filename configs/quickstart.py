@@ -14,7 +14,12 @@ average accuracy). Measured (seed 0): average accuracy / forgetting 55.8 / 38.8 
 (EWC), 59.2 / 7.3 % (MAS). Outputs: <workdir>/comparison.csv, comparison.png, and per method accuracy_matrix.csv/.png,
 accuracy_curves.png, metrics.jsonl, tensorboard/. Expected time: under 2 minutes on 2 CPU cores.
 
-Variant `quick` (get_config("quick")): 2 tasks, fewer examples, for smoke tests (seconds).
+Variant `quick` (get_config("quick")): 2 tasks, fewer examples (512 / 256), MLP 32, one epoch per task, for smoke
+tests: about 10 s on 2 CPU cores, most of it compilation; it barely trains. Command:
+  python launch.py --config configs/quickstart.py:quick --workdir /tmp/quickstart_quick
+Expected result (seed 0, measured; tests/continual/test_continual_configs.py reruns it):
+  quickstart.py:quick  ewc average accuracy 15.6 %, forgetting 0.8 %
+  quickstart.py:quick  mas average accuracy 15.8 %, forgetting 0.4 %
 """
 
 from nas_forgetting.continual.experiment import default_config

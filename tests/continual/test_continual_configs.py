@@ -1,7 +1,10 @@
-"""Every continual config loads (default and quick variants) and its quick variant runs end to end."""
+"""Every continual config loads (default and quick variants), its quick variant runs end to end, and the results
+its docstring states for its quick variants are what the run gives."""
 
+import collections
 import importlib.util
 import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -12,13 +15,36 @@ from nas_forgetting.continual.runner import parse_method
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
 CONFIGS = {
     "quickstart": (None, "quick"),
-    "split_mnist": (None, "class", "quick", "class_quick"),
-    "permuted_mnist": (None, "domain", "quick", "domain_quick"),
+    "split_mnist": (None, "class", "domain", "quick", "class_quick", "domain_quick"),
+    "permuted_mnist": (None, "domain", "class", "quick", "domain_quick", "class_quick"),
     "mas_demo": (None, "sequence", "reference", "local", "quick"),
     "mas_image_folder": (None, "quick"),
     "ewc_mnist_fashion": (None, "quick"),
 }
 NEEDS_SHARED = {"split_mnist", "permuted_mnist", "mas_demo", "mas_image_folder", "ewc_mnist_fashion"}
+# A docstring line "<file>.py:<variant>  <method> average accuracy X %, forgetting Y %" states a measured result.
+STATED = re.compile(r"^\s*(\w+)\.py:(\w+)\s+(\w+) average accuracy (-?[\d.]+) %, forgetting (-?[\d.]+) %", re.M)
+TOLERANCE = 2.0  # percentage points (another CPU may round differently)
+
+
+def stated_results(name):
+  """{variant: {method: (average accuracy %, forgetting %)}} from the config's docstring."""
+  out = collections.defaultdict(dict)
+  for file, variant, method, acc, forgetting in STATED.findall(load(name).__doc__):
+    assert file == name
+    out[variant][method] = (float(acc), float(forgetting))
+  return dict(out)
+
+
+def check_stated(name, variant, out):
+  stated = stated_results(name).get(variant)
+  if not stated:
+    return
+  got = {row["method"]: (100 * row["avg_accuracy"], 100 * row["forgetting"]) for row in out["summary"]}
+  assert set(got) == set(stated), (name, variant)
+  for method, (acc, forgetting) in stated.items():
+    assert abs(got[method][0] - acc) <= TOLERANCE, (name, variant, method, got[method], stated[method])
+    assert abs(got[method][1] - forgetting) <= TOLERANCE, (name, variant, method, got[method], stated[method])
 
 
 def load(name):
@@ -41,6 +67,7 @@ def test_config_loads_with_every_field_declared(name):
       assert set(config[group].keys()) == set(reference[group].keys()), (name, variant, group)
     for method in config.methods:
       parse_method(method)
+    experiment.validate_config(config)
   with pytest.raises(ValueError, match="unknown variant"):
     module.get_config("no_such_variant")
 
@@ -58,3 +85,17 @@ def test_quick_variant_runs(name, tmp_path, request):
     assert r.shape == (len(out["task_names"]),) * 2
     assert np.all((r >= 0) & (r <= 1)) and np.any(r > 0)
   assert (tmp_path / "comparison.csv").exists() and (tmp_path / "comparison.png").exists()
+  check_stated(name, "quick", out)
+
+
+def test_stated_quick_results_are_parsed():
+  assert set(stated_results("quickstart")["quick"]) == {"ewc", "mas"}
+  assert set(stated_results("split_mnist")) == {"quick", "class_quick", "domain_quick"}
+  assert set(stated_results("permuted_mnist")) == {"quick", "domain_quick", "class_quick"}
+
+
+@pytest.mark.parametrize("name, variant", [("split_mnist", "class_quick"), ("split_mnist", "domain_quick"),
+                                           ("permuted_mnist", "domain_quick"), ("permuted_mnist", "class_quick")])
+def test_other_quick_variants_give_their_stated_results(name, variant, tmp_path, shared_data):
+  out = experiment.run(load(name).get_config(variant), str(tmp_path))
+  check_stated(name, variant, out)
