@@ -14,7 +14,7 @@ from nas_forgetting.io.metrics import read_jsonl
 
 SPACE = SearchSpace(image_size=8, num_classes=4, conv_sizes=(1, 3, 5), conv_features=(4, 8), pool_sizes=(2, 3),
                     pool_strides=(2, 3), min_conv=1, max_conv=3, max_image_size=4, max_fc_input=64)
-Q = sr.QConfig(schedule=((1.0, 3), (0.3, 2)), replay_number=4)
+Q = sr.QConfig(schedule=((1.0, 2), (0.3, 1)), replay_number=4)
 
 
 class FakeEvaluator:
@@ -75,6 +75,24 @@ def test_kill_between_the_q_values_and_the_state_does_not_apply_an_update_twice(
   assert json.loads((directory / sr.STATE_FILE).read_text())["generation"] == 3
   resumed = sr.Search(FakeEvaluator(), SPACE, 1, directory, Q, seed=3, plot_every=10 ** 6, plot_window=10 ** 6)
   assert len(resumed.buffer) == 3 and (directory / sr.Q_FILE).read_text() == q_before
+  resumed.run()
+  for name in (sr.REPLAY_FILE, sr.Q_FILE):
+    assert (directory / name).read_text() == (tmp_path / "full" / name).read_text()
+
+
+def test_a_search_saved_before_generations_existed_resumes(tmp_path):
+  """Workdirs of earlier versions: search_state.json without `generation`, the CSVs beside it (written before it)."""
+  run_search(tmp_path / "full")
+  directory = tmp_path / "old"
+  search = sr.Search(FakeEvaluator(), SPACE, 1, directory, Q, seed=3, plot_every=10 ** 6, plot_window=10 ** 6)
+  search.run(max_new=3)
+  state = json.loads((directory / sr.STATE_FILE).read_text())
+  del state["generation"], state["diverged"], state["seconds"]
+  (directory / sr.STATE_FILE).write_text(json.dumps(state))
+  for path in (directory / sr.GENERATIONS_DIR).iterdir():
+    path.unlink()
+  resumed = sr.Search(FakeEvaluator(), SPACE, 1, directory, Q, seed=3, plot_every=10 ** 6, plot_window=10 ** 6)
+  assert len(resumed.buffer) == 3
   resumed.run()
   for name in (sr.REPLAY_FILE, sr.Q_FILE):
     assert (directory / name).read_text() == (tmp_path / "full" / name).read_text()
