@@ -16,7 +16,12 @@ variant): `checkpoints/<variant>/<net>/seed_<seed>.msgpack`, the classifier (`de
 `row<index>_<digest>` for a replay-buffer row and `net_<digest>` for a net string, the digest being the first 12 hex
 digits of the SHA-256 of the net string, so no two nets, seeds or variants share a file. Running again in the same
 folder resumes: a (net, seed) with a record is not evaluated again, and a record of a different evaluation (other
-evaluator settings or data) is never overwritten (CheckpointError).
+evaluator settings or data) is never overwritten (CheckpointError). Each record also holds `seconds`, the run's
+total (over its launches) when it was written (`recorded_seconds`).
+
+Every net is checked before anything is evaluated or written (`check_nets`: feasible for the images, `SM(c)` equal
+to the data's classes, its evaluation within the memory available). An evaluation whose embeddings, losses or
+parameters become NaN or infinite stops the run with a `DivergenceError` naming the quantity, the net and the seed.
 """
 
 from __future__ import annotations
