@@ -3,9 +3,11 @@
 * Replay buffer (`replay_buffer.csv`): pandas-style, an unnamed index column, then epsilon, net, train_flag, reward,
   acc_best_val, acc_val_all_epochs, acc_train_all_epochs, acc_test_last. Per-epoch lists are Python list literals of
   percentages ("[81.2, 83.0]"), train_flag is True/False, fields with commas are double-quoted. Reading refuses
-  (DataError naming the file and row) extra or repeated columns, rows with more or fewer fields than the header, and values that no search
-  writes: epsilon or reward outside [0, 1], accuracies outside [0, 100], NaN or infinities.
-* Q-values (`q_values.csv`): no index, the 19 columns start_* (9), end_* (9), utility.
+  (DataError naming the file and row) extra or repeated columns, rows with more or fewer fields than the header,
+  and values that no search writes: epsilon or reward outside [0, 1], accuracies outside [0, 100] (up to float32
+  rounding), NaN or infinities.
+* Q-values (`q_values.csv`): no index, the 19 columns start_* (9), end_* (9), utility (extra columns refused;
+  `QTable.load_rows` / `check_against_space` check the values and the table against the search space).
 * Fixed nets (`fixed_net.csv`): index, net, acc_best_val, acc_val_all_epochs, acc_train_all_epochs, acc_test_last
   (the reference's columns; this project adds `seed` at the end so several initialisations of one net can be told
   apart), and `chosen_to_train.csv`: index (original row), epsilon, reward, acc_best_val, acc_last_val,
