@@ -323,12 +323,20 @@ def activation_bytes_per_example(net: str, image_size: int, in_channels: int) ->
   return 4 * total
 
 
+# Images one device embeds per call (chunk x seeds), at most. Past this a GPU is already busy, and XLA's working
+# memory for the convolutions grows beyond the activation estimate: on an H200 with 139 GB free, 8 seeds x 10,000
+# images (a 59 GB estimate) compiled to a 117 GB program that did not fit.
+MAX_IMAGES_PER_CALL = 8192
+
+
 def embed_chunk_size(net: str, image_size: int, in_channels: int, *, num_examples: int, seeds_per_device: int,
                      free_bytes: int, fraction: float, reserved_bytes: int = 0) -> int:
-  """Examples per embedding chunk: `fraction` of the free memory (less `reserved_bytes`) over the per-example need."""
-  per_example = activation_bytes_per_example(net, image_size, in_channels) * max(seeds_per_device, 1)
+  """Examples per embedding chunk: `fraction` of the free memory (less `reserved_bytes`) over the per-example need,
+  and at most `MAX_IMAGES_PER_CALL` images over all the seeds of a device."""
+  seeds = max(seeds_per_device, 1)
+  per_example = activation_bytes_per_example(net, image_size, in_channels) * seeds
   budget = max(free_bytes - reserved_bytes, 0) * fraction
-  chunk = int(budget // per_example)
+  chunk = min(int(budget // per_example), MAX_IMAGES_PER_CALL // seeds)
   if chunk >= 8:
     chunk -= chunk % 8
   return int(min(max(chunk, 1), num_examples))

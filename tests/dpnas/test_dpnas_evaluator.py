@@ -156,6 +156,9 @@ def test_helpers_and_errors():
   assert ev.embed_chunk_size(NET, 8, 1, num_examples=10_000, seeds_per_device=2, free_bytes=2 * 5376 * 100 + 999,
                              fraction=0.5) == 48
   assert ev.embed_chunk_size(NET, 8, 1, num_examples=30, seeds_per_device=1, free_bytes=10**9, fraction=0.5) == 30
+  # However much memory is free (a GPU), one call embeds at most MAX_IMAGES_PER_CALL images over its seeds.
+  assert ev.embed_chunk_size(NET, 8, 1, num_examples=10**6, seeds_per_device=8, free_bytes=2**40,
+                             fraction=0.5) == ev.MAX_IMAGES_PER_CALL // 8
   assert ev.free_device_memory(jax.devices()[0], 12345) == 12345  # the CPU reports no memory statistics
   with pytest.raises(ConfigError, match="bn_mode"):
     ev.EvalConfig(bn_mode="train")
