@@ -49,7 +49,7 @@ bench enas_rnn_paper_reference 80 python3 "$peers/enas_pytorch/bench.py" --devic
   --controller_steps 30 --controller_warmup 3 --pad_vocab_to 10000
 # DP-NAS: the README net on 8,000/2,000 MNIST at 28x28, 3 epochs: one seed, 8 seeds at once; the reference with
 # its embeddings in memory and as per-sample files (its own behaviour).
-bench dpnas_evaluation 90 python3 benchmarks/dpnas_evaluator.py --seeds 8
+bench dpnas_evaluation 120 python3 benchmarks/dpnas_evaluator.py --seeds 8
 bench dpnas_evaluation_reference_memory 40 python3 "$peers/dpnas/bench.py" --device cuda --embed-store memory \
   --repeats 2
 bench dpnas_evaluation_reference_disk 40 python3 "$peers/dpnas/bench.py" --device cuda --embed-store disk \
