@@ -103,7 +103,7 @@ def validate_config(config) -> None:
   cc.boolean(config, "stream.permute_first_task")
   cc.choice(config, "model.name", MODEL_NAMES)
   cc.integers(config, "model.hidden", minimum=1)
-  cc.integers(config, "model.features", minimum=1, allow_empty=False)
+  cc.integers(config, "model.features", minimum=1, allow_empty=config.model.name != "convnet")
   cc.boolean(config, "model.batch_norm")
   cc.number(config, "model.width", above=0.0)
   cc.integer(config, "model.fc_units", minimum=1)
