@@ -4,7 +4,6 @@ a finished run relaunched does nothing; resumed logs equal an uninterrupted run'
 import json
 import pathlib
 
-import numpy as np
 import pytest
 
 from nas_forgetting.continual import experiment
