@@ -164,7 +164,7 @@ def test_derive_reference_logits_samples_without_squashing(shared_data, tmp_path
   assert reference._derive_sample is not plain._sample
 
 
-def test_micro_cnn_search(shared_data, tmp_path):
+def test_micro_cnn_search(shared_data, tmp_path, capsys):
   """configs/enas_cifar10.py:tiny without controller training (the WPL micro-CNN search trains it): shared
   training, derive (controller sampling, rewards), evaluation and outputs."""
   c = enas_cifar10.get_config("tiny")
@@ -176,3 +176,7 @@ def test_micro_cnn_search(shared_data, tmp_path):
   space = ss.CnnSearchSpace(num_blocks=2)
   assert space.to_string(ss.load_dag_file(tmp_path / "derived" / "dag.json", space)) == summary["arch"]
   assert (tmp_path / "derived" / "cell.png").exists()
+  block = capsys.readouterr().out  # the result block: data subset and splits, network, derived cell, accuracies
+  assert "ENAS search (without WPL) on cifar10" in block and "micro-CNN supernet: 2 nodes per cell" in block
+  assert "training images" in block and "test images" in block and summary["arch"] in block
+  assert f"test accuracy" in block and f"{summary['eval/test_accuracy']:.4g}" in block

@@ -72,10 +72,14 @@ def test_bad_wpl_settings_are_rejected(shared_data, tmp_path):
     experiment.run(c, str(tmp_path / "a"))
 
 
-def test_wpl_micro_cnn_search(shared_data, tmp_path):
+def test_wpl_micro_cnn_search(shared_data, tmp_path, capsys):
   c = wpl_enas_cifar10.get_config("tiny")  # 1 epoch of 2 architectures x 2 batches
   c.data.image.path = str(shared_data / "cifar10")
   summary = experiment.run(c, str(tmp_path))
+  block = capsys.readouterr().out  # the result block names WPL, the data, the cell and the forgetting measured
+  assert "ENAS search (with WPL) on cifar10" in block and "micro-CNN supernet" in block
+  assert "forgetting, last epoch (mean diff)" in block and summary["arch"] in block
+  assert summary["forgetting/mean_diff_last_epoch"] == pytest.approx(float(read_csv(tmp_path / "forgetting.csv")[0]["mean_diff"]))
   assert 0.0 <= summary["eval/test_accuracy"] <= 1.0
   rows = read_csv(tmp_path / "forgetting.csv")
   assert len(rows) == 1 and int(rows[0]["num_architectures"]) == 2
