@@ -171,3 +171,26 @@ def test_summary_seconds_are_the_total_over_launches(shared_data, tmp_path, monk
   assert not epoch_seconds
   assert summary["seconds"] == 120.0
   assert json.loads((tmp_path / "summary.json").read_text())["seconds"] == 120.0
+
+
+@pytest.mark.parametrize("derive_every", [0, 1])
+def test_a_longer_schedule_continues_like_the_longer_run(derive_every, shared_data, tmp_path):
+  """train.max_epoch is resume-safe: a finished 1-epoch search relaunched with 2 epochs logs what a 2-epoch search
+  logs, except for the shorter run's final derive where the longer run has no derive (derive_every 0); with a
+  derive every epoch the logs are identical."""
+  config = tiny_config(shared_data, "enas_ptb")
+  config.wpl.measure_forgetting = False
+  config.train.derive_every = derive_every
+  straight = experiment.run(config, str(tmp_path / "straight"))
+  config.train.max_epoch = 1
+  first = experiment.run(config, str(tmp_path / "extended"))
+  config.train.max_epoch = 2
+  extended = experiment.run(config, str(tmp_path / "extended"))
+  assert extended["arch"] == straight["arch"] and extended["eval/test_perplexity"] == straight["eval/test_perplexity"]
+  got, want = outputs(tmp_path / "extended"), outputs(tmp_path / "straight")
+  if derive_every == 0:  # the 1-epoch run's final derive, at the end of epoch 0 (shared step 6)
+    extra = {k: first[k] for k in ("eval/reward_split_perplexity", "eval/test_perplexity", "derive/best_reward")}
+    assert {"step": 6, **extra} in got["metrics"]
+    got["metrics"].remove({"step": 6, **extra})
+    del got["tensorboard"], want["tensorboard"]  # the same extra record, as TensorBoard scalars
+  assert got == want
