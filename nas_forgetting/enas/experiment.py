@@ -968,10 +968,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs `config.mode`; returns (and writes to <workdir>/summary.json) a summary of the results, and prints a
   result block. The config is validated first (`validate_config`)."""
   from nas_forgetting.io.atomic import atomic_write_text
-  from nas_forgetting.io.run import prepare_workdir
 
   validate_config(config)
-  path = prepare_workdir(workdir, config)
+  path = pathlib.Path(workdir)
+  path.mkdir(parents=True, exist_ok=True)
   r = _Run(config, pathlib.Path(path))
   try:
     mode = config.mode

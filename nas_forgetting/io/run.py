@@ -54,26 +54,6 @@ def config_to_json(config: Any) -> str:
   raise ConfigError(f"config is a {type(config).__name__}; expected an ml_collections.ConfigDict or a mapping")
 
 
-def prepare_workdir(workdir: str | os.PathLike, config: Any) -> pathlib.Path:
-  """Creates `workdir` (and parents) and writes `config.json` (resolved config) and `git_revision.txt` into it.
-
-  Calling it again on the same folder (a resumed run) rewrites both files atomically.
-
-  Returns:
-    The workdir as an absolute path.
-  """
-  if not str(workdir):
-    raise ConfigError("workdir is empty; expected a folder path")
-  path = pathlib.Path(workdir).expanduser().absolute()
-  if path.exists() and not path.is_dir():
-    raise ConfigError(f"workdir {path} exists and is not a folder")
-  text = config_to_json(config)
-  path.mkdir(parents=True, exist_ok=True)
-  atomic_write_text(path / CONFIG_FILE, text)
-  atomic_write_text(path / REVISION_FILE, git_revision() + "\n")
-  return path
-
-
 LOCK_FILE = ".lock"
 LAUNCHER_FILES = (CONFIG_FILE, REVISION_FILE, LOCK_FILE)
 
