@@ -46,6 +46,7 @@ TINY = {
               "eval_batch_size": 12},
 }
 SIZES = {"quick": QUICK, "tiny": TINY}
+CNN_MODES = ("derive", "evaluate", "train_scratch", "single", "rank_correlation")  # the ablations need the RNN
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -67,8 +68,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   for variant in enas_config.split_variants(arg):
     if variant in SIZES:
       enas_config.override(c, SIZES[variant])
-    elif variant in ("derive", "evaluate", "train_scratch", "single", "rank_correlation"):
+    elif variant in CNN_MODES:
       c.mode = variant
     else:
-      raise ValueError(f"unknown variant {variant!r} of configs/enas_cifar10.py")
+      raise ValueError(f"unknown variant {variant!r} of configs/enas_cifar10.py; valid (comma-separated): "
+                       f"{', '.join([*SIZES, *CNN_MODES])}")
   return c

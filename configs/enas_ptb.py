@@ -83,5 +83,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif variant in enas_config.MODE_VARIANTS:
       c.mode = variant
     else:
-      raise ValueError(f"unknown variant {variant!r} of configs/enas_ptb.py")
+      valid = [*SIZES, "wikitext2", "flexible", "random", "chain", "tree", *enas_config.MODE_VARIANTS]
+      raise ValueError(f"unknown variant {variant!r} of configs/enas_ptb.py; valid (comma-separated): "
+                       f"{', '.join(valid)}")
   return c

@@ -125,7 +125,7 @@ def test_a_second_launch_on_a_workdir_in_use_is_refused(quick_run):
 def test_launcher_errors_are_one_clear_line_and_leave_nothing_behind(tmp_path):
   (tmp_path / "file").write_text("")
   cases = {
-      ("--config=configs/enas_ptb.py:nosuch", f"--workdir={tmp_path / 'w'}"): "unknown variant 'nosuch'",
+      ("--config=configs/enas_ptb.py:nosuch", f"--workdir={tmp_path / 'w'}"): "unknown variant 'nosuch' of configs/enas_ptb.py; valid (comma-separated): quick, tiny",
       ("--config=configs/quickstart.py:quick", "--workdir="): "--workdir is empty",
       ("--config=configs/quickstart.py:quick", f"--workdir={tmp_path / 'file'}"): "exists and is not a folder",
       ("--config=configs/quickstart.py:quick", f"--workdir={tmp_path / 'file' / 'w'}"): "which is a file",
