@@ -35,5 +35,5 @@ def get_experiment(name: str) -> Experiment:
   if name not in EXPERIMENTS:
     raise ConfigError(f"unknown experiment {name!r}; valid choices: {', '.join(sorted(EXPERIMENTS))}")
   module = importlib.import_module(EXPERIMENTS[name])
-  return Experiment(run=module.run, validate_config=getattr(module, "validate_config", lambda config: None),
-                    resume_safe_fields=tuple(getattr(module, "RESUME_SAFE_FIELDS", ())))
+  return Experiment(run=module.run, validate_config=module.validate_config,
+                    resume_safe_fields=tuple(module.RESUME_SAFE_FIELDS))
