@@ -15,18 +15,29 @@ from tensorboardX import record_writer
 from tensorboardX.proto import event_pb2
 
 
-def _scalar_events(folder):
+def _events(folder):
+  """Every event of every file in `folder`, in file order (each record's CRCs checked by tensorboardX's reader)."""
   out = []
   for path in sorted(folder.iterdir()):
     data = path.read_bytes()
     offset = 0
     while offset < len(data):
       (length,) = struct.unpack("<Q", data[offset:offset + 8])
-      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      payload = data[offset + 12:offset + 12 + length]
+      (payload_crc,) = struct.unpack("<I", data[offset + 12 + length:offset + 16 + length])
+      assert payload_crc == record_writer.masked_crc32c(payload)
+      out.append(event_pb2.Event.FromString(payload))
       offset += 16 + length
-      if event.HasField("summary"):
-        value = event.summary.value[0]
-        out.append((event.step, value.tag, value.simple_value if value.HasField("simple_value") else value.image))
+  return out
+
+
+def _scalar_events(folder):
+  """(step, tag, scalar value or image) of every summary event in `folder`."""
+  out = []
+  for event in _events(folder):
+    if event.HasField("summary"):
+      value = event.summary.value[0]
+      out.append((event.step, value.tag, value.simple_value if value.HasField("simple_value") else value.image))
   return out
 
 
@@ -146,22 +157,6 @@ def test_purge_step_drops_steps_lost_after_the_last_checkpoint(tmp_path):
   assert [(e.step, e.session_log.status) for e in restart] == [(4, event_pb2.SessionLog.START)]
   steps = [(e.step, e.summary.value[0].simple_value) for e in _events(tmp_path / "tensorboard") if e.HasField("summary")]
   np.testing.assert_allclose(steps[3:], [(4, 0.25), (5, 0.2), (4, 0.5), (5, 0.4)])  # TensorBoard shows the later pair.
-
-
-def _events(folder):
-  """Every event of every file in `folder`, in file order (each record's CRCs checked by tensorboardX's reader)."""
-  out = []
-  for path in sorted(folder.iterdir()):
-    data = path.read_bytes()
-    offset = 0
-    while offset < len(data):
-      (length,) = struct.unpack("<Q", data[offset:offset + 8])
-      payload = data[offset + 12:offset + 12 + length]
-      (payload_crc,) = struct.unpack("<I", data[offset + 12 + length:offset + 16 + length])
-      assert payload_crc == record_writer.masked_crc32c(payload)
-      out.append(event_pb2.Event.FromString(payload))
-      offset += 16 + length
-  return out
 
 
 def test_png_bytes_and_grey_images_are_logged_with_their_pixels(tmp_path):
