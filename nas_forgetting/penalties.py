@@ -135,9 +135,6 @@ def wpl_penalty(params: PyTree, anchor: PyTree, fisher: PyTree, alpha: float | j
   return alpha * quadratic_penalty(params, anchor, fisher, mask=mask)
 
 
-PENALTIES = {"ewc": ewc_penalty, "online_ewc": online_ewc_penalty, "mas": mas_penalty, "si": si_penalty,
-             "wpl": wpl_penalty}
-
 # The continual methods' penalties, each `(params, anchor, importance, strength) -> value` (see the module docstring).
 METHOD_PENALTIES = {"l2": l2_penalty_on_support, "ewc": ewc_penalty, "online_ewc": online_ewc_penalty,
                     "mas": mas_penalty, "mas_local": mas_penalty, "si": si_penalty}
