@@ -10,7 +10,7 @@ Setup: the embedded `font_digits` data set (procedurally rendered digits, needs 
 
 Expected result (measured, see docs/results_continual.md): finetune forgets visibly (its accuracy on the first
 tasks drops as later permutations are learned), EWC and MAS keep clearly more of it (lower forgetting, higher
-average accuracy). Measured (seed 0): average accuracy / forgetting 55.8 / 38.8 % (finetune), 70.4 / 9.0 %
+average accuracy). Measured (seed 0): average accuracy / forgetting 56.0 / 38.2 % (finetune), 70.4 / 9.0 %
 (EWC), 59.2 / 7.3 % (MAS). Outputs: <workdir>/comparison.csv, comparison.png, and per method accuracy_matrix.csv/.png,
 accuracy_curves.png, metrics.jsonl, tensorboard/. Expected time: under 2 minutes on 2 CPU cores.
 
