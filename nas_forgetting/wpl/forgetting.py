@@ -13,18 +13,18 @@ forgets); our accuracy figures are the negation of the reference's.
 
 Per epoch we report mean, max (worst), std (population, ddof=0) and median (robust to an architecture whose
 perplexity explodes) of the forgetting over the epoch's architectures, plus the mean metric at both times.
-`ForgettingTracker` collects one epoch at a time for a trainer; `write_forgetting_csv`, `log_forgetting` and
-`plot_forgetting_comparison` write CSV, TensorBoard scalars and the with/without-WPL figure through
+`ForgettingTracker` collects one epoch at a time for a trainer; `write_forgetting_csv` and
+`plot_forgetting_comparison` write the CSV and the with/without-WPL figure (docs/results_wpl.md) through
 `nas_forgetting.io`. `kendall_tau_b` ranks shared-weight scores against stand-alone scores.
 """
 
 from __future__ import annotations
 
-import math
 import pathlib
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from scipy import stats
 
 from nas_forgetting.errors import DataError
 from nas_forgetting.io import metrics as metrics_lib
@@ -112,11 +112,6 @@ class ForgettingTracker:
     return row
 
 
-def log_forgetting(logger, row: Mapping[str, float], *, prefix: str = "forgetting") -> None:
-  """Writes one epoch's summary as scalars `<prefix>/<key>` through a `nas_forgetting.io.MetricsLogger`."""
-  logger.log(int(row["epoch"]), {f"{prefix}/{k}": float(row[k]) for k in SUMMARY_KEYS})
-
-
 def write_forgetting_csv(path: str | pathlib.Path, rows: Sequence[Mapping[str, float]]) -> None:
   """One line per epoch: epoch and SUMMARY_KEYS (atomic write)."""
   metrics_lib.write_csv(path, [dict(r) for r in rows], fieldnames=["epoch", *SUMMARY_KEYS])
@@ -136,7 +131,8 @@ def plot_forgetting_comparison(path: str | pathlib.Path, runs: Mapping[str, Sequ
 def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
   """Kendall's tau-b rank correlation of two paired samples (ties handled; NaN when one sample is constant).
 
-  tau_b = (n_c - n_d) / sqrt((n_0 - n_x) (n_0 - n_y)), n_0 = n(n-1)/2 pairs, n_x / n_y the pairs tied in x / y.
+  tau_b = (n_c - n_d) / sqrt((n_0 - n_x) (n_0 - n_y)), n_0 = n(n-1)/2 pairs, n_x / n_y the pairs tied in x / y,
+  computed by `scipy.stats.kendalltau(variant='b')` (this function adds the input checks and the NaN contract).
   Scores must be oriented the same way (e.g. both accuracies, or both negative perplexities).
 
   A constant sample (every pair tied: n_x = n_0 or n_y = n_0, e.g. all architectures scoring the same perplexity
@@ -153,13 +149,4 @@ def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
     raise DataError(f"kendall_tau_b needs at least 2 pairs; got {x.size}")
   if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
     raise DataError("kendall_tau_b got a non-finite score")
-  i, j = np.triu_indices(x.size, k=1)
-  dx = np.sign(x[i] - x[j])
-  dy = np.sign(y[i] - y[j])
-  n0 = i.size
-  ties_x = int(np.sum(dx == 0))
-  ties_y = int(np.sum(dy == 0))
-  denominator = math.sqrt(float(n0 - ties_x) * float(n0 - ties_y))
-  if denominator == 0.0:
-    return float("nan")
-  return float(np.sum(dx * dy) / denominator)
+  return float(stats.kendalltau(x, y, variant="b").statistic)
