@@ -121,7 +121,7 @@ def main(argv: list[str]) -> None:
   try:
     experiment = experiments.get_experiment(config.experiment)
     experiment.validate_config(config)
-  except errors.ConfigError as e:
+  except errors.NasForgettingError as e:
     sys.exit(f"error: {e}")
 
   import jax  # pylint: disable=import-outside-toplevel
