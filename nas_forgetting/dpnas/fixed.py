@@ -38,6 +38,7 @@ from nas_forgetting.dpnas import logs
 from nas_forgetting.dpnas import net_string as ns
 from nas_forgetting.dpnas.q_learning import ReplayRow
 from nas_forgetting.errors import ArchitectureError, CheckpointError, ConfigError, DataError
+from nas_forgetting.io import plots
 
 FIXED_FILE = "fixed_net.csv"
 CHOSEN_FILE = "chosen_to_train.csv"
@@ -254,23 +255,12 @@ def _take(tree, k: int):
 def plot_seed_spread(rows: Sequence[dict], path_stem: str | pathlib.Path, *,
                      chosen: Sequence[tuple[int, ReplayRow]] | None = None) -> list[pathlib.Path]:
   """Reward of every seed per net (in evaluation order), with the search's reward where known."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
   order = list(dict.fromkeys((r["index"], r["net"]) for r in rows))
   searched = {i: row.reward for i, row in (chosen or [])}
-  fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(order) + 2), 4.5))
-  for x, key in enumerate(order):
-    rewards = [r["reward"] for r in rows if (r["index"], r["net"]) == key]
-    ax.scatter([x] * len(rewards), rewards, s=12, color="tab:blue", alpha=0.7,
-               label="re-initialised seeds" if x == 0 else None)
-    if key[0] in searched:
-      ax.scatter([x], [searched[key[0]]], marker="x", color="tab:red", label="search reward" if x == 0 else None)
-  ax.set_xticks(range(len(order)))
-  ax.set_xticklabels([str(i) for i, _ in order], rotation=90, fontsize=7)
-  ax.set_xlabel("replay-buffer row")
-  ax.set_ylabel("reward")
-  ax.set_title("DP-NAS: reward spread over random initialisations")
-  ax.legend(loc="lower right", fontsize=8)
-  fig.tight_layout()
-  return logs.save_figure(fig, path_stem)
+  pdf, png = plots.strip_plot(
+      str(path_stem) + ".pdf", [[r["reward"] for r in rows if (r["index"], r["net"]) == key] for key in order],
+      labels=[str(i) for i, _ in order], xlabel="replay-buffer row", ylabel="reward",
+      points_label="re-initialised seeds",
+      marks={x: searched[key[0]] for x, key in enumerate(order) if key[0] in searched},
+      marks_label="search reward", title="DP-NAS: reward spread over random initialisations")
+  return [png, pdf]

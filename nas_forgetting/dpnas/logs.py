@@ -29,6 +29,7 @@ from typing import Iterable, Mapping, Sequence
 
 from nas_forgetting.dpnas.q_learning import Q_VALUE_COLUMNS, ReplayRow
 from nas_forgetting.errors import DataError
+from nas_forgetting.io import plots
 
 REPLAY_COLUMNS = ("epsilon", "net", "train_flag", "reward", "acc_best_val", "acc_val_all_epochs",
                   "acc_train_all_epochs", "acc_test_last")
@@ -198,21 +199,6 @@ def chosen_to_train_text(chosen: Sequence[tuple[int, ReplayRow]]) -> str:
 # -- plots ---------------------------------------------------------------------------------------------------------
 
 
-def save_figure(fig, path_stem: str | pathlib.Path) -> list[pathlib.Path]:
-  """Writes `fig` to `<stem>.png` and `<stem>.pdf` (each through a temporary file, then renamed), closes it and
-  returns the paths."""
-  import matplotlib.pyplot as plt
-  paths = []
-  for suffix in (".png", ".pdf"):
-    path = pathlib.Path(str(path_stem) + suffix)
-    tmp = path.with_name(path.name + ".tmp" + suffix)
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(path)
-    paths.append(path)
-  plt.close(fig)
-  return paths
-
-
 def moving_average(values: Sequence[float], window: int) -> list[float]:
   """Trailing means of `window` consecutive values (len(values) - window + 1 of them)."""
   out, total = [], 0.0
@@ -234,22 +220,11 @@ def plot_moving_average_reward(rows: Sequence[ReplayRow], path_stem: str | pathl
   rewarded = [r for r in rows if r.reward > 0]
   if len(rewarded) <= window:
     return []
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
   averages = moving_average([r.reward for r in rewarded], window)
   xs = list(range(window, len(rewarded) + 1))
-  eps = [rewarded[x - 1].epsilon for x in xs]
-  fig, ax = plt.subplots(figsize=(8, 4.5))
-  ax.plot(xs, averages, color="0.7", linewidth=0.8, zorder=1)
-  points = ax.scatter(xs, averages, c=eps, cmap="viridis", vmin=0.0, vmax=1.0, s=8, zorder=2)
-  fig.colorbar(points, ax=ax, label="epsilon")
   boundaries = [i + 1 for i in range(1, len(rewarded)) if rewarded[i].epsilon != rewarded[i - 1].epsilon]
-  for b in boundaries:
-    ax.axvline(b, color="k", linestyle="--", linewidth=0.6)
-  ax.set_xlabel("rewarded architectures")
-  ax.set_ylabel(f"moving average reward ({window})")
-  ax.set_title(title)
-  ax.set_ylim(0.0, 1.0 if not averages or max(averages) <= 1 else math.ceil(max(averages)))
-  fig.tight_layout()
-  return save_figure(fig, path_stem)
+  pdf, png = plots.colored_line_plot(
+      str(path_stem) + ".pdf", xs, averages, [rewarded[x - 1].epsilon for x in xs], xlabel="rewarded architectures",
+      ylabel=f"moving average reward ({window})", colour_label="epsilon", title=title, vlines=boundaries,
+      ylim=(0.0, 1.0 if max(averages) <= 1 else math.ceil(max(averages))))
+  return [png, pdf]

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from nas_forgetting.enas import search_space as ss
+from nas_forgetting.io import plots
 
 ACTIVATION_COLOURS = {"tanh": "#f4c7c3", "ReLU": "#c6dbef", "identity": "#e5e5e5", "sigmoid": "#c7e9c0"}
 OP_COLOURS = {"identity": "#e5e5e5", "sep_conv_3x3": "#c6dbef", "sep_conv_5x5": "#9ecae1",
@@ -89,14 +90,10 @@ def _depths(g: Graph) -> dict[str, int]:
 
 
 def _render_matplotlib(graphs: Sequence[Graph], title: str) -> bytes:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
   widths = [1.5 * (max(_depths(g).values()) + 1) for g in graphs]
   heights = [0.9 * max(np.bincount(list(_depths(g).values()))) for g in graphs]
-  fig, axes = plt.subplots(1, len(graphs), figsize=(max(4.0, sum(widths)), max(3.0, max(heights) + 1)),
-                           squeeze=False, gridspec_kw={"width_ratios": widths})
+  fig = plots.new_figure((max(4.0, sum(widths)), max(3.0, max(heights) + 1)), dpi=90, layout=None)
+  axes = fig.subplots(1, len(graphs), squeeze=False, gridspec_kw={"width_ratios": widths})
   for ax, g in zip(axes[0], graphs):
     depth = _depths(g)
     columns: dict[int, list[str]] = {}
@@ -125,10 +122,7 @@ def _render_matplotlib(graphs: Sequence[Graph], title: str) -> bytes:
     ax.axis("off")
   if title:
     fig.suptitle(title, fontsize=10)
-  buf = _io.BytesIO()
-  fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-  plt.close(fig)
-  return buf.getvalue()
+  return plots.png_bytes(fig, tight=True)
 
 
 def has_dot() -> bool:

@@ -65,6 +65,7 @@ from nas_forgetting.enas import drawing
 from nas_forgetting.enas import search_space as ss
 from nas_forgetting.enas import trainer as tr
 from nas_forgetting.errors import CheckpointError, ConfigError, DataError
+from nas_forgetting.io import plots
 from nas_forgetting.models import controller as ctl
 from nas_forgetting.models.enas_cnn import EnasCnn
 from nas_forgetting.models.enas_rnn import EnasRnn
@@ -893,26 +894,12 @@ def _rank_correlation(run: _Run) -> dict[str, Any]:
                  f"alone_{m}": alone[f"eval/reward_split_{m}"]})
   tau = forgetting_lib.kendall_tau_b([r[f"shared_{m}"] for r in rows], [r[f"alone_{m}"] for r in rows])
   write_csv(str(run.workdir / "rank" / "rank.csv"), rows)
-  _scatter_plot(run.workdir / "rank" / "rank.png", [r[f"shared_{m}"] for r in rows], [r[f"alone_{m}"] for r in rows],
-                xlabel=f"{m} with shared weights", ylabel=f"{m} trained alone ({c.train.rank_epochs} epochs)",
-                title=f"Kendall tau {tau:.3f} over {len(rows)} architectures\n{run.task.data_note}")
+  plots.scatter_plot(run.workdir / "rank" / "rank.png", [r[f"shared_{m}"] for r in rows],
+                     [r[f"alone_{m}"] for r in rows],
+                     xlabel=f"{m} with shared weights", ylabel=f"{m} trained alone ({c.train.rank_epochs} epochs)",
+                     title=f"Kendall tau {tau:.3f} over {len(rows)} architectures. {run.task.data_note}")
   run.logger.log(int(shared.step), {"rank/kendall_tau": tau})
   return {"kendall_tau": tau, "rows": rows}
-
-
-def _scatter_plot(path: pathlib.Path, x: list[float], y: list[float], *, xlabel: str, ylabel: str, title: str) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, ax = plt.subplots(figsize=(5, 4))
-  ax.scatter(x, y, color="#3182bd")
-  ax.set_xlabel(xlabel)
-  ax.set_ylabel(ylabel)
-  ax.set_title(title, fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
 
 
 def _train_scratch(run: _Run) -> dict[str, Any]:
@@ -944,24 +931,9 @@ def _ablation(run: _Run, kind: str) -> dict[str, Any]:
   out = run.workdir / "ablations"
   out.mkdir(parents=True, exist_ok=True)
   write_csv(str(out / f"{kind}.csv"), rows)
-  _bar_plot(out / f"{kind}.png", [r["variant"] for r in rows], [r[f"test_{m}"] for r in rows],
-            ylabel=f"test {m}", title=f"{kind} ablation of {run.space.to_string(arch)[:60]}\n{run.task.data_note}")
+  plots.bar_plot(out / f"{kind}.png", [r["variant"] for r in rows], [r[f"test_{m}"] for r in rows],
+                 ylabel=f"test {m}", title=f"{kind} ablation of {run.space.to_string(arch)[:60]}. {run.task.data_note}")
   return {"ablation": kind, "rows": rows}
-
-
-def _bar_plot(path: pathlib.Path, names: list[str], values: list[float], *, ylabel: str, title: str) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(names)), 4))
-  ax.bar(range(len(names)), values, color=["0.4"] + ["#6baed6"] * (len(names) - 1))
-  ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
-  ax.set_ylabel(ylabel)
-  ax.set_title(title, fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

@@ -20,14 +20,14 @@ def _pixels(path):
 
 def test_heatmap_size_values_and_blank_cells(tmp_path, monkeypatch):
   drawn = []
-  original = plots._figure
+  original = plots.new_figure
 
   def spy(*args):
     fig = original(*args)
     drawn.append(fig)
     return fig
 
-  monkeypatch.setattr(plots, "_figure", spy)
+  monkeypatch.setattr(plots, "new_figure", spy)
   (path,) = plots.accuracy_matrix_heatmap(R, tmp_path / "h.png", task_names=["a", "b", "c"], title="EWC",
                                           figsize=(5, 4), dpi=50)
   pixels = _pixels(path)
@@ -81,3 +81,35 @@ def test_bad_input_is_named(tmp_path):
   with pytest.raises(DataError, match="no series"):
     plots.line_plot(tmp_path / "x.png", {}, xlabel="x", ylabel="y")
   assert list(tmp_path.iterdir()) == []
+
+
+def test_scatter_bar_coloured_line_and_strip_plots(tmp_path):
+  paths = plots.scatter_plot(tmp_path / "s.png", [1.0, 2.0, 3.0], [2.0, 1.0, 3.0], xlabel="x", ylabel="y", title="t")
+  assert _pixels(paths[0]).shape == (400, 500, 3)
+  assert _pixels(plots.bar_plot(tmp_path / "b.png", ["a", "b"], [0.5, 0.7], ylabel="v")[0]).shape == (400, 400, 3)
+  pdf, png = plots.colored_line_plot(tmp_path / "c.pdf", [1, 2, 3], [0.1, 0.2, 0.3], [1.0, 0.5, 0.1], xlabel="x",
+                                     ylabel="y", colour_label="eps", vlines=[2], ylim=(0, 1))
+  assert pdf.read_bytes()[:4] == b"%PDF" and _pixels(png).shape == (540, 960, 3)
+  paths = plots.strip_plot(tmp_path / "strip.png", [[0.1, 0.2], [0.3]], labels=["0", "4"], xlabel="row",
+                           ylabel="reward", points_label="seeds", marks={1: 0.35}, marks_label="search")
+  assert _pixels(paths[0]).shape == (540, 720, 3)
+  with pytest.raises(DataError, match="2 names and 1 values"):
+    plots.bar_plot(tmp_path / "x.png", ["a", "b"], [1.0], ylabel="v")
+  with pytest.raises(DataError, match="3 x values and 2 y values"):
+    plots.scatter_plot(tmp_path / "x.png", [1, 2, 3], [1, 2], xlabel="x", ylabel="y")
+
+
+def test_png_bytes_of_a_new_figure():
+  fig = plots.new_figure((2.0, 1.0), dpi=50)
+  fig.add_subplot().plot([0, 1], [0, 1])
+  assert plots.png_bytes(fig)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_no_library_module_selects_a_backend_or_uses_pyplot():
+  """Figures go through io/plots.py (Agg canvases of their own): no `matplotlib.use` or pyplot in the library."""
+  import pathlib
+  import nas_forgetting
+  root = pathlib.Path(nas_forgetting.__file__).parent
+  offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+               if "matplotlib.use(" in p.read_text() or "matplotlib.pyplot" in p.read_text()]
+  assert offenders == []
