@@ -75,6 +75,25 @@ def default_config() -> ml_collections.ConfigDict:
   c.importance.path = "per_layer"  # 'per_layer' (fast, Dense/Conv) | 'vmap' (any model); same numbers
   c.importance.chunk_size = 256  # examples per importance chunk (memory only)
   c.importance.num_examples = 0  # training examples of the task used for importance (0 = all; seeded subset)
+  # Sweep (see continual.sweep): with seeds, every method runs for every (seed, strength) of its grid in one
+  # compiled program (parameters, optimiser states, importance and anchors stacked on a grid axis, the epoch
+  # vmapped over it); the task stream stays the one of `seed`, each member draws its initialisation, batch order
+  # and importance subset from its own seed. Empty seeds: no sweep (a single run per method, as without this group)
+  c.sweep = ml_collections.ConfigDict()
+  c.sweep.seeds = ()  # seeds of the grid, e.g. (0, 1, 2, 3, 4); () = no sweep
+  c.sweep.strengths = ml_collections.ConfigDict()  # per penalised method, the strengths swept (() = its one strength)
+  c.sweep.strengths.l2 = ()  # e.g. (0.1, 1.0, 10.0)
+  c.sweep.strengths.ewc = ()  # e.g. (1e2, 1e3, 1e4, 1e5): EWC's lambda spans orders of magnitude across setups
+  c.sweep.strengths.online_ewc = ()
+  c.sweep.strengths.mas = ()
+  c.sweep.strengths.mas_local = ()
+  c.sweep.strengths.si = ()
+  # share of each task's training data held out (seeded by `seed`) as the validation split on which the best
+  # strength per method is chosen (never the test split); the members train on the rest. 0 = no choice made
+  c.sweep.validation_fraction = 0.1
+  c.sweep.chunk = 0  # members trained together (memory bound); 0 = as many as fit in free device memory
+  c.sweep.memory_fraction = 0.5  # share of the free device memory the grid may use (chunk=0)
+  c.sweep.cpu_memory_budget = 1 << 30  # bytes assumed free on devices that report no memory statistics (the CPU)
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.max_to_keep = 2  # checkpoints kept per method (one is written after every epoch)
   return c
@@ -136,8 +155,39 @@ def validate_config(config) -> None:
   cc.integer(config, "importance.chunk_size", minimum=1)
   cc.integer(config, "importance.num_examples", minimum=0)
   cc.integer(config, "checkpoint.max_to_keep", minimum=1)
+  _validate_sweep(config)
   if any(parse_method(m)[0] == "mas_local" for m in methods) and config.model.batch_norm:
     raise ConfigError("method 'mas_local' (local Hebbian MAS) needs model.batch_norm=False")
+
+
+def _validate_sweep(config) -> None:
+  """The `sweep` group: seeds distinct integers >= 0; strengths per penalised method distinct finite numbers >= 0,
+  only with seeds, and not for a method that names its own strength ('ewc@1e4')."""
+  seeds = cc.integers(config, "sweep.seeds", minimum=0)
+  if len(set(seeds)) != len(seeds):
+    raise ConfigError(f"sweep.seeds={seeds!r} repeats a seed")
+  named = {parse_method(m)[0] for m in config.methods if parse_method(m)[1] is not None}
+  for name in config.sweep.strengths.keys():
+    path = f"sweep.strengths.{name}"
+    if name not in METHODS or name in ("finetune", "joint"):
+      raise ConfigError(f"{path}: {name!r} is not a method with a penalty strength")
+    values = cc.get(config, path)
+    if isinstance(values, (str, bytes)) or not isinstance(values, (tuple, list)):
+      raise ConfigError(f"{path}={values!r}; expected a sequence of strengths")
+    for v in values:
+      if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
+        raise ConfigError(f"{path}={tuple(values)!r}: {v!r} is not a finite number >= 0")
+    if len(set(values)) != len(values):
+      raise ConfigError(f"{path}={tuple(values)!r} repeats a strength")
+    if values and not seeds:
+      raise ConfigError(f"{path}={tuple(values)!r} needs sweep.seeds (an empty sweep.seeds runs no sweep)")
+    if values and name in named:
+      raise ConfigError(f"{path}={tuple(values)!r} sweeps the strength of a method that names its own in methods "
+                        f"({', '.join(m for m in config.methods if parse_method(m)[0] == name)})")
+  cc.number(config, "sweep.validation_fraction", minimum=0.0, below=1.0)
+  cc.integer(config, "sweep.chunk", minimum=0)
+  cc.number(config, "sweep.memory_fraction", above=0.0, maximum=1.0)
+  cc.integer(config, "sweep.cpu_memory_budget", minimum=1)
 
 
 def data_description(config) -> tuple[str, str]:
@@ -192,6 +242,9 @@ def run(config, workdir: str, *, max_traces: int | None = None) -> dict:
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   tasks = load_tasks(config)
+  if config.sweep.seeds:
+    from nas_forgetting.continual import sweep  # pylint: disable=import-outside-toplevel
+    return sweep.run_sweep(config, workdir, tasks, max_traces=max_traces)
   results, rows, stopped = {}, [], False
   for method in methods:
     result = MethodRun(config, tasks, method, workdir / method, max_traces=max_traces).run()

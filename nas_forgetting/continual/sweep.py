@@ -1,0 +1,391 @@
+"""Many seeds and penalty strengths of one method in one compiled program (`config.sweep`).
+
+`GridRun(config, tasks, method, members)` trains `method` over the whole task stream for every grid member
+(seed, strength) at once: parameters, BatchNorm statistics, optimiser states, SI path integrals, anchors and
+importance carry a leading grid axis, and the runner's epoch function (`steps.make_epoch_fn`, the same one a single
+run compiles) is `jax.vmap`-ped over it. The data are shared (one device copy of each task); each member draws its
+own initialisation, batch order and importance subset from its own seed, exactly as the single run
+`MethodRun(member_config(config, seed), tasks, '<method>@<strength>')` does on the same task stream. So member i of
+the grid equals that single run up to float rounding (vmapped matrix products may round differently), which
+`tests/continual/test_continual_sweep.py` checks. One trace of the grid epoch serves every task and every member
+(`max_traces`).
+
+The task stream itself comes from `config.seed` (the permutations or class split are the same for every member):
+the sweep measures the variance due to initialisation and batch order on one stream, and compares strengths on
+identical data.
+
+Evaluation is vmapped too (one call per task for the whole grid); importance and anchors are computed per member
+with the single run's own code (`MethodRun._consolidate`), so every method, estimator and accumulation mode is the
+one definition a single run uses.
+
+Memory: `grid_chunk(...)` bounds the number of members trained together (`config.sweep.chunk`, 0 = sized from the
+free device memory, or `sweep.cpu_memory_budget` bytes on devices that report none): the members are trained chunk
+after chunk, each chunk one vmapped program of the same shapes (one trace per chunk size).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nas_forgetting.continual import metrics as cm
+from nas_forgetting.continual import runner as rn
+from nas_forgetting.continual import steps
+from nas_forgetting.data.tasks import Task
+from nas_forgetting.errors import ConfigError
+
+PENALISED = ("l2", "ewc", "online_ewc", "mas", "mas_local", "si")  # the methods with a strength to sweep
+# State entries stacked on the grid axis (the rest of a single run's state is host bookkeeping).
+GRID_KEYS = ("params", "batch_stats", "opt_state", "si_path", "si_omega", "start_params", "anchors", "importance")
+
+
+def member_config(config, seed: int):
+  """The single-run config of grid member `seed`: `config` with `seed` set and no sweep."""
+  member = config.copy_and_resolve_references()
+  member.seed = int(seed)
+  member.sweep.seeds = ()
+  return member
+
+
+def member_label(method: str, strength: float) -> str:
+  """'<method>@<strength>' (the runner's form; exact: repr of a float parses back to it); finetune/joint bare."""
+  return method if method in ("finetune", "joint") else f"{method}@{float(strength)!r}"
+
+
+def grid(config, method: str) -> list[tuple[int, float]]:
+  """The (seed, strength) members of `method`'s sweep, seed-major: `sweep.seeds` x `sweep.strengths.<method>`
+  (empty: the method's one strength, from '<method>@<strength>' or `config.strength`; finetune/joint: 0)."""
+  name, strength = rn.parse_method(method)
+  if name in ("finetune", "joint"):
+    strengths = (0.0,)
+  else:
+    strengths = tuple(float(s) for s in config.sweep.strengths[name])
+    if strength is not None and strengths:
+      raise ConfigError(f"method {method!r} names its strength and sweep.strengths.{name}={strengths} sweeps it: "
+                        f"give one or the other")
+    if not strengths:
+      strengths = (float(strength if strength is not None else config.strength[name]),)
+  return [(int(s), l) for s in config.sweep.seeds for l in strengths]
+
+
+def member_bytes(state: dict, test_rows: int, num_outputs: int) -> int:
+  """Bytes one grid member holds on the device: its stacked state (parameters, optimiser state, slots...) twice
+  (the epoch's input and output) plus the gradient-sized temporaries of a step, and its evaluation logits."""
+  size = sum(int(np.prod(x.shape)) * x.dtype.itemsize for k in GRID_KEYS for x in jax.tree.leaves(state[k]))
+  params = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(state["params"]))
+  return 2 * size + 4 * params + test_rows * num_outputs * 4
+
+
+def grid_chunk(num_members: int, per_member: int, *, chunk: int, memory_fraction: float, cpu_budget: int,
+               device: jax.Device | None = None) -> int:
+  """Members trained together: `chunk` when > 0, else as many as fit in `memory_fraction` of the device's free
+  memory (`cpu_budget` bytes where the device reports none, as the CPU does), at least 1, at most all."""
+  if chunk > 0:
+    return min(chunk, num_members)
+  from nas_forgetting.dpnas.evaluator import free_device_memory  # pylint: disable=import-outside-toplevel
+  device = device or jax.local_devices()[0]
+  free = free_device_memory(device, -1)
+  budget = cpu_budget if free < 0 else int(free * memory_fraction)
+  return int(max(1, min(num_members, budget // max(per_member, 1))))
+
+
+def _stack(trees: Sequence) -> object:
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _member(tree, i: int):
+  return jax.tree.map(lambda a: a[i], tree)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _grid_batch_indices(rngs, task, epoch, n: int, batch_size: int, max_batches: int):
+  """Per member: the epoch's step key and its padded batch-index matrix (the single run's `_epoch_keys` and
+  `_padded_batch_indices`); the rows' validity, the same for every member."""
+  def one(rng):
+    k_batches, k_steps = rn._epoch_keys(rng, task, epoch)  # pylint: disable=protected-access
+    idx, valid = rn._padded_batch_indices(k_batches, n, batch_size, max_batches)  # pylint: disable=protected-access
+    return idx, valid, k_steps
+  idx, valid, k_steps = jax.vmap(one)(rngs)
+  return idx, valid[0], k_steps
+
+
+def make_grid_epoch(epoch_fn, max_traces: int | None = None):
+  """The single run's jitted epoch vmapped over the grid axis of (carry, batch indices, step key, anchors,
+  importance, strength); data and the batch rows' validity are shared."""
+  def grid_epoch(carry, data, idx, valid, k_steps, anchors, importance, strengths):
+    return jax.vmap(epoch_fn, in_axes=(0, None, 0, None, 0, 0, 0, 0))(carry, data, idx, valid, k_steps, anchors,
+                                                                        importance, strengths)
+  fn = grid_epoch if max_traces is None else chex.assert_max_traces(grid_epoch, n=max_traces)
+  return jax.jit(fn)
+
+
+def make_grid_eval(eval_fn):
+  """The single run's jitted evaluation vmapped over (params, batch_stats)."""
+  return jax.jit(jax.vmap(eval_fn, in_axes=(0, 0, None, None)))
+
+
+class GridRun:
+  """`method` over `tasks` for every (seed, strength) of `members` in one vmapped program; see the module
+  docstring. `run() -> dict` with 'accuracy' (G, T, T), 'baseline' (G, T), 'params' (stacked), 'members'."""
+
+  def __init__(self, config, tasks: Sequence[Task], method: str, members: Sequence[tuple[int, float]], *,
+               validation: Sequence[Task] | None = None, max_traces: int | None = None):
+    if not members:
+      raise ConfigError(f"the sweep of method {method!r} has no members (sweep.seeds is empty)")
+    name, _ = rn.parse_method(method)
+    self.method, self.members = name, list(members)
+    self.runs = [rn.MethodRun(member_config(config, seed), tasks, member_label(name, strength), "",
+                              max_traces=None) for seed, strength in self.members]
+    first = self.runs[0]
+    for r in self.runs[1:]:
+      r.test = first.test  # one device copy of the test data
+    self.first, self.max_traces = first, max_traces
+    self.num_tasks = first.num_tasks
+    self.validation = None  # the validation splits (as each task's `test`), evaluated like the test splits
+    if validation is not None:
+      eb = config.train.eval_batch_size
+      size = -(-max(len(v.test.labels) for v in validation) // eb) * eb
+      self.validation = [rn._task_arrays(validation, [j], "test", size)  # pylint: disable=protected-access
+                         for j in range(self.num_tasks)]
+
+  def fresh_state(self) -> dict:
+    """The stacked state before the first task (each member's single-run initial state)."""
+    states = [r.fresh_state() for r in self.runs]
+    state = {k: _stack([s[k] for s in states]) for k in GRID_KEYS}
+    state["rng"] = jnp.stack([s["rng"] for s in states])
+    state["strength"] = jnp.asarray([r.strength for r in self.runs], jnp.float32)
+    g, t = len(self.runs), self.num_tasks
+    state.update(accuracy=np.zeros((g, t, t), np.float32), baseline=np.zeros((g, t), np.float32),
+                 validation=np.zeros((g, t, t), np.float32))
+    return state
+
+  def build_steps(self) -> None:
+    self.first.build_steps()
+    f = self.first
+    if self.max_traces is None:
+      key = ("grid_epoch",) + f.tx_key + (f.penalty_fn, f.method == "si")
+      self.epoch_fn = rn._cached(key, lambda: make_grid_epoch(f.epoch_fn))  # pylint: disable=protected-access
+    else:
+      self.epoch_fn = make_grid_epoch(f.epoch_fn, self.max_traces)
+    key = ("grid_eval",) + f.model.key + (f.config.train.eval_batch_size,)
+    self.eval_fn = rn._cached(key, lambda: make_grid_eval(f.eval_fn))  # pylint: disable=protected-access
+    self.opt_init = jax.jit(jax.vmap(f._opt_init))  # pylint: disable=protected-access
+
+  def _evaluate_all(self, state: dict, splits=None) -> np.ndarray:
+    """(G, T) accuracies of every member on every task's test split (or `splits`)."""
+    splits = self.first.test if splits is None else splits
+    cols = [np.asarray(self.eval_fn(state["params"], state["batch_stats"], data, n)) for data, n in splits]
+    return np.stack(cols, axis=1).astype(np.float32)
+
+  def _train_epoch(self, state: dict, t: int, e: int, data: steps.TaskData, n: int) -> dict:
+    f = self.first
+    idx, valid, k_steps = _grid_batch_indices(state["rng"], jnp.int32(t), jnp.int32(e), n, f.batch_size,
+                                              f.max_batches)
+    carry = steps.Carry(state["params"], state["batch_stats"], state["opt_state"], state["si_path"])
+    carry, _, checks = self.epoch_fn(carry, data, idx, valid, k_steps, state["anchors"], state["importance"],
+                                     state["strength"])
+    checks = jax.device_get(checks)
+    first_step = int(f.first_steps[t] + e * f.steps_per_epoch[t])
+    for i, (r, (seed, _)) in enumerate(zip(self.runs, self.members)):
+      r._check_finite(_member(checks, i), first_step,  # pylint: disable=protected-access
+                      f"task {t} ({f.tasks[t].name}), epoch {e} of method {r.label!r}, seed {seed} (sweep member {i})")
+    return dict(state, params=carry.params, batch_stats=carry.batch_stats, opt_state=carry.opt_state,
+                si_path=carry.si_path)
+
+  def _consolidate(self, state: dict, t: int) -> dict:
+    """Each member's importance and anchors after task t, by the single run's `_consolidate`."""
+    new = []
+    for i, r in enumerate(self.runs):
+      member = {k: _member(state[k], i) for k in GRID_KEYS}
+      member["rng"] = state["rng"][i]
+      new.append(r._consolidate(member, t))  # pylint: disable=protected-access
+    return dict(state, **{k: _stack([s[k] for s in new]) for k in GRID_KEYS})
+
+  def run(self) -> dict:
+    f = self.first
+    state = self.fresh_state()
+    self.build_steps()
+    state["baseline"] = self._evaluate_all(state)
+    for t in range(self.num_tasks):
+      indices = list(range(t + 1)) if self.method == "joint" else [t]
+      data, n = rn._task_arrays(f.tasks, indices, "train", f.train_size)  # pylint: disable=protected-access
+      state["start_params"] = state["params"]
+      if f.config.train.reset_optimizer:
+        state["opt_state"] = self.opt_init(state["params"])
+      for e in range(f.epochs[t]):
+        state = self._train_epoch(state, t, e, data, n)
+      state["accuracy"] = state["accuracy"].copy()
+      state["accuracy"][:, t] = self._evaluate_all(state)
+      if self.validation is not None:
+        state["validation"] = state["validation"].copy()
+        state["validation"][:, t] = self._evaluate_all(state, self.validation)
+      state = self._consolidate(state, t)
+    return {"method": self.method, "members": self.members, "accuracy": state["accuracy"],
+            "baseline": state["baseline"], "validation": state["validation"], "params": state["params"]}
+
+
+def split_validation(tasks: Sequence[Task], fraction: float, seed: int) -> tuple[list[Task], list[Task]]:
+  """(training tasks, validation tasks): a seeded `fraction` of each task's training split (at least one example)
+  becomes its validation split (the `test` of the validation task); the test splits are never touched."""
+  train, valid = [], []
+  for t, task in enumerate(tasks):
+    n = len(task.train.labels)
+    k = max(1, int(round(fraction * n)))
+    if k >= n:
+      raise ConfigError(f"sweep.validation_fraction={fraction} leaves no training data in task {task.name} "
+                        f"({n} examples)")
+    order = np.random.default_rng([seed, 11, t]).permutation(n)
+    keep, held = np.sort(order[k:]), np.sort(order[:k])
+    pick = lambda idx: task.train._replace(images=task.train.images[idx], labels=task.train.labels[idx])
+    train.append(task._replace(train=pick(keep)))
+    valid.append(task._replace(test=pick(held)))
+  return train, valid
+
+
+def run_method(config, tasks: Sequence[Task], method: str, *, validation: Sequence[Task] | None = None,
+               max_traces: int | None = None) -> dict:
+  """Every member of `method`'s grid, chunk after chunk (`grid_chunk`); the members' results concatenated:
+  'members', 'accuracy' (G, T, T), 'validation' (G, T, T), 'baseline' (G, T), 'params', 'chunk'."""
+  members = grid(config, method)
+  sw = config.sweep
+  probe = GridRun(config, tasks, method, members[:1])
+  state = probe.fresh_state()
+  f = probe.first
+  per = member_bytes(state, f.test_size * f.num_tasks, f.model.num_outputs)
+  chunk = grid_chunk(len(members), per, chunk=sw.chunk, memory_fraction=sw.memory_fraction,
+                     cpu_budget=sw.cpu_memory_budget)
+  parts = [GridRun(config, tasks, method, members[i:i + chunk], validation=validation, max_traces=max_traces).run()
+           for i in range(0, len(members), chunk)]
+  out = {k: np.concatenate([p[k] for p in parts]) for k in ("accuracy", "validation", "baseline")}
+  out["params"] = jax.tree.map(lambda *xs: jnp.concatenate(xs), *[p["params"] for p in parts])
+  return {"method": method, "members": members, "chunk": chunk, **out}
+
+
+def summarize(method: str, result: dict) -> tuple[list[dict], list[dict]]:
+  """(per-member rows, per-strength rows): average accuracy, forgetting and BWT of each member (test split), and
+  their mean and standard deviation over seeds per strength with the validation average accuracy's mean."""
+  members = []
+  for i, (seed, strength) in enumerate(result["members"]):
+    acc = result["accuracy"][i]
+    row = {"method": method, "seed": seed, "strength": strength, **cm.summary(acc, result["baseline"][i])}
+    row["validation_avg_accuracy"] = float(cm.average_accuracy(result["validation"][i]))
+    members.append(row)
+  table = []
+  for strength in dict.fromkeys(s for _, s in result["members"]):
+    rows = [r for r in members if r["strength"] == strength]
+    entry = {"method": method, "strength": strength, "seeds": len(rows)}
+    for key in ("avg_accuracy", "forgetting", "bwt", "validation_avg_accuracy"):
+      values = np.array([r[key] for r in rows], np.float64)
+      entry[f"{key}_mean"], entry[f"{key}_std"] = float(values.mean()), float(values.std(ddof=0))
+    table.append(entry)
+  return members, table
+
+
+def best_strengths(table: Sequence[dict]) -> dict[str, float]:
+  """Per penalised method, the strength of the highest mean validation average accuracy (first on ties)."""
+  best: dict[str, dict] = {}
+  for row in table:
+    if rn.parse_method(row["method"])[0] in ("finetune", "joint"):
+      continue
+    if row["method"] not in best or row["validation_avg_accuracy_mean"] > best[row["method"]][
+        "validation_avg_accuracy_mean"]:
+      best[row["method"]] = row
+  return {m: r["strength"] for m, r in best.items()}
+
+
+def strength_plot(path, table: Sequence[dict]) -> None:
+  """Average accuracy and forgetting (test, %) against strength (log x), one line per penalised method with a band
+  of +- one standard deviation over seeds."""
+  from nas_forgetting.io import plots  # pylint: disable=import-outside-toplevel
+  from nas_forgetting.io.atomic import atomic_writer  # pylint: disable=import-outside-toplevel
+
+  fig = plots.new_figure((10.0, 4.0))
+  axes = fig.subplots(1, 2)
+  for ax, key, label in zip(axes, ("avg_accuracy", "forgetting"), ("average accuracy %", "forgetting %")):
+    for method in dict.fromkeys(r["method"] for r in table):
+      rows = sorted((r for r in table if r["method"] == method and r["strength"] > 0), key=lambda r: r["strength"])
+      if not rows:
+        continue
+      x = np.array([r["strength"] for r in rows])
+      mean = 100 * np.array([r[f"{key}_mean"] for r in rows])
+      std = 100 * np.array([r[f"{key}_std"] for r in rows])
+      (line,) = ax.plot(x, mean, marker="o", label=method)
+      ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    ax.set_xscale("log")
+    ax.set_xlabel("penalty strength")
+    ax.set_ylabel(label)
+    ax.legend()
+  with atomic_writer(path, "wb") as fh:
+    fig.savefig(fh, format="png")
+
+
+def format_table(table: Sequence[dict], best: dict[str, float]) -> str:
+  """The sweep table as aligned text: method, strength, mean +- std over seeds (test, %), validation mean."""
+  width = max([12] + [len(r["method"]) for r in table])
+  header = (f"{'method':<{width}} {'strength':>10} {'seeds':>5} {'avg acc %':>15} {'forgetting %':>15} "
+            f"{'val acc %':>9}  best")
+  lines = [header, "-" * len(header)]
+  for r in table:
+    mark = "*" if best.get(r["method"]) == r["strength"] else ""
+    lines.append(f"{r['method']:<{width}} {r['strength']:>10.4g} {r['seeds']:>5} "
+                 f"{100 * r['avg_accuracy_mean']:>7.2f} +- {100 * r['avg_accuracy_std']:<5.2f}"
+                 f"{100 * r['forgetting_mean']:>7.2f} +- {100 * r['forgetting_std']:<5.2f}"
+                 f"{100 * r['validation_avg_accuracy_mean']:>9.2f}  {mark}")
+  return "\n".join(lines)
+
+
+def run_sweep(config, workdir, tasks: Sequence[Task], *, max_traces: int | None = None) -> dict:
+  """Every method of `config.methods` over its grid; writes into `workdir`:
+  `<method>/sweep_accuracy.csv` (every member's accuracy matrix: seed, strength, after_task, task_j; test split),
+  `sweep_members.csv` (per member: average accuracy, forgetting, BWT, FWT, validation average accuracy),
+  `sweep_strength.png` (`strength_plot`) and `sweep_summary.csv` (last: mean and std over seeds per (method,
+  strength), and `best`: the strength of each method with the highest mean validation average accuracy, the
+  validation split being `sweep.validation_fraction` of each task's training data), and prints the result block
+  and the table."""
+  import pathlib  # pylint: disable=import-outside-toplevel
+  from nas_forgetting.io.metrics import write_csv  # pylint: disable=import-outside-toplevel
+  from nas_forgetting.io.report import print_result_block  # pylint: disable=import-outside-toplevel
+
+  workdir = pathlib.Path(workdir)
+  fraction = config.sweep.validation_fraction
+  validation = None
+  if fraction > 0:
+    tasks, validation = split_validation(tasks, fraction, config.seed)
+  all_members, table, results = [], [], {}
+  for method in config.methods:
+    result = run_method(config, tasks, method, validation=validation, max_traces=max_traces)
+    results[method] = result
+    t = result["accuracy"].shape[1]
+    rows = [{"seed": seed, "strength": strength, "after_task": i,
+             **{f"task_{j}": float(result["accuracy"][g, i, j]) for j in range(t)}}
+            for g, (seed, strength) in enumerate(result["members"]) for i in range(t)]
+    write_csv(workdir / method / "sweep_accuracy.csv", rows,
+              ["seed", "strength", "after_task"] + [f"task_{j}" for j in range(t)])
+    members, per_strength = summarize(method, result)
+    all_members += members
+    table += per_strength
+  best = best_strengths(table) if validation is not None else {}
+  for row in table:
+    row["best"] = best.get(row["method"]) == row["strength"]
+  write_csv(workdir / "sweep_members.csv", all_members)
+  strength_plot(workdir / "sweep_strength.png", table)
+  write_csv(workdir / "sweep_summary.csv", table)
+  from nas_forgetting.continual.experiment import data_description  # pylint: disable=import-outside-toplevel
+  data, scenario = data_description(config)
+  rows = {"data": data, "scenario": scenario, "tasks": len(tasks), "seeds": len(config.sweep.seeds),
+          "validation": (f"{fraction:g} of each task's training data" if validation is not None else "none")}
+  for method, strength in best.items():
+    row = next(r for r in table if r["method"] == method and r["strength"] == strength)
+    rows[f"best {method}"] = (f"strength {strength:g}: {100 * row['avg_accuracy_mean']:.2f} +- "
+                              f"{100 * row['avg_accuracy_std']:.2f} % test average accuracy")
+  rows["outputs"] = str(workdir)
+  print_result_block(f"Continual learning sweep: {', '.join(config.methods)}", rows)
+  text = format_table(table, best)
+  print(text, flush=True)
+  return {"sweep": results, "table": table, "members": all_members, "best": best, "stopped": False,
+          "text": text, "task_names": [t.name for t in tasks]}

@@ -1,0 +1,129 @@
+"""Sweeps: every (seed, strength) of a method in one vmapped program equals the independent single runs."""
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from nas_forgetting.continual import experiment, sweep
+from nas_forgetting.continual.runner import MethodRun
+from nas_forgetting.errors import ConfigError
+from nas_forgetting.io.metrics import read_csv
+from tests.continual.conftest import make_tiny_config
+
+
+def sweep_config(methods=("ewc",), **sweep_fields):
+  c = make_tiny_config(epochs=1)
+  c.stream.num_tasks = 2
+  c.methods = methods
+  c.sweep.seeds = (0, 1)
+  c.sweep.strengths.ewc = (10.0, 1000.0)
+  c.sweep.validation_fraction = 0.0
+  for k, v in sweep_fields.items():
+    c.sweep[k] = v
+  return c
+
+
+@pytest.fixture(scope="module")
+def tasks():
+  return experiment.load_tasks(sweep_config())
+
+
+@pytest.fixture(scope="module")
+def ewc_grid(tasks):
+  """The 2 seeds x 2 strengths EWC grid in one program (one trace of the grid epoch for both tasks)."""
+  config = sweep_config()
+  members = sweep.grid(config, "ewc")
+  return config, members, sweep.GridRun(config, tasks, "ewc", members, max_traces=1).run()
+
+
+def test_grid_equals_independent_single_runs(ewc_grid, tasks, tmp_path):
+  config, members, result = ewc_grid
+  assert members == [(0, 10.0), (0, 1000.0), (1, 10.0), (1, 1000.0)]
+  assert result["accuracy"].shape == (4, 2, 2)
+  for i, (seed, strength) in enumerate(members):
+    single = MethodRun(sweep.member_config(config, seed), tasks, sweep.member_label("ewc", strength),
+                       tmp_path / str(i)).run()
+    chex.assert_trees_all_close(jax.tree.map(lambda a, i=i: a[i], result["params"]), single["params"],
+                                rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(result["accuracy"][i], single["accuracy"], atol=1e-6)
+    np.testing.assert_allclose(result["baseline"][i], single["baseline"], atol=1e-6)
+  # the members differ: seeds change the initialisation, strengths the training
+  flat = [np.concatenate([np.ravel(x[i]) for x in jax.tree.leaves(result["params"])]) for i in range(4)]
+  assert len({f.tobytes() for f in flat}) == 4
+
+
+def test_forced_small_chunk_gives_the_same_results(ewc_grid, tasks):
+  config, members, whole = ewc_grid
+  chunked = sweep.run_method(sweep_config(chunk=3), tasks, "ewc")  # chunks of 3 and 1 members
+  assert chunked["chunk"] == 3 and chunked["members"] == members
+  np.testing.assert_allclose(chunked["accuracy"], whole["accuracy"], atol=1e-6)
+  chex.assert_trees_all_close(chunked["params"], whole["params"], rtol=1e-5, atol=1e-6)
+
+
+def test_chunk_from_memory_budget():
+  assert sweep.grid_chunk(16, 100, chunk=5, memory_fraction=0.5, cpu_budget=1) == 5
+  assert sweep.grid_chunk(16, 100, chunk=0, memory_fraction=0.5, cpu_budget=450) == 4  # the CPU reports no memory
+  assert sweep.grid_chunk(16, 100, chunk=0, memory_fraction=0.5, cpu_budget=10) == 1
+  assert sweep.grid_chunk(3, 100, chunk=0, memory_fraction=0.5, cpu_budget=10**9) == 3
+
+
+def test_validation_split_is_carved_from_training_data(tasks):
+  train, valid = sweep.split_validation(tasks, 0.25, seed=0)
+  for task, tr, va in zip(tasks, train, valid):
+    n = len(task.train.labels)
+    assert len(va.test.labels) == round(0.25 * n) and len(tr.train.labels) + len(va.test.labels) == n
+    rows = {r.tobytes() for r in task.train.images}
+    assert all(r.tobytes() in rows for r in va.test.images)  # from the training split...
+    assert not {r.tobytes() for r in va.test.images} & {r.tobytes() for r in tr.train.images}  # held out of it
+    np.testing.assert_array_equal(va.train.images, task.train.images)  # (unused) and the test split untouched
+    np.testing.assert_array_equal(tr.test.images, task.test.images)
+
+
+def test_sweep_experiment_outputs(tmp_path):
+  config = sweep_config(methods=("finetune", "ewc"), validation_fraction=0.25)
+  out = experiment.run(config, str(tmp_path))
+  table = read_csv(tmp_path / "sweep_summary.csv")
+  assert [(r["method"], float(r["strength"])) for r in table] == [("finetune", 0.0), ("ewc", 10.0), ("ewc", 1000.0)]
+  members = read_csv(tmp_path / "sweep_members.csv")
+  assert len(members) == 2 + 4
+  for row in table:  # mean and std over the seeds of the member rows
+    accs = [float(m["avg_accuracy"]) for m in members
+            if m["method"] == row["method"] and float(m["strength"]) == float(row["strength"])]
+    assert float(row["avg_accuracy_mean"]) == pytest.approx(np.mean(accs))
+    assert float(row["avg_accuracy_std"]) == pytest.approx(np.std(accs))
+  ewc = [r for r in table if r["method"] == "ewc"]
+  best = max(ewc, key=lambda r: float(r["validation_avg_accuracy_mean"]))
+  assert out["best"] == {"ewc": float(best["strength"])}
+  assert [r["best"] for r in table] == ["False"] + [str(r is best) for r in ewc]
+  matrices = read_csv(tmp_path / "ewc" / "sweep_accuracy.csv")
+  assert len(matrices) == 4 * 2 and set(matrices[0]) == {"seed", "strength", "after_task", "task_0", "task_1"}
+  assert (tmp_path / "sweep_strength.png").stat().st_size > 0
+  assert "ewc" in out["text"] and "+-" in out["text"]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("seeds", (0, 0), "repeats a seed"),
+    ("seeds", (), "needs sweep.seeds"),
+    ("chunk", -1, "sweep.chunk"),
+    ("validation_fraction", 1.0, "sweep.validation_fraction"),
+])
+def test_validate_sweep_fields(field, value, message):
+  config = sweep_config()
+  config.sweep[field] = value
+  with pytest.raises(ConfigError, match=message):
+    experiment.validate_config(config)
+
+
+def test_validate_sweep_strengths():
+  config = sweep_config()
+  config.sweep.strengths.ewc = (1.0, -1.0)
+  with pytest.raises(ConfigError, match="sweep.strengths.ewc"):
+    experiment.validate_config(config)
+  config.sweep.strengths.ewc = (1.0, 1.0)
+  with pytest.raises(ConfigError, match="repeats a strength"):
+    experiment.validate_config(config)
+  config = sweep_config(methods=("ewc@100",))
+  with pytest.raises(ConfigError, match="names its own"):
+    experiment.validate_config(config)
+  experiment.validate_config(sweep_config())
