@@ -6,7 +6,8 @@ optimizer-state entry after the step is finite (`nas_forgetting.numerics.all_fin
 and the step's losses out of the compiled step and checks them on the host once per logging interval, so a diverged
 run stops (DivergenceError) without a device synchronisation per step.
 Hyper-parameters are static arguments (bind them with functools.partial before jax.jit); the learning rate is a
-traced argument, so the decay schedule does not recompile. The language-model data are time-major token arrays
+traced argument, written into the optimizer's injected hyper-parameters (`optax.inject_hyperparams`), so the decay
+schedule does not recompile. The language-model data are time-major token arrays
 (num_steps, batch) that stay on the device; a window is cut out with a traced start index.
 """
 
@@ -41,16 +42,36 @@ class SharedState(NamedTuple):
 
 def shared_optimizer(grad_clip: float, l2_reg: float, momentum: float = 0.0,
                      nesterov: bool = False) -> optax.GradientTransformation:
-  """Global-norm clip, L2 weight decay, optional (Nesterov) momentum; the step scales by -learning_rate, so the
-  learning rate is a traced argument (SGD as the references)."""
-  parts = []
-  if grad_clip > 0:
-    parts.append(optax.clip_by_global_norm(grad_clip))
-  if l2_reg > 0:
-    parts.append(optax.add_decayed_weights(l2_reg))
-  if momentum > 0:
-    parts.append(optax.trace(decay=momentum, nesterov=nesterov))
-  return optax.chain(*parts) if parts else optax.identity()
+  """SGD as the references: global-norm clip, L2 weight decay, optional (Nesterov) momentum, then -learning_rate.
+
+  The learning rate is an injected hyper-parameter (`optax.inject_hyperparams`): it lives in the optimizer state,
+  and the shared steps write their traced `lr` argument there (`with_learning_rate`), so the decay schedule does
+  not recompile.
+  """
+  def sgd(learning_rate):
+    parts = []
+    if grad_clip > 0:
+      parts.append(optax.clip_by_global_norm(grad_clip))
+    if l2_reg > 0:
+      parts.append(optax.add_decayed_weights(l2_reg))
+    if momentum > 0:
+      parts.append(optax.trace(decay=momentum, nesterov=nesterov))
+    parts.append(optax.scale_by_learning_rate(learning_rate))
+    return optax.chain(*parts)
+
+  return optax.inject_hyperparams(sgd)(learning_rate=0.0)
+
+
+def with_learning_rate(opt_state: optax.OptState, lr: jax.Array) -> optax.OptState:
+  """`opt_state` of `shared_optimizer` with its injected learning rate set to `lr` (float32, traced or not)."""
+  return opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": jnp.asarray(lr, jnp.float32)})
+
+
+def _sgd_update(state: SharedState, grads: Any, lr: jax.Array,
+                optimizer: optax.GradientTransformation) -> tuple[Any, Any, Any]:
+  """(params, opt_state, updates) after one step of `optimizer` at learning rate `lr`."""
+  updates, opt_state = optimizer.update(grads, with_learning_rate(state.opt_state, lr), state.params)
+  return optax.apply_updates(state.params, updates), opt_state, updates
 
 
 def shared_learning_rate(epoch: int, *, lr: float, decay: float, decay_after: int) -> float:
@@ -107,11 +128,10 @@ def rnn_shared_step(state: SharedState, data: jax.Array, start: jax.Array, hidde
     return loss + parts["wpl"], (new_hidden, parts, extras)
 
   (loss, (new_hidden, parts, extras)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  params = jax.tree.map(lambda p, u: p - lr * u, state.params, updates)
+  params, opt_state, updates = _sgd_update(state, grads, lr, optimizer)
   metrics = {"shared/loss": loss, "shared/ce": parts["ce"], "shared/perplexity": jnp.exp(parts["ce"]),
              "shared/ar": parts["ar"], "shared/tar": parts["tar"], "shared/grad_norm": optax.tree.norm(grads),
-             "shared/update_norm": lr * optax.tree.norm(updates), "shared/param_norm": optax.tree.norm(params),
+             "shared/update_norm": optax.tree.norm(updates), "shared/param_norm": optax.tree.norm(params),
              "shared/max_hidden_norm": extras["max_hidden_norm"], "shared/clipped_fraction": extras["clipped_fraction"],
              "shared/lr": lr, "shared/params_finite": all_finite((params, opt_state))}
   if wpl_hp is not None:
@@ -280,10 +300,9 @@ def cnn_shared_step(state: SharedState, images: jax.Array, labels: jax.Array, in
     return _cross_entropy(logits, y).mean() + wpl, (logits, wpl)
 
   (loss, (logits, wpl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  params = jax.tree.map(lambda p, u: p - lr * u, state.params, updates)
+  params, opt_state, updates = _sgd_update(state, grads, lr, optimizer)
   metrics = {"shared/loss": loss, "shared/accuracy": jnp.mean(jnp.argmax(logits, -1) == y),
-             "shared/grad_norm": optax.tree.norm(grads), "shared/update_norm": lr * optax.tree.norm(updates),
+             "shared/grad_norm": optax.tree.norm(grads), "shared/update_norm": optax.tree.norm(updates),
              "shared/param_norm": optax.tree.norm(params), "shared/lr": lr,
              "shared/params_finite": all_finite((params, opt_state))}
   if wpl_hp is not None:

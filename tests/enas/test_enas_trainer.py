@@ -6,6 +6,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from nas_forgetting.enas import trainer as tr
@@ -53,6 +54,27 @@ def test_shared_training_lowers_the_loss_of_a_fixed_cell():
   assert int(state.step) == 100
   ce, ppl = tr.rnn_evaluate(state.params, data, arch, model=MODEL, bptt=BPTT)
   assert ppl < np.exp(first) and ppl == pytest.approx(np.exp(ce))
+
+
+def test_learning_rate_is_injected_into_the_optimizer_state_and_traced_once():
+  """The shared step writes its lr into `optax.inject_hyperparams` state: a new lr each call, one trace."""
+  opt = tr.shared_optimizer(grad_clip=0.25, l2_reg=1e-7, momentum=0.9, nesterov=True)
+
+  @chex.assert_max_traces(n=1)
+  def step_fn(*args):
+    return tr.rnn_shared_step(*args, model=MODEL, optimizer=opt, bptt=BPTT, ar_alpha=0.0, tar_beta=0.0)
+
+  step = jax.jit(step_fn)
+  state, hidden = tr.init_shared(_params(), opt), jnp.zeros((B, H))
+  arch = jnp.asarray(SPACE.from_string("0:tanh(x,h) 1:ReLU(0) 2:identity(1) 3:tanh(0)"))
+  for k, lr in enumerate((20.0, 19.2, 0.5)):
+    before = state.params
+    state, hidden, m = step(state, _corpus(), jnp.asarray(k * BPTT), hidden, arch, jax.random.key(k),
+                            jnp.asarray(lr, jnp.float32))
+    assert float(state.opt_state.hyperparams["learning_rate"]) == np.float32(lr) == float(m["shared/lr"])
+    moved = optax.tree.norm(jax.tree.map(lambda a, b: a - b, state.params, before))
+    assert float(m["shared/update_norm"]) == pytest.approx(float(moved), rel=1e-4)
+  chex.clear_trace_counter()
 
 
 def test_learning_rate_schedule():
