@@ -14,7 +14,7 @@ Outputs under `workdir` (the launcher adds `config.json` and `git_revision.txt`)
 * `search/` (task 1): `replay_buffer.csv`, `q_values.csv` (the reference's formats), `diverged.csv` (when a net's
   evaluation diverged), `search_state.json` and `state/` (the committed generation the search resumes from; see
   `nas_forgetting.dpnas.search`), `moving_average_reward.{png,pdf}`;
-* `fixed/` (task 2): `fixed_net.csv`, `chosen_to_train.csv`, `checkpoints/<variant>/<net>/seed_<seed>.{msgpack,json}`
+* `fixed/` (task 2): `fixed_net.csv`, `chosen_to_train.csv`, `checkpoints/<variant>/<net>/seed_<seed>{/,.json}`
   (best validation epoch; see `nas_forgetting.dpnas.fixed`), `seed_spread.{png,pdf}`;
 * `stored_embedding/` (task 2 with `fixed.store_embedding`);
 * `summary.json`, written last: `finished` (the schedule ended / every net and seed evaluated), `seconds` (the run's

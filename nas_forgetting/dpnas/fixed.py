@@ -10,7 +10,8 @@ Every net is evaluated with several seeds at once by the same evaluator as the s
 seed: the initialisation lottery of hypothesis 2); `full_training` in the evaluator's config gives hypothesis 3.
 Outputs: `fixed_net.csv` (one row per net and seed; rewritten after every net), `chosen_to_train.csv` when the nets
 came from a CSV, `seed_spread.{png,pdf}` (the reward of every seed per net), and one checkpoint per (net, seed,
-variant): `checkpoints/<variant>/<net>/seed_<seed>.msgpack`, the classifier (`deep_prior`) or the whole net
+variant): `checkpoints/<variant>/<net>/seed_<seed>/` (an orbax checkpoint through
+`nas_forgetting.io.checkpoint.Checkpointer`, step 0), the classifier (`deep_prior`) or the whole net
 (`full_training`) as it was after its best validation epoch (the reference's `model_best`), with
 `seed_<seed>.json` beside it (what was evaluated, the fixed-net row and the best epoch). `<net>` is
 `row<index>_<digest>` for a replay-buffer row and `net_<digest>` for a net string, the digest being the first 12 hex
@@ -32,6 +33,7 @@ import math
 import pathlib
 from typing import Mapping, Sequence
 
+import jax
 import numpy as np
 
 from nas_forgetting.dpnas import logs
@@ -39,6 +41,9 @@ from nas_forgetting.dpnas import net_string as ns
 from nas_forgetting.dpnas.q_learning import ReplayRow
 from nas_forgetting.errors import ArchitectureError, CheckpointError, ConfigError, DataError
 from nas_forgetting.io import plots
+from nas_forgetting.io.atomic import atomic_write_text
+from nas_forgetting.io.checkpoint import Checkpointer
+from nas_forgetting.io.progress import progress
 
 FIXED_FILE = "fixed_net.csv"
 CHOSEN_FILE = "chosen_to_train.csv"
@@ -105,20 +110,28 @@ def checkpoint_identity(evaluator, index: int, net: str, seed: int, context: Map
   return json.loads(json.dumps(identity))
 
 
-def load_checkpoint(path: str | pathlib.Path) -> tuple[dict, dict]:
-  """(variables {"params", "batch_stats"}, record) of `<folder>/seed_<seed>.msgpack` and its `.json` record
-  (keys identity, row, best_epoch)."""
-  from flax import serialization
-  path = pathlib.Path(path)
-  record_path = path.with_suffix(".json")
-  for p in (path, record_path):
-    if not p.is_file():
-      raise CheckpointError(f"{p}: no such checkpoint file")
+CHECKPOINT_STEP = 0  # each (net, seed) folder holds one orbax checkpoint
+
+
+def _checkpointer(folder: pathlib.Path, seed: int) -> Checkpointer:
+  return Checkpointer(pathlib.Path(folder) / f"seed_{seed}", max_to_keep=1)
+
+
+def load_checkpoint(folder: str | pathlib.Path, seed: int, like: Mapping) -> tuple[dict, dict]:
+  """(variables, record) of one (net, seed) of `checkpoint_folder(...)`: the variables {"params", "batch_stats"}
+  after its best validation epoch, restored into the structure, shapes and dtypes of `like` (e.g. the model's
+  `init` or its `jax.eval_shape`; a mismatch raises CheckpointError), and its `seed_<seed>.json` record (keys
+  identity, row, best_epoch, seconds)."""
+  folder = pathlib.Path(folder)
+  record_path = folder / f"seed_{seed}.json"
+  if not record_path.is_file():
+    raise CheckpointError(f"{record_path}: no such checkpoint record")
   try:
-    variables = serialization.msgpack_restore(path.read_bytes())
     record = json.loads(record_path.read_text())
   except (ValueError, TypeError) as error:
-    raise CheckpointError(f"{path}: unreadable checkpoint ({error})") from error
+    raise CheckpointError(f"{record_path}: unreadable checkpoint record ({error})") from error
+  with _checkpointer(folder, seed) as checkpointer:
+    variables = checkpointer.restore(CHECKPOINT_STEP, like)
   return variables, record
 
 
@@ -140,7 +153,7 @@ def _finished(folder: pathlib.Path, seed: int, identity: dict) -> dict | None:
     keys = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
     raise CheckpointError(f"{record_path} holds another evaluation (differs in {', '.join(keys)}); refusing to "
                           f"overwrite it: use another workdir or remove {folder}")
-  if not (folder / f"seed_{seed}.msgpack").is_file():
+  if _checkpointer(folder, seed).latest_step() != CHECKPOINT_STEP:
     return None
   return record["row"]
 
@@ -182,8 +195,8 @@ def run_fixed(evaluator, nets: Sequence[tuple[int, str]], seeds: Sequence[int], 
   """Evaluates every net with every seed; writes the files of the module docstring; returns the fixed-net rows.
 
   Every net is checked first (feasible for the images, `SM(c)` matching the data's classes), so a bad net fails
-  before anything is evaluated. With `save_params`, each (net, seed) leaves `seed_<seed>.msgpack` (the variables
-  after its best validation epoch) and `seed_<seed>.json` (identity, row, best_epoch, seconds) in
+  before anything is evaluated. With `save_params`, each (net, seed) leaves the orbax checkpoint `seed_<seed>/`
+  (the variables after its best validation epoch) and `seed_<seed>.json` (identity, row, best_epoch, seconds) in
   `checkpoint_folder(...)`; a (net, seed) whose record is there already is not evaluated again (its stored row is
   used), so an interrupted run resumes and a finished one is not overwritten. A record of another evaluation
   (different settings, data `context` or net) raises CheckpointError. Without `save_params` nothing is stored and
@@ -193,10 +206,6 @@ def run_fixed(evaluator, nets: Sequence[tuple[int, str]], seeds: Sequence[int], 
   the returned list), so the log of a resumed run equals an uninterrupted run's. `clock()`: the run's total seconds
   so far, stored in each record (see `recorded_seconds`).
   """
-  from flax import serialization
-
-  from nas_forgetting.io.atomic import atomic_write_bytes, atomic_write_text
-  from nas_forgetting.io.progress import progress
   check_nets(evaluator, nets, seeds, in_channels=in_channels, image_size=image_size)
   directory = pathlib.Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
@@ -226,8 +235,8 @@ def run_fixed(evaluator, nets: Sequence[tuple[int, str]], seeds: Sequence[int], 
         fresh[result.seed] = row
         if params is not None:
           folder.mkdir(parents=True, exist_ok=True)
-          single = serialization.to_state_dict(_take(params, k))
-          atomic_write_bytes(str(folder / f"seed_{result.seed}.msgpack"), serialization.msgpack_serialize(single))
+          with _checkpointer(folder, result.seed) as checkpointer:
+            checkpointer.save(CHECKPOINT_STEP, _take(params, k))
           record = {"identity": identities[result.seed], "row": row,
                     "best_epoch": int(np.argmax(result.acc_val_all_epochs)),
                     "seconds": float(clock()) if clock else 0.0}
@@ -248,7 +257,6 @@ def run_fixed(evaluator, nets: Sequence[tuple[int, str]], seeds: Sequence[int], 
 
 
 def _take(tree, k: int):
-  import jax
   return jax.tree.map(lambda x: np.asarray(x[k]), tree)
 
 

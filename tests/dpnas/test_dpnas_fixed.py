@@ -2,8 +2,10 @@
 
 import dataclasses
 import importlib.util
+import functools
 import math
 
+import jax
 import numpy as np
 import pytest
 
@@ -107,7 +109,7 @@ def test_run_fixed_keeps_one_best_epoch_checkpoint_per_net_seed_and_variant_and_
   assert (tmp_path / "chosen_to_train.csv").read_text().splitlines()[1].startswith("4,1.0,0.5,")
   assert (tmp_path / "seed_spread.png").is_file() and (tmp_path / "seed_spread.pdf").is_file()
   # two nets x two seeds: four checkpoints in four distinct places, one folder per net
-  saved = sorted((tmp_path / "checkpoints").rglob("*.msgpack"))
+  saved = sorted(p for p in (tmp_path / "checkpoints").rglob("seed_*") if p.is_dir())
   assert len(saved) == 4 and len({p.parent for p in saved}) == 2
   assert all(p.parent.parent.name == "deep_prior" for p in saved)
   # each restored classifier, applied to its seed's validation embedding, scores the recorded best accuracy
@@ -115,21 +117,23 @@ def test_run_fixed_keeps_one_best_epoch_checkpoint_per_net_seed_and_variant_and_
   for r in rows:
     folder = fixed.checkpoint_folder(tmp_path, r["index"], r["net"], full_training=False)
     assert folder.name.startswith(f"row{r['index']}_")
-    variables, record = fixed.load_checkpoint(folder / f"seed_{r['seed']}.msgpack")
+    _, val, _ = evaluator.embed(r["net"], [r["seed"]])
+    classifier = dp.DeepPriorClassifier(4, (), BUMPY.bn_epsilon)
+    like = {"params": jax.eval_shape(classifier.init, jax.random.key(0), val[0])["params"], "batch_stats": {}}
+    variables, record = fixed.load_checkpoint(folder, r["seed"], like)
     assert record["row"] == r and record["identity"]["seed"] == r["seed"]
     assert r["acc_val_all_epochs"][record["best_epoch"]] == r["acc_best_val"] == max(r["acc_val_all_epochs"])
     best_not_last += r["acc_best_val"] > r["acc_val_all_epochs"][-1]
-    _, val, _ = evaluator.embed(r["net"], [r["seed"]])
-    logits = dp.DeepPriorClassifier(4, (), BUMPY.bn_epsilon).apply({"params": variables["params"]}, val[0])
+    logits = classifier.apply({"params": variables["params"]}, val[0])
     assert accuracy(logits, data.val_y) == pytest.approx(r["acc_best_val"], abs=1e-3)
   assert best_not_last  # the oracle above tells the best epoch from the last one
 
   # a rerun evaluates nothing again and leaves every file as it was; a new seed is the only one evaluated
-  before = {p: p.read_bytes() for p in (tmp_path / "checkpoints").rglob("seed_*")}
+  before = {p: p.read_bytes() for p in (tmp_path / "checkpoints").rglob("*") if p.is_file()}
   evaluator.calls.clear()
   again = fixed.run_fixed(evaluator, nets, [0, 1], tmp_path, chosen=chosen, in_channels=1, image_size=8)
   assert again == rows and evaluator.calls == []
-  assert {p: p.read_bytes() for p in (tmp_path / "checkpoints").rglob("seed_*")} == before
+  assert {p: p.read_bytes() for p in (tmp_path / "checkpoints").rglob("*") if p.is_file()} == before
   more = fixed.run_fixed(evaluator, nets[:1], [0, 1, 2], tmp_path, in_channels=1, image_size=8)
   assert evaluator.calls == [(NETS[0], [2])] and more[:2] == rows[:2]
   # other settings at the same place: refused, nothing overwritten
@@ -146,20 +150,21 @@ def test_full_training_checkpoints_hold_the_whole_net_at_its_best_epoch_beside_t
   deep = fixed.run_fixed(ev.Evaluator(data, BUMPY), [(-1, net)], [3], tmp_path, in_channels=1, image_size=8)
   full_config = dataclasses.replace(BUMPY, full_training=True)
   full = fixed.run_fixed(ev.Evaluator(data, full_config), [(-1, net)], [3], tmp_path, in_channels=1, image_size=8)
-  paths = sorted(p.relative_to(tmp_path).parts for p in (tmp_path / "checkpoints").rglob("*.msgpack"))
+  paths = sorted(p.relative_to(tmp_path).parts for p in (tmp_path / "checkpoints").rglob("seed_3") if p.is_dir())
   assert [p[1] for p in paths] == ["deep_prior", "full_training"] and paths[0][2] == paths[1][2]
   assert paths[0][2].startswith("net_")
-  variables, record = fixed.load_checkpoint(fixed.checkpoint_folder(tmp_path, -1, net, True) / "seed_3.msgpack")
-  assert record["identity"]["variant"] == "full_training" and full[0] != deep[0]
   model = dp.DeepPriorNet(net, full_config.bn_epsilon, full_config.weight_init)
+  like = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), data.val_x)
+  variables, record = fixed.load_checkpoint(fixed.checkpoint_folder(tmp_path, -1, net, True), 3, like)
+  assert record["identity"]["variant"] == "full_training" and full[0] != deep[0]
   logits = model.apply(variables, data.val_x, train=False)
   assert accuracy(logits, data.val_y) == pytest.approx(full[0]["acc_best_val"], abs=1e-3)
   assert full[0]["acc_best_val"] > full[0]["acc_val_all_epochs"][-1]  # the best epoch is not the last
 
 
 def test_checkpoint_records_that_cannot_be_read_name_the_file(tmp_path):
-  with pytest.raises(CheckpointError, match="no such checkpoint file"):
-    fixed.load_checkpoint(tmp_path / "seed_0.msgpack")
+  with pytest.raises(CheckpointError, match="seed_0.json: no such checkpoint record"):
+    fixed.load_checkpoint(tmp_path, 0, {})
   evaluator = ev.Evaluator(ev.stripe_data(16, 8, 8), CONFIG)
   folder = fixed.checkpoint_folder(tmp_path, 2, NETS[0], False)
   folder.mkdir(parents=True)

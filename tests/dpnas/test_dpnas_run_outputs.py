@@ -8,9 +8,13 @@ import pathlib
 import sys
 import time
 
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from nas_forgetting.dpnas import experiment
+from nas_forgetting.dpnas import fixed
 from nas_forgetting.dpnas import logs
 from nas_forgetting.dpnas import q_learning as ql
 from nas_forgetting.io.metrics import read_jsonl
@@ -61,12 +65,26 @@ def without_clock(summary):
   return summary
 
 
+def checkpoint_arrays(folder):
+  """{leaf path: (dtype, shape, bytes)} of the orbax checkpoint of a fixed-net (net, seed) folder (its files hold
+  timestamps and random ids, so the stored arrays are compared, not the files)."""
+  with ocp.StandardCheckpointer() as checkpointer:
+    tree = checkpointer.restore(folder / str(fixed.CHECKPOINT_STEP) / "default")
+  return {jax.tree_util.keystr(k): (str(v.dtype), v.shape, np.asarray(v).tobytes())
+          for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
 def outputs(workdir):
   """Every output a resumed run must reproduce (wall-clock fields left out)."""
   files = {}
+  checkpoints = sorted(p for p in workdir.rglob("seed_*") if p.is_dir())
+  for folder in checkpoints:
+    files[str(folder.relative_to(workdir))] = checkpoint_arrays(folder)
   for path in sorted(workdir.rglob("*")):
     name = str(path.relative_to(workdir))
     if not path.is_file() or path.suffix in (".png", ".pdf") or "tensorboard" in name or name.startswith("."):
+      continue
+    if any(folder in path.parents for folder in checkpoints):
       continue
     if path.name == "summary.json":
       files[name] = without_clock(json.loads(path.read_text()))
@@ -103,11 +121,12 @@ def test_search_killed_after_each_write_resumes_to_the_uninterrupted_run(tmp_pat
 
 def test_fixed_nets_killed_after_each_write_resume_to_the_uninterrupted_run(tmp_path, write_faults, shared_data):
   config = fixed_config(shared_data, write_replay(tmp_path / "replay.csv"))
-  config.fixed.num_seeds = 1  # two nets, one seed each: 10 writes (several seeds resume in test_dpnas_fixed)
+  config.fixed.num_seeds = 1  # two nets, one seed each: 12 writes (several seeds resume in test_dpnas_fixed)
   writes = write_faults.count(lambda: experiment.run(config, str(tmp_path / "full")))
   expected = outputs(tmp_path / "full")
   assert [(r["step"], r["seed"], r["index"]) for r in expected["metrics.jsonl"]] == [(0, 0, 0), (1, 0, 1)]
-  assert len(expected["fixed/fixed_net.csv"].splitlines()) == 3 and writes == 10
+  # 12 = the 10 of the run's state and logs + the seed-spread figure's PDF and PNG (atomic writes of io/plots.py)
+  assert len(expected["fixed/fixed_net.csv"].splitlines()) == 3 and writes == 12
   for k in range(1, writes + 1):
     workdir = tmp_path / f"kill{k}"
     assert write_faults.kill_after(k, lambda: experiment.run(config, str(workdir)))
