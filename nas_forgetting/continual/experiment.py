@@ -91,9 +91,11 @@ def default_config() -> ml_collections.ConfigDict:
   # share of each task's training data held out (seeded by `seed`) as the validation split on which the best
   # strength per method is chosen (never the test split); the members train on the rest. 0 = no choice made
   c.sweep.validation_fraction = 0.1
-  c.sweep.chunk = 0  # members trained together (memory bound); 0 = as many as fit in free device memory
+  # most members trained together (memory bound; the grid is cut into equal chunks trained one after the other,
+  # same results); 0 = as many as fit in memory_fraction of the free device memory (cpu_memory_budget on the CPU)
+  c.sweep.chunk = 0
   c.sweep.memory_fraction = 0.5  # share of the free device memory the grid may use (chunk=0)
-  c.sweep.cpu_memory_budget = 1 << 30  # bytes assumed free on devices that report no memory statistics (the CPU)
+  c.sweep.cpu_memory_budget = 1 << 31  # bytes the grid may use on devices that report no memory statistics (CPU)
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.max_to_keep = 2  # checkpoints kept per method (one is written after every epoch)
   return c

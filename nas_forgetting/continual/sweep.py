@@ -83,15 +83,19 @@ def member_bytes(state: dict, test_rows: int, num_outputs: int) -> int:
 
 def grid_chunk(num_members: int, per_member: int, *, chunk: int, memory_fraction: float, cpu_budget: int,
                device: jax.Device | None = None) -> int:
-  """Members trained together: `chunk` when > 0, else as many as fit in `memory_fraction` of the device's free
-  memory (`cpu_budget` bytes where the device reports none, as the CPU does), at least 1, at most all."""
-  if chunk > 0:
-    return min(chunk, num_members)
-  from nas_forgetting.dpnas.evaluator import free_device_memory  # pylint: disable=import-outside-toplevel
-  device = device or jax.local_devices()[0]
-  free = free_device_memory(device, -1)
-  budget = cpu_budget if free < 0 else int(free * memory_fraction)
-  return int(max(1, min(num_members, budget // max(per_member, 1))))
+  """Members trained together: at most `chunk` when > 0, else at most as many as fit in `memory_fraction` of the
+  device's free memory (`cpu_budget` bytes where the device reports none, as the CPU does); at least 1. The chunks
+  are balanced (16 members at most 15 together: two chunks of 8), so that every chunk has the same shapes and the
+  grid epoch compiles once."""
+  if chunk <= 0:
+    from nas_forgetting.dpnas.evaluator import free_device_memory  # pylint: disable=import-outside-toplevel
+    device = device or jax.local_devices()[0]
+    free = free_device_memory(device, -1)
+    budget = cpu_budget if free < 0 else int(free * memory_fraction)
+    chunk = budget // max(per_member, 1)
+  chunk = int(max(1, min(num_members, chunk)))
+  parts = -(-num_members // chunk)
+  return -(-num_members // parts)
 
 
 def _stack(trees: Sequence) -> object:

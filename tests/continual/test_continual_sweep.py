@@ -55,14 +55,16 @@ def test_grid_equals_independent_single_runs(ewc_grid, tasks, tmp_path):
 
 def test_forced_small_chunk_gives_the_same_results(ewc_grid, tasks):
   config, members, whole = ewc_grid
-  chunked = sweep.run_method(sweep_config(chunk=3), tasks, "ewc")  # chunks of 3 and 1 members
-  assert chunked["chunk"] == 3 and chunked["members"] == members
+  chunked = sweep.run_method(sweep_config(chunk=3), tasks, "ewc")  # at most 3 together: two chunks of 2
+  assert chunked["chunk"] == 2 and chunked["members"] == members
   np.testing.assert_allclose(chunked["accuracy"], whole["accuracy"], atol=1e-6)
   chex.assert_trees_all_close(chunked["params"], whole["params"], rtol=1e-5, atol=1e-6)
 
 
 def test_chunk_from_memory_budget():
-  assert sweep.grid_chunk(16, 100, chunk=5, memory_fraction=0.5, cpu_budget=1) == 5
+  assert sweep.grid_chunk(16, 100, chunk=4, memory_fraction=0.5, cpu_budget=1) == 4
+  assert sweep.grid_chunk(16, 100, chunk=5, memory_fraction=0.5, cpu_budget=1) == 4  # 4 equal chunks, not 5+5+5+1
+  assert sweep.grid_chunk(16, 100, chunk=15, memory_fraction=0.5, cpu_budget=1) == 8
   assert sweep.grid_chunk(16, 100, chunk=0, memory_fraction=0.5, cpu_budget=450) == 4  # the CPU reports no memory
   assert sweep.grid_chunk(16, 100, chunk=0, memory_fraction=0.5, cpu_budget=10) == 1
   assert sweep.grid_chunk(3, 100, chunk=0, memory_fraction=0.5, cpu_budget=10**9) == 3
