@@ -94,6 +94,7 @@ def default_config() -> ml_collections.ConfigDict:
   # most members trained together (memory bound; the grid is cut into equal chunks trained one after the other,
   # same results); 0 = as many as fit in memory_fraction of the free device memory (cpu_memory_budget on the CPU)
   c.sweep.chunk = 0
+  c.sweep.shard = True  # shard the grid axis over the local devices (the most that divide a chunk evenly)
   c.sweep.memory_fraction = 0.5  # share of the free device memory the grid may use (chunk=0)
   c.sweep.cpu_memory_budget = 1 << 31  # bytes the grid may use on devices that report no memory statistics (CPU)
   c.checkpoint = ml_collections.ConfigDict()
@@ -188,6 +189,7 @@ def _validate_sweep(config) -> None:
                         f"({', '.join(m for m in config.methods if parse_method(m)[0] == name)})")
   cc.number(config, "sweep.validation_fraction", minimum=0.0, below=1.0)
   cc.integer(config, "sweep.chunk", minimum=0)
+  cc.boolean(config, "sweep.shard")
   cc.number(config, "sweep.memory_fraction", above=0.0, maximum=1.0)
   cc.integer(config, "sweep.cpu_memory_budget", minimum=1)
 

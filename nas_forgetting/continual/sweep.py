@@ -18,6 +18,11 @@ Evaluation is vmapped too (one call per task for the whole grid); importance and
 with the single run's own code (`MethodRun._consolidate`), so every method, estimator and accumulation mode is the
 one definition a single run uses.
 
+Devices: with `config.sweep.shard` the grid axis of a chunk is sharded over the local devices (`grid_mesh`: the
+most devices that divide the chunk evenly; `jax.sharding.NamedSharding`, data replicated), so each device trains
+its members; the compiled epoch is the same vmapped function, partitioned by XLA. Consolidation gathers the
+members on the first device and places the result back.
+
 Memory: `grid_chunk(...)` bounds the number of members trained together (`config.sweep.chunk`, 0 = sized from the
 free device memory, or `sweep.cpu_memory_budget` bytes on devices that report none): the members are trained chunk
 after chunk, each chunk one vmapped program of the same shapes (one trace per chunk size).
@@ -32,6 +37,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from nas_forgetting.continual import metrics as cm
 from nas_forgetting.continual import runner as rn
@@ -98,6 +104,13 @@ def grid_chunk(num_members: int, per_member: int, *, chunk: int, memory_fraction
   return -(-num_members // parts)
 
 
+def grid_mesh(num_members: int, devices: Sequence[jax.Device] | None = None) -> Mesh | None:
+  """A one-axis mesh ('grid') over the most local devices that divide `num_members` evenly (None: one device)."""
+  devices = list(devices or jax.local_devices())
+  count = max(k for k in range(1, len(devices) + 1) if num_members % k == 0)
+  return None if count == 1 else Mesh(np.array(devices[:count]), ("grid",))
+
+
 def _stack(trees: Sequence) -> object:
   return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
@@ -149,6 +162,8 @@ class GridRun:
     for r in self.runs[1:]:
       r.test = first.test  # one device copy of the test data
     self.first, self.max_traces = first, max_traces
+    # the grid axis sharded over the local devices (each holds its members' state; data replicated)
+    self.mesh = grid_mesh(len(self.members)) if config.sweep.shard else None
     self.num_tasks = first.num_tasks
     self.validation = None  # the validation splits (as each task's `test`), evaluated like the test splits
     if validation is not None:
@@ -157,12 +172,23 @@ class GridRun:
       self.validation = [rn._task_arrays(validation, [j], "test", size)  # pylint: disable=protected-access
                          for j in range(self.num_tasks)]
 
+  def _place(self, tree, *, replicated: bool = False):
+    """`tree` sharded on its leading (grid) axis over the mesh, or replicated (no mesh: unchanged)."""
+    if self.mesh is None:
+      return tree
+    return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec() if replicated else PartitionSpec("grid")))
+
+  def _gather(self, tree):
+    """`tree` on the first local device (the members' consolidation runs there; no mesh: unchanged)."""
+    return tree if self.mesh is None else jax.device_put(tree, jax.local_devices()[0])
+
   def fresh_state(self) -> dict:
-    """The stacked state before the first task (each member's single-run initial state)."""
+    """The stacked state before the first task (each member's single-run initial state), placed on the mesh."""
     states = [r.fresh_state() for r in self.runs]
     state = {k: _stack([s[k] for s in states]) for k in GRID_KEYS}
     state["rng"] = jnp.stack([s["rng"] for s in states])
     state["strength"] = jnp.asarray([r.strength for r in self.runs], jnp.float32)
+    state = self._place(state)
     g, t = len(self.runs), self.num_tasks
     state.update(accuracy=np.zeros((g, t, t), np.float32), baseline=np.zeros((g, t), np.float32),
                  validation=np.zeros((g, t, t), np.float32))
@@ -179,10 +205,13 @@ class GridRun:
     key = ("grid_eval",) + f.model.key + (f.config.train.eval_batch_size,)
     self.eval_fn = rn._cached(key, lambda: make_grid_eval(f.eval_fn))  # pylint: disable=protected-access
     self.opt_init = jax.jit(jax.vmap(f._opt_init))  # pylint: disable=protected-access
+    self.test = [(self._place(d, replicated=True), n) for d, n in f.test]
+    if self.validation is not None:
+      self.validation = [(self._place(d, replicated=True), n) for d, n in self.validation]
 
   def _evaluate_all(self, state: dict, splits=None) -> np.ndarray:
     """(G, T) accuracies of every member on every task's test split (or `splits`)."""
-    splits = self.first.test if splits is None else splits
+    splits = self.test if splits is None else splits
     cols = [np.asarray(self.eval_fn(state["params"], state["batch_stats"], data, n)) for data, n in splits]
     return np.stack(cols, axis=1).astype(np.float32)
 
@@ -203,12 +232,12 @@ class GridRun:
 
   def _consolidate(self, state: dict, t: int) -> dict:
     """Each member's importance and anchors after task t, by the single run's `_consolidate`."""
-    new = []
+    new, stacked = [], self._gather({k: state[k] for k in GRID_KEYS + ("rng",)})
     for i, r in enumerate(self.runs):
-      member = {k: _member(state[k], i) for k in GRID_KEYS}
-      member["rng"] = state["rng"][i]
+      member = {k: _member(stacked[k], i) for k in GRID_KEYS}
+      member["rng"] = stacked["rng"][i]
       new.append(r._consolidate(member, t))  # pylint: disable=protected-access
-    return dict(state, **{k: _stack([s[k] for s in new]) for k in GRID_KEYS})
+    return dict(state, **self._place({k: _stack([s[k] for s in new]) for k in GRID_KEYS}))
 
   def run(self) -> dict:
     f = self.first
@@ -218,6 +247,7 @@ class GridRun:
     for t in range(self.num_tasks):
       indices = list(range(t + 1)) if self.method == "joint" else [t]
       data, n = rn._task_arrays(f.tasks, indices, "train", f.train_size)  # pylint: disable=protected-access
+      data = self._place(data, replicated=True)
       state["start_params"] = state["params"]
       if f.config.train.reset_optimizer:
         state["opt_state"] = self.opt_init(state["params"])

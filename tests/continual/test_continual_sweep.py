@@ -53,6 +53,26 @@ def test_grid_equals_independent_single_runs(ewc_grid, tasks, tmp_path):
   assert len({f.tobytes() for f in flat}) == 4
 
 
+def test_grid_sharded_over_devices_equals_one_device(ewc_grid, tasks):
+  config, members, sharded = ewc_grid  # 4 members over 4 of the 8 fake CPU devices (tests/conftest.py)
+  assert len(jax.local_devices()) >= 4
+  for leaf in jax.tree.leaves(sharded["params"]):
+    assert len(leaf.sharding.device_set) == 4
+  one = sweep.GridRun(sweep_config(shard=False), tasks, "ewc", members).run()
+  for leaf in jax.tree.leaves(one["params"]):
+    assert len(leaf.sharding.device_set) == 1
+  np.testing.assert_allclose(sharded["accuracy"], one["accuracy"], atol=1e-6)
+  chex.assert_trees_all_close(sharded["params"], one["params"], rtol=1e-5, atol=1e-6)
+
+
+def test_grid_mesh_uses_the_most_devices_dividing_the_grid():
+  devices = jax.local_devices()[:8]
+  assert sweep.grid_mesh(4, devices).devices.size == 4
+  assert sweep.grid_mesh(6, devices).devices.size == 6
+  assert sweep.grid_mesh(16, devices).devices.size == 8
+  assert sweep.grid_mesh(7, devices[:4]) is None  # 7 is prime: one device
+
+
 def test_forced_small_chunk_gives_the_same_results(ewc_grid, tasks):
   config, members, whole = ewc_grid
   chunked = sweep.run_method(sweep_config(chunk=3), tasks, "ewc")  # at most 3 together: two chunks of 2
