@@ -74,7 +74,9 @@ AXIS = "seeds"
 # EvalConfig fields that change only speed and memory, not what is computed (up to floating-point summation order)
 SPEED_FIELDS = ("embed_chunk_size", "memory_fraction", "cpu_memory_budget", "eval_batch_size", "bucket",
                 "seed_batching")
-_TRAIN_FNS: dict = {}  # compiled classifier-training functions, shared by every Evaluator of this process
+# Compile caches shared by every Evaluator of this process, keyed on the frozen EvalConfig as a whole (with the
+# data shapes, devices and, for the embedding functions, the net), so no setting can be left out of a key.
+_TRAIN_FNS: dict = {}  # compiled classifier-training functions
 _PREPARE_FNS: collections.OrderedDict = collections.OrderedDict()  # per-architecture embedding functions (LRU)
 TRACES = collections.Counter()  # traces (= compilations) of "train" and per-architecture "prepare" functions
 
@@ -637,10 +639,9 @@ class Evaluator:
     return jax.jit(jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False))
 
   def _train_fn(self, key, apply_fn, per_seed_inputs: bool, num_epochs: int):
-    c = self.config
-    cache_key = key + (num_epochs, self._geometry, c.batch_size, c.learning_rate, c.weight_decay, c.bn_epsilon,
-                       c.weight_init, c.dropout_rate, c.eval_batch_size, self.sizes,
-                       tuple(d.id for d in self.mesh.devices.flat), self.mesh.axis_names, self._seed_batching)
+    devices = tuple(d.id for d in self.mesh.devices.flat)
+    cache_key = key + (num_epochs, self._geometry, self.config, self.sizes, devices, self.mesh.axis_names,
+                       self._seed_batching)
     if cache_key not in _TRAIN_FNS:
       run = _make_run_epochs(apply_fn, self._tx, self.config, self._geometry, num_epochs)
 
@@ -717,9 +718,7 @@ class Evaluator:
     width = self._width(net)
     padded = bucket_width(width, self.config.bucket)
     chunk = self._memory_deep_prior(net, per_device)
-    c = self.config
-    key = (net, chunk, len(seeds_arr), padded, self.sizes, self._images.shape, c.bn_epsilon, c.weight_init,
-           c.bn_mode, c.bn_calibration_size, c.batch_size, c.dropout_rate, c.learning_rate, c.weight_decay,
+    key = (net, chunk, len(seeds_arr), padded, self.sizes, self._images.shape, self.config,
            tuple(d.id for d in self.mesh.devices.flat), self._seed_batching)
     if key not in _PREPARE_FNS:
       _PREPARE_FNS[key] = self._shard(self._make_prepare(net, width, padded, chunk), (P(AXIS), P()))
@@ -797,8 +796,8 @@ class Evaluator:
       variables = model.init(jax.random.fold_in(jax.random.key(seed), 0), images[:1])
       return _train_state(variables["params"], variables.get("batch_stats", {}), tx)
 
-    key = ("full", net, len(seeds_arr), sample.shape, config.bn_epsilon, config.weight_init, config.dropout_rate,
-           config.learning_rate, config.weight_decay, tuple(d.id for d in self.mesh.devices.flat), self._seed_batching)
+    key = ("full", net, len(seeds_arr), sample.shape, config, tuple(d.id for d in self.mesh.devices.flat),
+           self._seed_batching)
     if key not in _PREPARE_FNS:
       _PREPARE_FNS[key] = self._shard(_over_seeds(init, (0, None), self._seed_batching), (P(AXIS), P()))
     state = _PREPARE_FNS[key](_shard_seeds(seeds_arr, self.mesh), sample)

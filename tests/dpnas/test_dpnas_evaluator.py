@@ -111,6 +111,15 @@ def test_classifier_compiled_once_per_bucket():
   assert ev.TRACES["prepare"] - before.get("prepare", 0) == 2
 
 
+def test_compile_caches_are_keyed_on_the_whole_frozen_config():
+  """Every EvalConfig field is part of the compile-cache keys (no hand-picked tuple a new field could miss)."""
+  config = dataclasses.replace(CONFIG, epochs=2, learning_rate=0.02)
+  ev.Evaluator(DATA, config).evaluate(NET, [0])
+  assert any(config in key for key in ev._TRAIN_FNS) and any(config in key for key in ev._PREPARE_FNS)
+  other = dataclasses.replace(config, early_stopping_thresh=config.early_stopping_thresh / 2)
+  assert not any(other in key for key in ev._TRAIN_FNS)
+
+
 def test_early_stopping_follows_the_rule():
   config = dataclasses.replace(CONFIG, epochs=5, early_stopping_epoch=3, reward_window=2)
   seeds = list(range(6))
