@@ -239,26 +239,51 @@ class GridRun:
       new.append(r._consolidate(member, t))  # pylint: disable=protected-access
     return dict(state, **self._place({k: _stack([s[k] for s in new]) for k in GRID_KEYS}))
 
-  def run(self) -> dict:
+  def run(self, checkpoint_dir=None) -> dict:
+    """The whole stream for every member. With `checkpoint_dir`, the stacked state (with R, the baseline, the next
+    (task, epoch) and every member's PRNG key) is saved after every epoch and a run restores the latest checkpoint
+    there: epoch e of task t draws from the members' own fold_in(fold_in(key, t), e), so a resumed grid ends with
+    the numbers of an uninterrupted one."""
     f = self.first
     state = self.fresh_state()
+    state.update(task=np.int32(0), epoch=np.int32(0))
     self.build_steps()
-    state["baseline"] = self._evaluate_all(state)
-    for t in range(self.num_tasks):
+    checkpointer, latest = None, None
+    if checkpoint_dir is not None:
+      from nas_forgetting.io.checkpoint import Checkpointer  # pylint: disable=import-outside-toplevel
+      checkpointer = Checkpointer(checkpoint_dir, max_to_keep=f.config.checkpoint.max_to_keep)
+      latest = checkpointer.latest_step()
+      if latest is not None:
+        state = checkpointer.restore(latest, like=state)
+    if latest is None:
+      state["baseline"] = self._evaluate_all(state)
+    start_task, start_epoch = int(state["task"]), int(state["epoch"])
+    offsets = np.concatenate([[0], np.cumsum(f.epochs)]).astype(int)
+    for t in range(start_task, self.num_tasks):
       indices = list(range(t + 1)) if self.method == "joint" else [t]
       data, n = rn._task_arrays(f.tasks, indices, "train", f.train_size)  # pylint: disable=protected-access
       data = self._place(data, replicated=True)
-      state["start_params"] = state["params"]
-      if f.config.train.reset_optimizer:
-        state["opt_state"] = self.opt_init(state["params"])
-      for e in range(f.epochs[t]):
+      first = start_epoch if t == start_task else 0
+      if first == 0:
+        state["start_params"] = state["params"]
+        if f.config.train.reset_optimizer:
+          state["opt_state"] = self.opt_init(state["params"])
+      for e in range(first, f.epochs[t]):
         state = self._train_epoch(state, t, e, data, n)
-      state["accuracy"] = state["accuracy"].copy()
-      state["accuracy"][:, t] = self._evaluate_all(state)
-      if self.validation is not None:
-        state["validation"] = state["validation"].copy()
-        state["validation"][:, t] = self._evaluate_all(state, self.validation)
-      state = self._consolidate(state, t)
+        if e + 1 == f.epochs[t]:
+          state["accuracy"] = state["accuracy"].copy()
+          state["accuracy"][:, t] = self._evaluate_all(state)
+          if self.validation is not None:
+            state["validation"] = state["validation"].copy()
+            state["validation"][:, t] = self._evaluate_all(state, self.validation)
+          state = self._consolidate(state, t)
+          state["task"], state["epoch"] = np.int32(t + 1), np.int32(0)
+        else:
+          state["task"], state["epoch"] = np.int32(t), np.int32(e + 1)
+        if checkpointer is not None:
+          checkpointer.save(int(offsets[t] + e + 1), state)
+    if checkpointer is not None:
+      checkpointer.wait()
     return {"method": self.method, "members": self.members, "accuracy": state["accuracy"],
             "baseline": state["baseline"], "validation": state["validation"], "params": state["params"]}
 
@@ -282,9 +307,11 @@ def split_validation(tasks: Sequence[Task], fraction: float, seed: int) -> tuple
 
 
 def run_method(config, tasks: Sequence[Task], method: str, *, validation: Sequence[Task] | None = None,
-               max_traces: int | None = None) -> dict:
+               max_traces: int | None = None, checkpoint_dir=None) -> dict:
   """Every member of `method`'s grid, chunk after chunk (`grid_chunk`); the members' results concatenated:
-  'members', 'accuracy' (G, T, T), 'validation' (G, T, T), 'baseline' (G, T), 'params', 'chunk'."""
+  'members', 'accuracy' (G, T, T), 'validation' (G, T, T), 'baseline' (G, T), 'params', 'chunk'. With
+  `checkpoint_dir`, each chunk checkpoints into `<checkpoint_dir>/members_<first>-<last>` (see `GridRun.run`)."""
+  import pathlib  # pylint: disable=import-outside-toplevel
   members = grid(config, method)
   sw = config.sweep
   probe = GridRun(config, tasks, method, members[:1])
@@ -293,8 +320,10 @@ def run_method(config, tasks: Sequence[Task], method: str, *, validation: Sequen
   per = member_bytes(state, f.test_size * f.num_tasks, f.model.num_outputs)
   chunk = grid_chunk(len(members), per, chunk=sw.chunk, memory_fraction=sw.memory_fraction,
                      cpu_budget=sw.cpu_memory_budget)
-  parts = [GridRun(config, tasks, method, members[i:i + chunk], validation=validation, max_traces=max_traces).run()
-           for i in range(0, len(members), chunk)]
+  folder = lambda i: (None if checkpoint_dir is None else
+                      pathlib.Path(checkpoint_dir) / f"members_{i}-{min(i + chunk, len(members)) - 1}")
+  parts = [GridRun(config, tasks, method, members[i:i + chunk], validation=validation,
+                   max_traces=max_traces).run(folder(i)) for i in range(0, len(members), chunk)]
   out = {k: np.concatenate([p[k] for p in parts]) for k in ("accuracy", "validation", "baseline")}
   out["params"] = jax.tree.map(lambda *xs: jnp.concatenate(xs), *[p["params"] for p in parts])
   return {"method": method, "members": members, "chunk": chunk, **out}
@@ -380,35 +409,41 @@ def run_sweep(config, workdir, tasks: Sequence[Task], *, max_traces: int | None 
   `sweep_strength.png` (`strength_plot`) and `sweep_summary.csv` (last: mean and std over seeds per (method,
   strength), and `best`: the strength of each method with the highest mean validation average accuracy, the
   validation split being `sweep.validation_fraction` of each task's training data), and prints the result block
-  and the table."""
+  and the table. Each chunk of members checkpoints after every epoch into `<method>/sweep_checkpoints/` and a
+  relaunch resumes from there with the numbers of an uninterrupted run; a relaunch of a finished sweep (its
+  `sweep_summary.csv` exists) reads its final checkpoints, prints the table and writes nothing."""
   import pathlib  # pylint: disable=import-outside-toplevel
   from nas_forgetting.io.metrics import write_csv  # pylint: disable=import-outside-toplevel
   from nas_forgetting.io.report import print_result_block  # pylint: disable=import-outside-toplevel
 
   workdir = pathlib.Path(workdir)
+  finished = (workdir / "sweep_summary.csv").exists()  # written last: the sweep is done
   fraction = config.sweep.validation_fraction
   validation = None
   if fraction > 0:
     tasks, validation = split_validation(tasks, fraction, config.seed)
   all_members, table, results = [], [], {}
   for method in config.methods:
-    result = run_method(config, tasks, method, validation=validation, max_traces=max_traces)
+    result = run_method(config, tasks, method, validation=validation, max_traces=max_traces,
+                        checkpoint_dir=workdir / method / "sweep_checkpoints")
     results[method] = result
     t = result["accuracy"].shape[1]
     rows = [{"seed": seed, "strength": strength, "after_task": i,
              **{f"task_{j}": float(result["accuracy"][g, i, j]) for j in range(t)}}
             for g, (seed, strength) in enumerate(result["members"]) for i in range(t)]
-    write_csv(workdir / method / "sweep_accuracy.csv", rows,
-              ["seed", "strength", "after_task"] + [f"task_{j}" for j in range(t)])
+    if not finished:
+      write_csv(workdir / method / "sweep_accuracy.csv", rows,
+                ["seed", "strength", "after_task"] + [f"task_{j}" for j in range(t)])
     members, per_strength = summarize(method, result)
     all_members += members
     table += per_strength
   best = best_strengths(table) if validation is not None else {}
   for row in table:
     row["best"] = best.get(row["method"]) == row["strength"]
-  write_csv(workdir / "sweep_members.csv", all_members)
-  strength_plot(workdir / "sweep_strength.png", table)
-  write_csv(workdir / "sweep_summary.csv", table)
+  if not finished:
+    write_csv(workdir / "sweep_members.csv", all_members)
+    strength_plot(workdir / "sweep_strength.png", table)
+    write_csv(workdir / "sweep_summary.csv", table)
   from nas_forgetting.continual.experiment import data_description  # pylint: disable=import-outside-toplevel
   data, scenario = data_description(config)
   rows = {"data": data, "scenario": scenario, "tasks": len(tasks), "seeds": len(config.sweep.seeds),
@@ -422,4 +457,5 @@ def run_sweep(config, workdir, tasks: Sequence[Task], *, max_traces: int | None 
   text = format_table(table, best)
   print(text, flush=True)
   return {"sweep": results, "table": table, "members": all_members, "best": best, "stopped": False,
+          "already_finished": finished,
           "text": text, "task_names": [t.name for t in tasks]}

@@ -149,3 +149,24 @@ def test_validate_sweep_strengths():
   with pytest.raises(ConfigError, match="names its own"):
     experiment.validate_config(config)
   experiment.validate_config(sweep_config())
+
+
+def _sweep_outputs(workdir):
+  return {name: (workdir / name).read_text()
+          for name in ("ewc/sweep_accuracy.csv", "sweep_members.csv", "sweep_summary.csv")}
+
+
+def test_sweep_killed_at_every_write_boundary_resumes_to_the_uninterrupted_outputs(write_faults, tmp_path):
+  config = sweep_config(chunk=2, validation_fraction=0.25)  # two chunks of 2 members, each checkpointed
+  full = tmp_path / "full"
+  writes = write_faults.count(lambda: experiment.run(config, str(full)))
+  expected = _sweep_outputs(full)
+  assert writes == 2 * 2 + 4  # a checkpoint per epoch of each chunk, then 3 CSV files and the plot
+  for k in range(1, writes + 1):
+    workdir = tmp_path / f"kill_{k}"
+    assert write_faults.kill_after(k, lambda: experiment.run(config, str(workdir)))
+    experiment.run(config, str(workdir))
+    assert _sweep_outputs(workdir) == expected, f"killed after write {k}"
+  again = {}
+  assert write_faults.count(lambda: again.update(experiment.run(config, str(full)))) == 0  # finished: no write
+  assert again["already_finished"] and "ewc" in again["text"]
