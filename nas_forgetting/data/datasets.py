@@ -48,6 +48,7 @@ import numpy as np
 
 from nas_forgetting.data import embedded, embeddings, idx, image_folder, tfds_source, transforms
 from nas_forgetting.errors import ConfigError, DataError
+from nas_forgetting.paths import shared_data
 
 SOURCES = ("embedded", "tfds", "idx", "image_folder", "embeddings")
 _TFDS_NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
@@ -124,7 +125,6 @@ def offline_data_config(folder: str, **overrides) -> ml_collections.ConfigDict:
   with `OFFLINE[folder]`'s fields, then `overrides`."""
   if folder not in OFFLINE:
     raise ConfigError(f"no offline data set {folder!r}; known: {', '.join(OFFLINE)}")
-  from nas_forgetting.paths import shared_data
   return default_data_config(**{"path": shared_data(folder), **OFFLINE[folder], **overrides})
 
 

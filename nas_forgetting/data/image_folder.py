@@ -28,19 +28,12 @@ import pathlib
 import numpy as np
 
 from nas_forgetting.errors import DataError
+from nas_forgetting.io.progress import progress
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 SPLIT_ALIASES = {"train": ("train",), "test": ("test", "val", "valid", "validation")}
 
 _log = logging.getLogger(__name__)
-
-
-def _progress(items, *, desc: str):
-  try:
-    from nas_forgetting.io.progress import progress
-  except ImportError:  # the io package is optional for this loop
-    return items
-  return progress(items, desc=desc, unit="class", leave=False)
 
 
 def cache_dir() -> pathlib.Path | None:
@@ -146,7 +139,8 @@ def load_split(split_dir: str | pathlib.Path, *, max_per_class: int = 0, image_s
     per_class.append(files[:max_per_class] if max_per_class else files)
   mode = _mode(per_class[0])
   images, labels = [], []
-  for label, (name, files) in enumerate(_progress(list(zip(names, per_class)), desc=f"images {split_dir.name}")):
+  for label, (name, files) in enumerate(progress(list(zip(names, per_class)), desc=f"images {split_dir.name}",
+                                                        unit="class", leave=False)):
     array = _load_class(files, mode, image_size, split_dir / name)
     images.append(array)
     labels.append(np.full(array.shape[0], label, np.int32))

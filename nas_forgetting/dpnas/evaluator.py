@@ -62,7 +62,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from nas_forgetting.dpnas import net_string as ns
+from nas_forgetting.models import net_string as ns
 from nas_forgetting.errors import ArchitectureError, ConfigError, DataError, DivergenceError
 from nas_forgetting.models import deep_prior as dp
 from nas_forgetting.numerics import all_finite, check_finite

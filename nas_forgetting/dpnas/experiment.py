@@ -40,13 +40,17 @@ import ml_collections
 import numpy as np
 
 from nas_forgetting.continual import config_checks as cc
+from nas_forgetting.data.datasets import load_dataset, validate_data_config
 from nas_forgetting.dpnas import evaluator as ev
 from nas_forgetting.dpnas import fixed as fx
-from nas_forgetting.dpnas import net_string as ns
 from nas_forgetting.dpnas import search as sr
 from nas_forgetting.dpnas.embeddings import LAYOUTS, store_embeddings
 from nas_forgetting.dpnas.state_space import SearchSpace
 from nas_forgetting.errors import ArchitectureError, ConfigError
+from nas_forgetting.io.atomic import atomic_write_text
+from nas_forgetting.io.metrics import MetricsLogger
+from nas_forgetting.io.report import print_result_block
+from nas_forgetting.models import net_string as ns
 from nas_forgetting.models.deep_prior import WEIGHT_INITS
 
 TASKS = ("search", "fixed")
@@ -58,7 +62,6 @@ _MAX_SEED = (2 ** 31 - 1) // 1000 - 1  # task-2 seeds are seed * 1000 + k (int32
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks every value of a resolved dpnas config before any work; ConfigError naming the field."""
-  from nas_forgetting.data.datasets import validate_data_config
   cc.choice(config, "task", TASKS)
   cc.integer(config, "seed", minimum=0, maximum=_MAX_SEED)
   cc.number(config, "val_fraction", above=0.0, below=1.0)
@@ -153,7 +156,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 def load_split_data(config: ml_collections.ConfigDict) -> ev.SplitData:
   """Train/val/test arrays from `config.data` and the seeded validation split."""
-  from nas_forgetting.data.datasets import load_dataset
   splits = load_dataset(config.data)
   train_x, train_y, val_x, val_y = ev.split_train_val(splits.train.images, splits.train.labels,
                                                       val_fraction=config.val_fraction, seed=config.seed)
@@ -199,7 +201,6 @@ def _stored_summary(path: pathlib.Path, task: str) -> dict | None:
 
 def print_result(summary: dict) -> str:
   """The result block of a run from its summary."""
-  from nas_forgetting.io.report import print_result_block
   rows = {"data": summary["data_description"]}
   if summary["task"] == "search":
     result = summary["search"]
@@ -223,8 +224,6 @@ def print_result(summary: dict) -> str:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs task `config.task` ('search' or 'fixed'); returns the summary also written to summary.json."""
-  from nas_forgetting.io.atomic import atomic_write_text
-  from nas_forgetting.io.metrics import MetricsLogger
   validate_config(config)
   started = time.time()
   path = pathlib.Path(workdir).expanduser().absolute()

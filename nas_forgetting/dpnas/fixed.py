@@ -37,7 +37,7 @@ import jax
 import numpy as np
 
 from nas_forgetting.dpnas import logs
-from nas_forgetting.dpnas import net_string as ns
+from nas_forgetting.models import net_string as ns
 from nas_forgetting.dpnas.q_learning import ReplayRow
 from nas_forgetting.errors import ArchitectureError, CheckpointError, ConfigError, DataError
 from nas_forgetting.io import plots

@@ -30,6 +30,7 @@ from typing import Iterable, Mapping, Sequence
 from nas_forgetting.dpnas.q_learning import Q_VALUE_COLUMNS, ReplayRow
 from nas_forgetting.errors import DataError
 from nas_forgetting.io import plots
+from nas_forgetting.io.atomic import atomic_write_text
 
 REPLAY_COLUMNS = ("epsilon", "net", "train_flag", "reward", "acc_best_val", "acc_val_all_epochs",
                   "acc_train_all_epochs", "acc_test_last")
@@ -56,7 +57,6 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 
 def _write(path: str | pathlib.Path, text: str) -> None:
-  from nas_forgetting.io.atomic import atomic_write_text
   atomic_write_text(str(path), text)
 
 

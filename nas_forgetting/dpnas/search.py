@@ -48,6 +48,9 @@ from nas_forgetting.dpnas import logs
 from nas_forgetting.dpnas import q_learning as ql
 from nas_forgetting.dpnas.state_space import SearchSpace
 from nas_forgetting.errors import ArchitectureError, CheckpointError, ConfigError, DataError, DivergenceError
+from nas_forgetting.io.atomic import atomic_write_text
+from nas_forgetting.io.metrics import MetricsLogger
+from nas_forgetting.io.progress import progress
 
 STATE_FILE = "search_state.json"
 REPLAY_FILE = "replay_buffer.csv"
@@ -145,7 +148,6 @@ class Search:
     self.position = self._normalise(*self.position)
     self.metrics = None
     if metrics_dir is not None:
-      from nas_forgetting.io.metrics import MetricsLogger
       self.metrics = MetricsLogger(metrics_dir, purge_step=len(self.buffer))
 
   def _normalise(self, index: int, ite: int) -> tuple[int, int]:
@@ -277,7 +279,6 @@ class Search:
 
   def run(self, max_new: int | None = None) -> dict:
     """Runs until the schedule ends or `max_new` more architectures were sampled; returns a summary."""
-    from nas_forgetting.io.progress import progress
     index, ite = self.position
     remaining = sum(n for _, n in self.q.schedule[index:]) - ite
     bar = progress(total=remaining, desc="DP-NAS search", unit="net")
@@ -315,7 +316,6 @@ class Search:
 
   def save(self, plot: bool = True) -> None:
     """Commits the current generation (see the module docstring), if not committed yet; plots with `plot`."""
-    from nas_forgetting.io.atomic import atomic_write_text
     generation = len(self.buffer)
     if generation != self._committed:
       replay_text = logs.replay_buffer_text(self.buffer.rows)
@@ -335,7 +335,6 @@ class Search:
   def _publish(self, replay_text: str | None = None, q_text: str | None = None) -> None:
     """The user-facing copies of the committed generation (rewritten only where they differ), then the other
     generations deleted."""
-    from nas_forgetting.io.atomic import atomic_write_text
     texts = {REPLAY_FILE: replay_text if replay_text is not None else logs.replay_buffer_text(self.buffer.rows),
              Q_FILE: q_text if q_text is not None else logs.q_values_text(self.table.to_rows())}
     if self.diverged or (self.dir / DIVERGED_FILE).exists():

@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple, Sequence
 
-from nas_forgetting.dpnas import net_string as ns
+from nas_forgetting.models import net_string as ns
 from nas_forgetting.errors import ArchitectureError, ConfigError
 
 LAYER_TYPES = ("start", "conv", "wrn", "max_pool", "fc")

@@ -1,5 +1,6 @@
 """Flax Linen models. Continual learning: `MLP`, `ConvNet`, `AlexNet` (multi-head via `heads.MultiHead`);
-ENAS supernets, controller and deep-prior networks in their own modules.
+ENAS supernets, controller and deep-prior networks in their own modules; `net_string` is the grammar of the
+deep-prior (DP-NAS) networks.
 
 `build_model(model_config, num_outputs=..., num_heads=...)` builds a continual-learning model from the `model`
 sub-config (`default_model_config()` declares every field).
@@ -10,6 +11,9 @@ from __future__ import annotations
 import ml_collections
 
 from nas_forgetting.errors import ConfigError
+from nas_forgetting.models.alexnet import AlexNet
+from nas_forgetting.models.convnet import ConvNet
+from nas_forgetting.models.mlp import MLP
 
 MODEL_NAMES = ("mlp", "convnet", "alexnet")
 
@@ -34,9 +38,6 @@ def default_model_config(**overrides) -> ml_collections.ConfigDict:
 
 def build_model(model_config, *, num_outputs: int, num_heads: int):
   """The Flax module named by `model_config.name` with `num_heads` heads of `num_outputs` logits."""
-  from nas_forgetting.models.alexnet import AlexNet
-  from nas_forgetting.models.convnet import ConvNet
-  from nas_forgetting.models.mlp import MLP
   name = model_config.name
   if name == "mlp":
     return MLP(hidden=tuple(model_config.hidden), num_outputs=num_outputs, num_heads=num_heads,

@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nas_forgetting.dpnas import net_string as ns
+from nas_forgetting.models import net_string as ns
 from nas_forgetting.errors import ConfigError
 
 WEIGHT_INITS = ("kaiming-normal", "kaiming-uniform", "xavier-normal", "xavier-uniform", "orthogonal")

@@ -11,7 +11,7 @@ import pytest
 
 from nas_forgetting.dpnas import evaluator as ev
 from nas_forgetting.dpnas import fixed
-from nas_forgetting.dpnas import net_string as ns
+from nas_forgetting.models import net_string as ns
 from nas_forgetting.dpnas import search as sr
 from nas_forgetting.dpnas.state_space import SearchSpace
 from nas_forgetting.errors import ArchitectureError, ConfigError, DivergenceError

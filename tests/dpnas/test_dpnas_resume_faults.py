@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from nas_forgetting.dpnas import net_string as ns
+from nas_forgetting.models import net_string as ns
 from nas_forgetting.dpnas import q_learning as ql
 from nas_forgetting.dpnas import search as sr
 from nas_forgetting.dpnas.state_space import SearchSpace

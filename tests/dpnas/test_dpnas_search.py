@@ -6,7 +6,7 @@ import collections
 import pytest
 
 from nas_forgetting.dpnas import logs
-from nas_forgetting.dpnas import net_string as ns
+from nas_forgetting.models import net_string as ns
 from nas_forgetting.dpnas import q_learning as ql
 from nas_forgetting.dpnas import search as sr
 from nas_forgetting.dpnas.state_space import SearchSpace

@@ -4,7 +4,7 @@ import collections
 
 import pytest
 
-from nas_forgetting.dpnas import net_string as ns
+from nas_forgetting.models import net_string as ns
 from nas_forgetting.dpnas.state_space import SearchSpace, State
 from nas_forgetting.errors import ConfigError
 

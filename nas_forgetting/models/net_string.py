@@ -1,5 +1,8 @@
 """DP-NAS net strings: the grammar the search logs store in their `net` column and `--net` accepts.
 
+It lives beside the networks it describes (`models.deep_prior` builds them), so the DP-NAS search (`dpnas/`) and
+the models both import it downwards.
+
 A net string is `[` + layer tokens joined by `, ` + `]`, for example
 `[C(32,5,1,2,1), P(4,4,0,0), C(1024,1,1,0,1), SM(10)]`. Tokens:
 
