@@ -350,19 +350,21 @@ class MethodRun:
       return train.images[np.sort(order)], train.labels[np.sort(order)]
     return train.images, train.labels
 
-  def _fisher(self, state: dict, t: int) -> PyTree:
+  def _fisher(self, state: dict, t: int, data: tuple | None = None) -> PyTree:
+    """Fisher of task t at the state's params, on `data` (images, labels) or the task's `_importance_data(t)`."""
     ic = self.config.importance
     tree, mask = self._importance_tree(state, t)
-    images, labels = self._importance_data(t)
+    images, labels = self._importance_data(t) if data is None else data
     rng = jax.random.fold_in(jax.random.fold_in(state["rng"], 1000 + t), 0)
     out = imp.fisher_diagonal(self.model.importance_apply, tree, images, labels, estimator=ic.fisher_estimator,
                               path=ic.path, chunk_size=ic.chunk_size, rng=rng, mask=mask)
     return out["params"]
 
-  def _mas(self, state: dict, t: int) -> PyTree:
+  def _mas(self, state: dict, t: int, data: tuple | None = None) -> PyTree:
+    """MAS Omega of task t at the state's params, on `data` (images, labels) or the task's `_importance_data(t)`."""
     ic = self.config.importance
     tree, mask = self._importance_tree(state, t)
-    images, _ = self._importance_data(t)
+    images, _ = self._importance_data(t) if data is None else data
     out = imp.mas_importance(self.model.importance_apply, tree, images, norm=ic.mas_norm,
                              estimator=ic.mas_estimator, path=ic.path, chunk_size=ic.chunk_size, mask=mask,
                              batch_size=ic.mas_batch_size)
@@ -381,8 +383,21 @@ class MethodRun:
     keep["heads"] = {h: jax.tree.map(lambda m, h=h: m and h == own, sub) for h, sub in self.mask["heads"].items()}
     return jax.tree.map(lambda o, k: o if k else jnp.zeros_like(o), out, keep)
 
-  def _consolidate(self, state: dict, t: int) -> dict:
-    """Importance and anchors after task t (the state's params are the trained ones)."""
+  def task_importance_fn(self):
+    """`fn(state, t, data) -> importance of task t` for the methods whose consolidation takes one importance
+    computed on task t's data (ewc, online_ewc: Fisher; mas with 'sum'/'replace': Omega), else None. The sweep
+    computes it vmapped over its members and hands each member's to `_consolidate`."""
+    if self.method in ("ewc", "online_ewc"):
+      return self._fisher
+    if self.method == "mas" and self.config.importance.mas_accumulation in ("sum", "replace"):
+      return self._mas
+    return None
+
+  def _consolidate(self, state: dict, t: int, task_importance: PyTree | None = None) -> dict:
+    """Importance and anchors after task t (the state's params are the trained ones). `task_importance`: task t's
+    importance when computed by the caller (see `task_importance_fn`), else computed here."""
+    if task_importance is None and self.task_importance_fn() is not None:
+      task_importance = self.task_importance_fn()(state, t)
     method, params = self.method, state["params"]
     anchors, importance = state["anchors"], state["importance"]
     set_slot = lambda stack, s, tree: _set_slot(stack, jnp.int32(s), tree)
@@ -393,9 +408,9 @@ class MethodRun:
       new = jax.tree.map(lambda p, m: jnp.full_like(p, 1.0 if m else 0.0), params, self.mask)
       importance = set_slot(importance, 0, new)
     elif method == "ewc":
-      importance = set_slot(importance, t, self._fisher(state, t))
+      importance = set_slot(importance, t, task_importance)
     elif method == "online_ewc":
-      new = imp.accumulate(get_slot(importance, 0), self._fisher(state, t), mode="ema",
+      new = imp.accumulate(get_slot(importance, 0), task_importance, mode="ema",
                            gamma=self.config.importance.online_ewc_gamma)
       importance = set_slot(importance, 0, new)
     elif method in ("mas", "mas_local"):
@@ -406,7 +421,8 @@ class MethodRun:
         for j in range(t + 1):
           new = imp.accumulate(new, omega(state, j), mode="sum")
       elif mode in ("sum", "replace"):
-        new = imp.accumulate(get_slot(importance, 0), omega(state, t), mode=mode)
+        new = imp.accumulate(get_slot(importance, 0), omega(state, t) if task_importance is None else task_importance,
+                             mode=mode)
       else:
         raise ConfigError(f"unknown importance.mas_accumulation {mode!r}; valid: {', '.join(MAS_ACCUMULATIONS)}")
       importance = set_slot(importance, 0, new)

@@ -14,9 +14,11 @@ The task stream itself comes from `config.seed` (the permutations or class split
 the sweep measures the variance due to initialisation and batch order on one stream, and compares strengths on
 identical data.
 
-Evaluation is vmapped too (one call per task for the whole grid); importance and anchors are computed per member
-with the single run's own code (`MethodRun._consolidate`), so every method, estimator and accumulation mode is the
-one definition a single run uses.
+Evaluation is vmapped too (one call per task for the whole grid), and so is the importance of a task (Fisher for
+EWC and online EWC, Omega for MAS with 'sum'/'replace' accumulation: `MethodRun.task_importance_fn` under
+`jax.vmap`, each member on its own importance subset with its own key); accumulation, slots and anchors then go
+through the single run's own `MethodRun._consolidate` per member, so every method, estimator and accumulation mode
+is the one definition a single run uses (mas_local and MAS 'recompute_all' compute their importance per member).
 
 Devices: with `config.sweep.shard` the grid axis of a chunk is sharded over the local devices (`grid_mesh`: the
 most devices that divide the chunk evenly; `jax.sharding.NamedSharding`, data replicated), so each device trains
@@ -233,10 +235,17 @@ class GridRun:
   def _consolidate(self, state: dict, t: int) -> dict:
     """Each member's importance and anchors after task t, by the single run's `_consolidate`."""
     new, stacked = [], self._gather({k: state[k] for k in GRID_KEYS + ("rng",)})
+    fn = self.first.task_importance_fn()
+    task_importance = None
+    if fn is not None:  # vmapped: each member on its own importance subset, with its own key
+      data = [r._importance_data(t) for r in self.runs]  # pylint: disable=protected-access
+      data = tuple(jnp.stack([np.asarray(d[k]) for d in data]) for k in (0, 1))
+      task_importance = jax.vmap(lambda member, d: fn(member, t, d))(stacked, data)
     for i, r in enumerate(self.runs):
       member = {k: _member(stacked[k], i) for k in GRID_KEYS}
       member["rng"] = stacked["rng"][i]
-      new.append(r._consolidate(member, t))  # pylint: disable=protected-access
+      own = None if task_importance is None else _member(task_importance, i)
+      new.append(r._consolidate(member, t, own))  # pylint: disable=protected-access
     return dict(state, **self._place({k: _stack([s[k] for s in new]) for k in GRID_KEYS}))
 
   def run(self, checkpoint_dir=None) -> dict:

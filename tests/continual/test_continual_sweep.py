@@ -53,6 +53,25 @@ def test_grid_equals_independent_single_runs(ewc_grid, tasks, tmp_path):
   assert len({f.tobytes() for f in flat}) == 4
 
 
+def test_mas_grid_importance_vmapped_equals_single_runs(tasks, tmp_path, monkeypatch):
+  from nas_forgetting import importance as imp
+  config = sweep_config(methods=("mas",))
+  config.sweep.strengths.ewc = ()
+  config.sweep.strengths.mas = (0.1, 10.0)
+  members = sweep.grid(config, "mas")
+  calls = []
+  original = imp.mas_importance
+  monkeypatch.setattr(imp, "mas_importance", lambda *a, **k: calls.append(1) or original(*a, **k))
+  grid = sweep.GridRun(config, tasks, "mas", members, max_traces=1).run()
+  assert len(calls) == 2  # one vmapped Omega per task for the 4 members
+  for i, (seed, strength) in enumerate(members):
+    single = MethodRun(sweep.member_config(config, seed), tasks, sweep.member_label("mas", strength),
+                       tmp_path / str(i)).run()
+    chex.assert_trees_all_close(jax.tree.map(lambda a, i=i: a[i], grid["params"]), single["params"],
+                                rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grid["accuracy"][i], single["accuracy"], atol=1e-6)
+
+
 def test_grid_sharded_over_devices_equals_one_device(ewc_grid, tasks):
   config, members, sharded = ewc_grid  # 4 members over 4 of the 8 fake CPU devices (tests/conftest.py)
   assert len(jax.local_devices()) >= 4
