@@ -22,7 +22,9 @@ from typing import Any, Callable, Mapping
 import ml_collections
 
 from nas_forgetting.errors import ConfigError
+from nas_forgetting.wpl import enas_fisher
 from nas_forgetting.wpl.state import default_wpl_config
+from nas_forgetting.wpl.state import validate_wpl_config
 
 # Variants that select a mode of nas_forgetting.enas.experiment (the config files accept them by name).
 MODE_VARIANTS = ("derive", "evaluate", "train_scratch", "single", "ablation_activation", "ablation_node",
@@ -397,8 +399,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _integer(c, "train.eval_batch_size", 1)
 
   # weight plasticity loss
-  from nas_forgetting.wpl import enas_fisher  # pylint: disable=import-outside-toplevel
-  from nas_forgetting.wpl.state import validate_wpl_config  # pylint: disable=import-outside-toplevel
 
   validate_wpl_config(c.wpl)
   if c.wpl.enabled and c.wpl.estimator not in enas_fisher.ENAS_ESTIMATORS:

@@ -60,12 +60,19 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from nas_forgetting.data.datasets import load_dataset
+from nas_forgetting.data.text import batchify, load_corpus
 from nas_forgetting.enas import config as enas_config
 from nas_forgetting.enas import drawing
 from nas_forgetting.enas import search_space as ss
 from nas_forgetting.enas import trainer as tr
 from nas_forgetting.errors import CheckpointError, ConfigError, DataError
 from nas_forgetting.io import plots
+from nas_forgetting.io.atomic import atomic_write_text
+from nas_forgetting.io.checkpoint import Checkpointer
+from nas_forgetting.io.metrics import MetricsLogger, read_csv, read_jsonl, write_csv
+from nas_forgetting.io.progress import progress
+from nas_forgetting.io.report import print_result_block
 from nas_forgetting.models import controller as ctl
 from nas_forgetting.models.enas_cnn import EnasCnn
 from nas_forgetting.models.enas_rnn import EnasRnn
@@ -204,7 +211,6 @@ class _RnnTask:
   higher_is_better = False
 
   def __init__(self, config: ml_collections.ConfigDict):
-    from nas_forgetting.data.text import batchify, load_corpus
 
     c = config
     corpus = load_corpus(c.data.path, allow_missing_train=True)
@@ -302,7 +308,6 @@ class _CnnTask:
   higher_is_better = True
 
   def __init__(self, config: ml_collections.ConfigDict):
-    from nas_forgetting.data.datasets import load_dataset
 
     c = config
     splits = load_dataset(c.data.image)
@@ -440,7 +445,6 @@ class _Run:
 
   def restore(self, directory: pathlib.Path, rng):
     """(shared, controller, next epoch, rng) from the latest checkpoint in `directory`, or fresh ones."""
-    from nas_forgetting.io.checkpoint import Checkpointer
 
     ckpt = Checkpointer(str(directory), max_to_keep=self.config.train.max_to_keep)
     shared, cstate = self.fresh_states(rng)
@@ -467,7 +471,6 @@ class _Run:
     `shared_step` / `controller_step`: the steps of the checkpoint a resumed run starts from (None for a fresh
     start). Whatever was logged after them (by a launch that stopped before its next checkpoint) is dropped from
     metrics.jsonl and hidden in TensorBoard, so the resumed run's logs equal an uninterrupted run's."""
-    from nas_forgetting.io.metrics import MetricsLogger
 
     def purge(where: pathlib.Path, step: int | None) -> int | None:
       if step is None and not (where / "metrics.jsonl").exists():
@@ -487,7 +490,6 @@ class _Run:
 
   def load_trained(self):
     """Shared and controller states of the trained run in `load_workdir`."""
-    from nas_forgetting.errors import CheckpointError
 
     source = pathlib.Path(self.config.load_workdir) if self.config.load_workdir else self.workdir
     ckpt, shared, cstate, next_epoch, _ = self.restore(source / "checkpoints", jax.random.key(self.config.seed))
@@ -568,7 +570,6 @@ class _Run:
     steps; with WPL on, each step adds the penalty and each burst ends with the Fisher update and anchor refresh
     (`wpl.state.end_burst`). With `wpl.measure_forgetting`, every architecture is scored on a fixed reward batch
     right after its burst and again at the end of the epoch (forgetting/* metrics, forgetting.csv)."""
-    from nas_forgetting.io.progress import progress
 
     c = self.config
     steps = c.shared.steps_per_epoch or self.task.steps_per_pass
@@ -620,7 +621,6 @@ class _Run:
 
   def restore_forgetting_rows(self, next_epoch: int) -> None:
     """The forgetting rows of the epochs before `next_epoch` from forgetting.csv (a resumed search)."""
-    from nas_forgetting.io.metrics import read_csv
 
     path = self.workdir / "forgetting.csv"
     if next_epoch == 0 or not path.exists():
@@ -639,7 +639,6 @@ class _Run:
     return np.concatenate(out)[:n]
 
   def train_controller_epoch(self, shared, cstate, rng, epoch: int):
-    from nas_forgetting.io.progress import progress
 
     c = self.config
     history = []
@@ -678,7 +677,6 @@ class _Run:
     return self.report_arch(shared, best, step, "derived", extra={"derive/best_reward": reward})
 
   def report_arch(self, shared, arch, step: int, folder: str, extra: dict | None = None) -> dict[str, Any]:
-    from nas_forgetting.io.atomic import atomic_write_text
 
     m = self.task.metric
     result = {f"eval/reward_split_{m}": self.task.evaluate(shared.params, arch, "reward"),
@@ -769,7 +767,6 @@ def _summary(run: _Run, results: dict[str, Any]) -> dict[str, Any]:
 
 def _finish_search(run: _Run, shared, cstate, key) -> dict[str, Any]:
   """The end of the last epoch: derive and evaluate, the GIF and curves, summary.json (before the checkpoint)."""
-  from nas_forgetting.io.atomic import atomic_write_text
 
   results = run.derive(shared, cstate, key, int(shared.step))
   if run.config.wpl.measure_forgetting and run.forgetting.rows:
@@ -802,8 +799,6 @@ def _finished(run: _Run, epochs: int) -> dict[str, Any]:
 def _plot_curves(run: _Run) -> None:
   """curves_shared.png (training perplexity or accuracy of the sampled cells, and the derived cells' evaluations on
   the reward and test splits at their shared steps) and curves_controller.png (reward, baseline) from metrics."""
-  from nas_forgetting.io.metrics import read_jsonl
-  from nas_forgetting.io.plots import line_plot
 
   rows = read_jsonl(run.workdir / "metrics.jsonl")
   ctl_path = run.workdir / CONTROLLER_DIR / "metrics.jsonl"
@@ -814,13 +809,13 @@ def _plot_curves(run: _Run) -> None:
   series = {k: tuple(zip(*[(r["step"], r[k]) for r in rows if k in r])) for k in keys}
   series = {k: v for k, v in series.items() if v}
   if keys[0] in series:
-    line_plot(run.workdir / "curves_shared.png", series, xlabel="shared step", ylabel=m,
+    plots.line_plot(run.workdir / "curves_shared.png", series, xlabel="shared step", ylabel=m,
               logy=run.config.network == "rnn", markers=True,
               title=f"shared weights: sampled cells (training) and derived cells (evaluation) ({run.task.data_tag})")
   ctrl = {k: [(r["step"], r[k]) for r in ctl_rows if k in r] for k in ("controller/reward", "controller/baseline")}
   ctrl = {k: tuple(zip(*v)) for k, v in ctrl.items() if v}
   if ctrl:
-    line_plot(run.workdir / "curves_controller.png", ctrl, xlabel="controller step", ylabel="reward",
+    plots.line_plot(run.workdir / "curves_controller.png", ctrl, xlabel="controller step", ylabel="reward",
               title=f"controller ({run.task.data_tag})")
 
 
@@ -839,7 +834,6 @@ def _train_fixed(run: _Run, arch: np.ndarray, folder: str, epochs: int | None = 
   """Trains `arch` alone from fresh shared weights for `epochs` (default train.max_epoch); metrics, checkpoints
   and result.json go to <workdir>/<folder>. As the search: the report comes before the last checkpoint, a
   resumed training drops the records logged after its checkpoint, and a finished one returns its result.json."""
-  from nas_forgetting.io.atomic import atomic_write_text
 
   c = run.config
   epochs = c.train.max_epoch if epochs is None else epochs
@@ -880,7 +874,6 @@ def _train_fixed(run: _Run, arch: np.ndarray, folder: str, epochs: int | None = 
 
 def _rank_correlation(run: _Run) -> dict[str, Any]:
   """Kendall tau between weight-sharing scores and stand-alone scores of sampled architectures."""
-  from nas_forgetting.io.metrics import write_csv
 
   c = run.config
   source, shared, cstate = run.load_trained()
@@ -913,7 +906,6 @@ def _single(run: _Run) -> dict[str, Any]:
 
 
 def _ablation(run: _Run, kind: str) -> dict[str, Any]:
-  from nas_forgetting.io.metrics import write_csv
 
   source, shared, _ = run.load_trained()
   arch = run.fixed_arch(source)
@@ -939,7 +931,6 @@ def _ablation(run: _Run, kind: str) -> dict[str, Any]:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs `config.mode`; returns (and writes to <workdir>/summary.json) a summary of the results, and prints a
   result block. The config is validated first (`validate_config`)."""
-  from nas_forgetting.io.atomic import atomic_write_text
 
   validate_config(config)
   path = pathlib.Path(workdir)
@@ -983,7 +974,6 @@ def _network_description(run: _Run) -> str:
 
 def print_result(run: _Run, summary: dict[str, Any]) -> str:
   """Prints the result block of a run: data, network, schedule and the headline numbers."""
-  from nas_forgetting.io.report import print_result_block
 
   c = run.config
   m = run.task.metric

@@ -21,11 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nas_forgetting.enas.search_space import uniform_decisions
 from nas_forgetting.models import controller as ctl
 from nas_forgetting.models import enas_cnn
-from nas_forgetting.numerics import all_finite
 from nas_forgetting.models.enas_cnn import EnasCnn
 from nas_forgetting.models.enas_rnn import EnasRnn, rnn_lm_loss
+from nas_forgetting.numerics import all_finite
 from nas_forgetting.wpl import masks as wpl_masks
 from nas_forgetting.wpl import state as wpl_lib
 
@@ -198,7 +199,6 @@ def sample_archs(params: Any, rng: jax.Array, *, controller: ctl.Controller | No
                  decisions_to_arch: Callable, num_samples: int) -> jax.Array:
   """`num_samples` architectures from the controller (or uniformly at random when `controller` is None)."""
   if controller is None:
-    from nas_forgetting.enas.search_space import uniform_decisions
     decisions = jax.vmap(lambda k: uniform_decisions(k, num_choices))(jax.random.split(rng, num_samples))
   else:
     decisions = ctl.sample(controller, params, rng, num_samples).decisions
