@@ -7,6 +7,10 @@
 prints a result block naming the data and scenario, and the summary table (method, average accuracy, forgetting,
 BWT, training seconds over all launches).
 
+With `config.sweep.seeds` set, `run` runs every method over its grid of seeds x strengths in one compiled program
+instead (`continual.sweep.run_sweep`: per-member accuracy matrices, mean +- std over seeds per strength, the best
+strength per method on a validation split carved from the training data, a strength plot; resumable).
+
 `default_config()` declares every field; the files in `configs/` override what their setup changes.
 `validate_config(config)` checks every value before any work (the launcher calls it before creating the workdir);
 `RESUME_SAFE_FIELDS` lists the fields a relaunch into an existing workdir may change.
@@ -187,6 +191,9 @@ def _validate_sweep(config) -> None:
     if values and name in named:
       raise ConfigError(f"{path}={tuple(values)!r} sweeps the strength of a method that names its own in methods "
                         f"({', '.join(m for m in config.methods if parse_method(m)[0] == name)})")
+  if seeds and config.train.stop_after_epochs:
+    raise ConfigError(f"train.stop_after_epochs={config.train.stop_after_epochs} stops single runs; a sweep "
+                      "(sweep.seeds set) runs to its end (it resumes from its checkpoints when killed)")
   cc.number(config, "sweep.validation_fraction", minimum=0.0, below=1.0)
   cc.integer(config, "sweep.chunk", minimum=0)
   cc.boolean(config, "sweep.shard")

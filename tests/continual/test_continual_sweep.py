@@ -158,6 +158,10 @@ def test_validate_sweep_fields(field, value, message):
 
 def test_validate_sweep_strengths():
   config = sweep_config()
+  config.train.stop_after_epochs = 1
+  with pytest.raises(ConfigError, match="stop_after_epochs"):
+    experiment.validate_config(config)
+  config = sweep_config()
   config.sweep.strengths.ewc = (1.0, -1.0)
   with pytest.raises(ConfigError, match="sweep.strengths.ewc"):
     experiment.validate_config(config)
