@@ -206,7 +206,8 @@ class GridRun:
       self.epoch_fn = make_grid_epoch(f.epoch_fn, self.max_traces)
     key = ("grid_eval",) + f.model.key + (f.config.train.eval_batch_size,)
     self.eval_fn = rn._cached(key, lambda: make_grid_eval(f.eval_fn))  # pylint: disable=protected-access
-    self.opt_init = jax.jit(jax.vmap(f._opt_init))  # pylint: disable=protected-access
+    self.opt_init = rn._cached(("grid_opt_init",) + f.tx_key,  # pylint: disable=protected-access
+                               lambda: jax.jit(jax.vmap(f._opt_init)))  # pylint: disable=protected-access
     self.test = [(self._place(d, replicated=True), n) for d, n in f.test]
     if self.validation is not None:
       self.validation = [(self._place(d, replicated=True), n) for d, n in self.validation]
