@@ -27,6 +27,7 @@ import numpy as np
 
 from nas_forgetting.continual import config_checks as cc
 from nas_forgetting.continual import metrics as cm
+from nas_forgetting.continual import sweep
 from nas_forgetting.continual.runner import MAS_ACCUMULATIONS, METHODS, OPTIMIZERS, MethodRun, parse_method
 from nas_forgetting.data.datasets import default_data_config, validate_data_config
 from nas_forgetting.data.tasks import KINDS, SCENARIOS, default_stream_config, load_task_stream
@@ -254,8 +255,7 @@ def run(config, workdir: str, *, max_traces: int | None = None) -> dict:
   workdir.mkdir(parents=True, exist_ok=True)
   tasks = load_tasks(config)
   if config.sweep.seeds:
-    from nas_forgetting.continual import sweep  # pylint: disable=import-outside-toplevel
-    return sweep.run_sweep(config, workdir, tasks, max_traces=max_traces)
+    return sweep.run_sweep(config, workdir, tasks, description=data_description(config), max_traces=max_traces)
   results, rows, stopped = {}, [], False
   for method in methods:
     result = MethodRun(config, tasks, method, workdir / method, max_traces=max_traces).run()

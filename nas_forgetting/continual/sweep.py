@@ -33,6 +33,7 @@ after chunk, each chunk one vmapped program of the same shapes (one trace per ch
 from __future__ import annotations
 
 import functools
+import pathlib
 from typing import Sequence
 
 import chex
@@ -46,6 +47,11 @@ from nas_forgetting.continual import runner as rn
 from nas_forgetting.continual import steps
 from nas_forgetting.data.tasks import Task
 from nas_forgetting.errors import ConfigError
+from nas_forgetting.io import plots
+from nas_forgetting.io.atomic import atomic_writer
+from nas_forgetting.io.checkpoint import Checkpointer
+from nas_forgetting.io.metrics import write_csv
+from nas_forgetting.io.report import print_result_block
 
 PENALISED = ("l2", "ewc", "online_ewc", "mas", "mas_local", "si")  # the methods with a strength to sweep
 # State entries stacked on the grid axis (the rest of a single run's state is host bookkeeping).
@@ -96,6 +102,8 @@ def grid_chunk(num_members: int, per_member: int, *, chunk: int, memory_fraction
   are balanced (16 members at most 15 together: two chunks of 8), so that every chunk has the same shapes and the
   grid epoch compiles once."""
   if chunk <= 0:
+    # the DP-NAS evaluator's reading of free device memory (one definition; imported here only: continual
+    # otherwise needs nothing of dpnas)
     from nas_forgetting.dpnas.evaluator import free_device_memory  # pylint: disable=import-outside-toplevel
     device = device or jax.local_devices()[0]
     free = free_device_memory(device, -1)
@@ -260,7 +268,6 @@ class GridRun:
     self.build_steps()
     checkpointer, latest = None, None
     if checkpoint_dir is not None:
-      from nas_forgetting.io.checkpoint import Checkpointer  # pylint: disable=import-outside-toplevel
       checkpointer = Checkpointer(checkpoint_dir, max_to_keep=f.config.checkpoint.max_to_keep)
       latest = checkpointer.latest_step()
       if latest is not None:
@@ -321,7 +328,6 @@ def run_method(config, tasks: Sequence[Task], method: str, *, validation: Sequen
   """Every member of `method`'s grid, chunk after chunk (`grid_chunk`); the members' results concatenated:
   'members', 'accuracy' (G, T, T), 'validation' (G, T, T), 'baseline' (G, T), 'params', 'chunk'. With
   `checkpoint_dir`, each chunk checkpoints into `<checkpoint_dir>/members_<first>-<last>` (see `GridRun.run`)."""
-  import pathlib  # pylint: disable=import-outside-toplevel
   members = grid(config, method)
   sw = config.sweep
   probe = GridRun(config, tasks, method, members[:1])
@@ -374,8 +380,6 @@ def best_strengths(table: Sequence[dict]) -> dict[str, float]:
 def strength_plot(path, table: Sequence[dict]) -> None:
   """Average accuracy and forgetting (test, %) against strength (log x), one line per penalised method with a band
   of +- one standard deviation over seeds."""
-  from nas_forgetting.io import plots  # pylint: disable=import-outside-toplevel
-  from nas_forgetting.io.atomic import atomic_writer  # pylint: disable=import-outside-toplevel
 
   fig = plots.new_figure((10.0, 4.0))
   axes = fig.subplots(1, 2)
@@ -412,19 +416,17 @@ def format_table(table: Sequence[dict], best: dict[str, float]) -> str:
   return "\n".join(lines)
 
 
-def run_sweep(config, workdir, tasks: Sequence[Task], *, max_traces: int | None = None) -> dict:
+def run_sweep(config, workdir, tasks: Sequence[Task], *, description: tuple[str, str],
+              max_traces: int | None = None) -> dict:
   """Every method of `config.methods` over its grid; writes into `workdir`:
   `<method>/sweep_accuracy.csv` (every member's accuracy matrix: seed, strength, after_task, task_j; test split),
   `sweep_members.csv` (per member: average accuracy, forgetting, BWT, FWT, validation average accuracy),
   `sweep_strength.png` (`strength_plot`) and `sweep_summary.csv` (last: mean and std over seeds per (method,
   strength), and `best`: the strength of each method with the highest mean validation average accuracy, the
   validation split being `sweep.validation_fraction` of each task's training data), and prints the result block
-  and the table. Each chunk of members checkpoints after every epoch into `<method>/sweep_checkpoints/` and a
+  and the table (`description`: the data and scenario it names). Each chunk of members checkpoints after every epoch into `<method>/sweep_checkpoints/` and a
   relaunch resumes from there with the numbers of an uninterrupted run; a relaunch of a finished sweep (its
   `sweep_summary.csv` exists) reads its final checkpoints, prints the table and writes nothing."""
-  import pathlib  # pylint: disable=import-outside-toplevel
-  from nas_forgetting.io.metrics import write_csv  # pylint: disable=import-outside-toplevel
-  from nas_forgetting.io.report import print_result_block  # pylint: disable=import-outside-toplevel
 
   workdir = pathlib.Path(workdir)
   finished = (workdir / "sweep_summary.csv").exists()  # written last: the sweep is done
@@ -454,8 +456,7 @@ def run_sweep(config, workdir, tasks: Sequence[Task], *, max_traces: int | None 
     write_csv(workdir / "sweep_members.csv", all_members)
     strength_plot(workdir / "sweep_strength.png", table)
     write_csv(workdir / "sweep_summary.csv", table)
-  from nas_forgetting.continual.experiment import data_description  # pylint: disable=import-outside-toplevel
-  data, scenario = data_description(config)
+  data, scenario = description
   rows = {"data": data, "scenario": scenario, "tasks": len(tasks), "seeds": len(config.sweep.seeds),
           "validation": (f"{fraction:g} of each task's training data" if validation is not None else "none")}
   for method, strength in best.items():
