@@ -27,7 +27,7 @@ def make_tiny_config(**train):
   return c
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_config():
   """`tiny_config(**train_overrides)` -> a fresh tiny continual config."""
   return make_tiny_config

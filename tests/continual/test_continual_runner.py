@@ -14,34 +14,12 @@ from nas_forgetting.errors import ConfigError
 from nas_forgetting.io.metrics import read_csv, read_jsonl
 
 
-def tiny_config(**train):
-  c = experiment.default_config()
-  c.data.source = "embedded"
-  c.data.train_size = 300
-  c.data.test_size = 120
-  c.stream.kind = "split"
-  c.stream.num_tasks = 3
-  c.stream.classes_per_task = 2
-  c.stream.scenario = "task"
-  c.model.hidden = (16,)
-  c.train.optimizer = "momentum"
-  c.train.learning_rate = 0.05
-  c.train.epochs = 2
-  c.train.batch_size = 16
-  c.train.eval_batch_size = 64
-  c.importance.num_examples = 40
-  c.importance.chunk_size = 32
-  for k, v in train.items():
-    c.train[k] = v
-  return c
-
-
 @pytest.fixture(scope="module")
-def tasks():
+def tasks(tiny_config):
   return experiment.load_tasks(tiny_config())
 
 
-def test_one_trace_for_all_tasks(tasks, tmp_path):
+def test_one_trace_for_all_tasks(tasks, tmp_path, tiny_config):
   # Split tasks have different sizes (padding + invalid batch rows) and different heads: still one trace.
   short = tasks[1].train._replace(images=tasks[1].train.images[:40], labels=tasks[1].train.labels[:40])
   tasks = [tasks[0], tasks[1]._replace(train=short), tasks[2]]
@@ -52,7 +30,7 @@ def test_one_trace_for_all_tasks(tasks, tmp_path):
   assert result["accuracy"].shape == (3, 3) and np.all(result["accuracy"] > 0)
 
 
-def test_resume_mid_task_equals_uninterrupted(tmp_path):
+def test_resume_mid_task_equals_uninterrupted(tmp_path, tiny_config):
   config = tiny_config()
   config.methods = ("si",)  # the most state: SI path integral, accumulated Omega, task-start parameters
   full = experiment.run(config, str(tmp_path / "full"))
@@ -78,7 +56,7 @@ def test_resume_mid_task_equals_uninterrupted(tmp_path):
     assert int(a["task"]) == 3 and int(b["task"]) == 3
 
 
-def test_outputs_agree_with_the_accuracy_matrix(tasks, tmp_path):
+def test_outputs_agree_with_the_accuracy_matrix(tasks, tmp_path, tiny_config):
   config = tiny_config(epochs=1)
   config.methods = ("finetune",)
   out = experiment.run(config, str(tmp_path))
@@ -105,7 +83,7 @@ def _trunk_distance(a, b):
                            for x, y in zip(jax.tree.leaves(a["dense_0"]), jax.tree.leaves(b["dense_0"])))))
 
 
-def test_strong_l2_keeps_parameters_near_the_anchor(tmp_path):
+def test_strong_l2_keeps_parameters_near_the_anchor(tmp_path, tiny_config):
   # Plain SGD, lr * strength = 0.5: the quadratic pull dominates, the shared layer stays within about g/strength
   # of the task-0 solution, while fine-tuning drifts further with every one of task 1's 30 steps.
   config = tiny_config(optimizer="sgd", learning_rate=0.05, first_task_epochs=2, epochs=10)
@@ -121,14 +99,14 @@ def test_strong_l2_keeps_parameters_near_the_anchor(tmp_path):
   assert d_l2 < 0.2 * d_finetune
 
 
-def test_unknown_method_is_rejected(tmp_path):
+def test_unknown_method_is_rejected(tmp_path, tiny_config):
   config = tiny_config()
   config.methods = ("finetune", "ewk")
   with pytest.raises(ConfigError, match="valid methods"):
     experiment.run(config, str(tmp_path))
 
 
-def test_method_specs_and_bad_options():
+def test_method_specs_and_bad_options(tiny_config):
   from nas_forgetting.continual.runner import make_optimizer, parse_method
   assert parse_method("ewc") == ("ewc", None)
   assert parse_method("ewc@1e4") == ("ewc", 1e4)
