@@ -5,13 +5,13 @@ has: experiment, seed, mode, network, load_workdir, dag_path and the groups data
 controller, train, wpl). Each group starts from its `default_*_config()` (the public PyTorch ENAS defaults for the
 recurrent search; the micro-CNN fields default to the ENAS paper's micro search at reduced width) and takes
 per-experiment overrides as a mapping, e.g. `default_config("micro_cnn", data, shared={"lr": 0.05})`. Unknown
-fields are rejected, so a config file can only change what is declared here. `override(config, groups)` applies
-further group overrides (size variants such as `quick`) with the same check.
+fields are rejected, so a config file can only change what is declared here; config files apply further group
+overrides (size variants such as `quick`) with `nas_forgetting.config_schema.override`, which has the same check.
+A config carries the model group of its network only: `rnn` for network='rnn', `cnn` for network='micro_cnn'.
 
 The references' deviations from the papers are declared as options, off by default: `rnn.next_hidden='last_node'`,
 `cnn.sep_conv='depthwise'`, `cnn.cell_output='last_node'`, `controller.derive_reference_logits=True`. The reference's
-BatchNorm on the RNN cell output exists at the model level only (`models.enas_rnn.EnasRnn(batchnorm_output=True)`):
-the shared training does not carry its running averages, so no config field offers it.
+BatchNorm on the RNN cell output is not offered.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 
 import ml_collections
 
+from nas_forgetting.config_schema import override
 from nas_forgetting.errors import ConfigError
 from nas_forgetting.wpl import enas_fisher
 from nas_forgetting.wpl.state import default_wpl_config
@@ -31,18 +32,6 @@ MODE_VARIANTS = ("derive", "evaluate", "train_scratch", "single", "ablation_acti
                  "rank_correlation")
 
 
-def _set(config: ml_collections.ConfigDict, group: str, overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
-  """Sets declared fields only; a mapping given for a nested group (e.g. data.image) updates it field by field."""
-  for key, value in overrides.items():
-    if key not in config:
-      raise ConfigError(f"unknown {group} config field {key!r}; valid fields: {', '.join(sorted(config.keys()))}")
-    if isinstance(config[key], ml_collections.ConfigDict) and isinstance(value, Mapping):
-      _set(config[key], f"{group}.{key}", value)
-    else:
-      config[key] = value
-  return config
-
-
 def default_data_config(**overrides: Any) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.name = "ptb"  # data set name shown in summaries
@@ -50,7 +39,7 @@ def default_data_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.reward_fraction = 0.1  # rnn without train.txt: share of valid.txt kept for controller rewards; micro_cnn: share
   #                          of the training images held out for controller rewards
   c.eval_max_tokens = 0  # rnn: evaluate on the first tokens of test.txt only (smoke runs); 0 = all
-  return _set(c, "data", overrides)
+  return override(c, overrides, group="data")
 
 
 def default_search_config(**overrides: Any) -> ml_collections.ConfigDict:
@@ -59,7 +48,7 @@ def default_search_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.topology = "chain"  # rnn, hardcoded mode: chain | tree
   c.num_blocks = 12  # nodes of the cell (micro_cnn: per cell)
   c.min_nodes = 3  # rnn, flexible mode: fewest nodes the controller may pick
-  return _set(c, "search", overrides)
+  return override(c, overrides, group="search")
 
 
 def default_rnn_config(**overrides: Any) -> ml_collections.ConfigDict:
@@ -74,7 +63,7 @@ def default_rnn_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.next_hidden = "average"  # average (paper: mean of loose ends) | last_node (reference quirk)
   c.ar_alpha = 0.0  # activation-regularisation coefficient (0 = off)
   c.tar_beta = 0.0  # temporal activation-regularisation coefficient (0 = off)
-  return _set(c, "rnn", overrides)
+  return override(c, overrides, group="rnn")
 
 
 def default_cnn_config(**overrides: Any) -> ml_collections.ConfigDict:
@@ -91,7 +80,7 @@ def default_cnn_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.pad = 4  # random-crop padding
   c.flip = True  # random horizontal flips
   c.cutout = 0  # cutout square size (0 = off; 16 in the paper's final training)
-  return _set(c, "cnn", overrides)
+  return override(c, overrides, group="cnn")
 
 
 def default_shared_config(**overrides: Any) -> ml_collections.ConfigDict:
@@ -106,7 +95,7 @@ def default_shared_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.grad_clip = 0.25  # global-norm gradient clip (0 = off)
   c.momentum = 0.0  # SGD momentum (0 = plain SGD)
   c.nesterov = False  # Nesterov momentum
-  return _set(c, "shared", overrides)
+  return override(c, overrides, group="shared")
 
 
 def default_controller_config(**overrides: Any) -> ml_collections.ConfigDict:
@@ -127,7 +116,7 @@ def default_controller_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.reward_c = 80.0  # rnn: reward = reward_c / valid perplexity; micro_cnn: reward = reward_c * accuracy
   c.ppl_square = False  # rnn: reward = reward_c / perplexity^2
   c.reward_batch_size = 0  # micro_cnn: held-out images per reward batch (unused by rnn)
-  return _set(c, "controller", overrides)
+  return override(c, overrides, group="controller")
 
 
 def default_train_config(**overrides: Any) -> ml_collections.ConfigDict:
@@ -145,20 +134,26 @@ def default_train_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.rank_epochs = 10  # rank_correlation: epochs each architecture is trained alone
   c.eval_batch_size = 10  # rnn: columns for whole-split evaluation (reference: 1, much slower); micro_cnn: images
   #                         per evaluation batch
-  return _set(c, "train", overrides)
+  return override(c, overrides, group="train")
 
 
 _GROUPS = {"search": default_search_config, "rnn": default_rnn_config, "cnn": default_cnn_config,
            "shared": default_shared_config, "controller": default_controller_config, "train": default_train_config}
+NETWORK_GROUP = {"rnn": "rnn", "micro_cnn": "cnn"}  # the model group of each network (a config has its own only)
 
 
 def default_config(network: str, data: ml_collections.ConfigDict, **groups: Mapping[str, Any]
                    ) -> ml_collections.ConfigDict:
   """The whole ENAS config for `network` ('rnn' | 'micro_cnn') with the `data` group given; `groups` maps group
-  names (search, rnn, cnn, shared, controller, train) to overrides of their defaults."""
-  unknown = set(groups) - set(_GROUPS)
+  names (search, shared, controller, train, and the network's own model group: rnn or cnn) to overrides of their
+  defaults. The other network's model group is not part of the config."""
+  if network not in NETWORK_GROUP:
+    raise ConfigError(f"network={network!r}; expected one of {', '.join(NETWORK_GROUP)}")
+  names = [g for g in _GROUPS if g not in NETWORK_GROUP.values() or g == NETWORK_GROUP[network]]
+  unknown = set(groups) - set(names)
   if unknown:
-    raise ConfigError(f"unknown ENAS config groups {sorted(unknown)}; expected some of {', '.join(_GROUPS)}")
+    raise ConfigError(f"unknown ENAS config groups {sorted(unknown)} for network={network!r}; expected some of "
+                      f"{', '.join(names)}")
   c = ml_collections.ConfigDict()
   c.experiment = "enas"  # experiment registry name
   c.seed = 12345  # seed of every random draw (weights, architectures, dropout, data order)
@@ -170,24 +165,13 @@ def default_config(network: str, data: ml_collections.ConfigDict, **groups: Mapp
   c.dag_path = ""  # JSON DAG file (reference format; micro_cnn: {"normal": [...], "reduction": [...]}) for single;
   #                  overrides the derived cell in evaluate/ablation_*
   c.data = data
-  for name, build in _GROUPS.items():
-    c[name] = build(**groups.get(name, {}))
+  for name in names:
+    c[name] = _GROUPS[name](**groups.get(name, {}))
   # Weight plasticity loss (nas_forgetting.wpl.state.default_wpl_config documents every field). Off here
   # (enabled=False): plain ENAS, one architecture per shared step (num_batch_per_iter=1); the forgetting
   # measurement (measure_forgetting) works with WPL on or off. configs/wpl_enas_*.py switch it on.
   c.wpl = default_wpl_config(enabled=False, num_batch_per_iter=1)
   return c
-
-
-def override(config: ml_collections.ConfigDict, groups: Mapping[str, Mapping[str, Any]]) -> ml_collections.ConfigDict:
-  """Sets `groups[group][field]` in `config` (in place; returned); only declared groups and fields."""
-  groups_of = {k for k, v in config.items() if isinstance(v, ml_collections.ConfigDict)}
-  unknown = set(groups) - groups_of
-  if unknown:
-    raise ConfigError(f"unknown ENAS config groups {sorted(unknown)}; expected some of {', '.join(sorted(groups_of))}")
-  for group, values in groups.items():
-    _set(config[group], group, values)
-  return config
 
 
 def split_variants(arg: str | None) -> list[str]:
@@ -207,16 +191,21 @@ def wpl_config(base_get_config: Callable[[str], ml_collections.ConfigDict], arg:
   `wpl.num_batch_per_iter` shared steps per epoch. A size variant applies the base config's overrides of that name
   (`base_sizes`), then its WPL ones (`sizes`), with `size_archs_per_epoch[size]` bursts per epoch. `nowpl` switches
   WPL off and changes nothing else (the baseline of a with/without comparison).
+
+  `shared.steps_per_epoch` is derived: a FieldReference to bursts per epoch x `wpl.num_batch_per_iter`, so changing
+  `wpl.num_batch_per_iter` (e.g. `--config.wpl.num_batch_per_iter=5`) keeps the architectures per epoch and changes
+  the shared steps; setting `shared.steps_per_epoch` itself gives that many steps, whatever the burst length.
   """
   variants = split_variants(arg)
   c = base_get_config(",".join(v for v in variants if v != "nowpl" and v not in sizes))
   c.wpl = wpl
   override(c, reference)
-  c.shared.steps_per_epoch = archs_per_epoch * c.wpl.num_batch_per_iter
+  bursts = archs_per_epoch
   for size in (v for v in variants if v in sizes):
     override(c, base_sizes[size])
     override(c, sizes[size])
-    c.shared.steps_per_epoch = size_archs_per_epoch[size] * c.wpl.num_batch_per_iter
+    bursts = size_archs_per_epoch[size]
+  c.shared.steps_per_epoch = c.wpl.get_ref("num_batch_per_iter") * bursts
   if "nowpl" in variants:
     c.wpl.enabled = False
   return c

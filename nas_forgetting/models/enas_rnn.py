@@ -11,15 +11,8 @@ architecture (int32 (num_blocks, 2), see the search space) is a traced argument:
 are selected by one gather per call, the activation by an elementwise select, so a single compilation serves every
 architecture, and only the sampled edges are computed (no candidate edge is evaluated and masked away).
 
-Options for comparison with the public PyTorch code (both off by default):
+Option for comparison with the public PyTorch code (off by default):
   next_hidden='last_node'  the next hidden state is the last active node (the reference) instead of the output.
-  batchnorm_output=True    BatchNorm on the cell output y_t (the reference, not the paper), before output dropout,
-                           the decoder and AR/TAR; the recurrence is unchanged. Per time step: training mode
-                           normalises with the statistics over the batch columns and updates running averages
-                           as torch's BatchNorm1d does (momentum 0.1, unbiased variance, once per step), evaluation
-                           mode uses the running averages; learned scale and bias (params `output_bn_scale`,
-                           `output_bn_bias`). The running averages are the `batch_stats` collection
-                           (`output_bn_mean`, `output_bn_var`): apply with mutable=['batch_stats'] in training.
 Regularisation as in the reference: embedding-row dropout, locked (variational) dropout on inputs and outputs,
 DropConnect on the recurrent weights W_hh, W_hc (`weight_drop`), hidden rows clamped to norm `max_hidden_norm`,
 tied embedding/decoder (embedding size = hidden size). AR/TAR penalties are computed by `rnn_lm_loss`.
@@ -36,7 +29,6 @@ import jax.numpy as jnp
 from nas_forgetting.models.initializers import symmetric_uniform
 
 NEXT_HIDDEN = ("average", "last_node")
-BN_MOMENTUM, BN_EPSILON = 0.1, 1e-5  # torch.nn.BatchNorm1d defaults, as the reference
 
 
 def apply_activation(index: jax.Array, z: jax.Array) -> jax.Array:
@@ -76,7 +68,6 @@ class EnasRnn(nn.Module):
   max_hidden_norm: float = 25.0
   init_range: float = 0.025
   next_hidden: str = "average"
-  batchnorm_output: bool = False
 
   @nn.compact
   def __call__(self, tokens: jax.Array, hidden: jax.Array, arch: jax.Array, *, train: bool,
@@ -156,8 +147,6 @@ class EnasRnn(nn.Module):
 
     new_hidden, (raw, norms, clipped, edge_inputs) = jax.lax.scan(
         step, hidden, (x_proj, edge_probes if probing else None))
-    if self.batchnorm_output:
-      raw = self._output_batchnorm(raw, train)
     outputs = raw
     if train and self.dropout_output > 0:
       outputs = raw * _dropout_mask(self.make_rng("dropout"), (1, batch, h_size), self.dropout_output)
@@ -167,28 +156,6 @@ class EnasRnn(nn.Module):
     if probing:
       extras["edge_inputs"] = edge_inputs
     return logits, new_hidden, extras
-
-  def _output_batchnorm(self, y: jax.Array, train: bool) -> jax.Array:
-    """BatchNorm of the outputs y (T, B, H), each step on its own (see the module docstring)."""
-    h_size = y.shape[-1]
-    scale = self.param("output_bn_scale", nn.initializers.ones, (h_size,))
-    bias = self.param("output_bn_bias", nn.initializers.zeros, (h_size,))
-    ra_mean = self.variable("batch_stats", "output_bn_mean", jnp.zeros, (h_size,), jnp.float32)
-    ra_var = self.variable("batch_stats", "output_bn_var", jnp.ones, (h_size,), jnp.float32)
-    if train:
-      mean = jnp.mean(y, axis=1, keepdims=True)  # (T, 1, H)
-      var = jnp.var(y, axis=1, keepdims=True)
-      if not self.is_initializing():
-        # T sequential updates r <- (1 - m) r + m s_t, in closed form: (1 - m)^T r_0 + sum_t m (1 - m)^(T-1-t) s_t.
-        time, batch = y.shape[:2]
-        decay = (1.0 - BN_MOMENTUM) ** jnp.arange(time - 1, -1, -1, dtype=jnp.float32)
-        unbiased = var[:, 0] * batch / max(batch - 1, 1)
-        keep = (1.0 - BN_MOMENTUM) ** time
-        ra_mean.value = keep * ra_mean.value + BN_MOMENTUM * jnp.einsum("t,th->h", decay, mean[:, 0])
-        ra_var.value = keep * ra_var.value + BN_MOMENTUM * jnp.einsum("t,th->h", decay, unbiased)
-    else:
-      mean, var = ra_mean.value, ra_var.value
-    return (y - mean) * jax.lax.rsqrt(var + BN_EPSILON) * scale + bias
 
 
 def rnn_lm_loss(logits: jax.Array, targets: jax.Array, extras: dict[str, jax.Array], *, ar_alpha: float = 0.0,
