@@ -20,6 +20,7 @@ tanh squashing).
 
 import ml_collections
 
+from nas_forgetting.config_schema import override
 from nas_forgetting.data.datasets import offline_data_config
 from nas_forgetting.enas import config as enas_config
 
@@ -67,7 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       train={"draw_every": 10, "save_every": 5, "max_to_keep": 3, "derive_every": 10, "eval_batch_size": 500})
   for variant in enas_config.split_variants(arg):
     if variant in SIZES:
-      enas_config.override(c, SIZES[variant])
+      override(c, SIZES[variant])
     elif variant in CNN_MODES:
       c.mode = variant
     else:

@@ -31,6 +31,7 @@ last node), --config.controller.derive_reference_logits=True (derive samples wit
 
 import ml_collections
 
+from nas_forgetting.config_schema import override
 from nas_forgetting.enas import config as enas_config
 from nas_forgetting.paths import shared_data
 
@@ -71,7 +72,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "rnn", enas_config.default_data_config(name="ptb", path=shared_data("ptb")))
   for variant in enas_config.split_variants(arg):
     if variant in SIZES:
-      enas_config.override(c, SIZES[variant])
+      override(c, SIZES[variant])
     elif variant == "wikitext2":
       c.data.name = "wikitext2"
       c.data.path = shared_data("wikitext2")
