@@ -46,6 +46,7 @@ from typing import NamedTuple
 import ml_collections
 import numpy as np
 
+from nas_forgetting.config_schema import override
 from nas_forgetting.data import embedded, embeddings, idx, image_folder, tfds_source, transforms
 from nas_forgetting.errors import ConfigError, DataError
 from nas_forgetting.paths import shared_data
@@ -103,11 +104,7 @@ def default_data_config(**overrides) -> ml_collections.ConfigDict:
   config.holdout_fraction = 0.2  # single-split sources with test_size 0: fraction carved out as test
   config.data_dir = ""  # tfds data folder ('' = tfds default)
   config.num_classes = 0  # idx only: number of classes (0 = 10, the MNIST family); a label outside it is an error
-  for key, value in overrides.items():
-    if key not in config:
-      raise ConfigError(f"unknown data config field {key!r}; valid fields: {', '.join(sorted(config.keys()))}")
-    config[key] = value
-  return config
+  return override(config, overrides, group="data")
 
 
 # The data sets stored offline under the shared data folder (`nas_forgetting.paths.shared_data`): folder ->

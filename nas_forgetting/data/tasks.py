@@ -38,6 +38,7 @@ from typing import NamedTuple, Sequence
 import ml_collections
 import numpy as np
 
+from nas_forgetting.config_schema import override
 from nas_forgetting.data import transforms
 from nas_forgetting.data.datasets import ArrayDataset, Splits, load_dataset
 from nas_forgetting.errors import ConfigError, DataError
@@ -65,11 +66,9 @@ def default_stream_config(**overrides) -> ml_collections.ConfigDict:
   config.class_order = ()  # split: classes in task order; () = natural order 0..K-1
   config.scenario = "task"  # 'task' (head per task) | 'domain' (one head, 0..k-1) | 'class' (one head, all classes)
   config.permute_first_task = False  # permuted: False keeps task 0 unpermuted
-  for key, value in overrides.items():
-    if key not in config:
-      raise ConfigError(f"unknown stream config field {key!r}; valid fields: {', '.join(sorted(config.keys()))}")
-    config[key] = tuple(value) if key == "class_order" else value
-  return config
+  if "class_order" in overrides:
+    overrides["class_order"] = tuple(overrides["class_order"])
+  return override(config, overrides, group="stream")
 
 
 def _check_scenario(scenario: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from nas_forgetting.config_schema import override
 from nas_forgetting.errors import ConfigError
 from nas_forgetting.models.alexnet import AlexNet
 from nas_forgetting.models.convnet import ConvNet
@@ -29,11 +30,7 @@ def default_model_config(**overrides) -> ml_collections.ConfigDict:
   config.fc_units = 4096  # alexnet: units of the two fully connected layers
   config.dropout = 0.5  # alexnet: dropout before the fully connected layers
   config.frozen = ()  # top-level layer names left out of training (e.g. ('conv_0', 'conv_1'))
-  for key, value in overrides.items():
-    if key not in config:
-      raise ConfigError(f"unknown model config field {key!r}; valid fields: {', '.join(sorted(config.keys()))}")
-    config[key] = value
-  return config
+  return override(config, overrides, group="model")
 
 
 def build_model(model_config, *, num_outputs: int, num_heads: int):

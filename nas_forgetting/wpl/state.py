@@ -57,6 +57,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from nas_forgetting import penalties
+from nas_forgetting.config_schema import override
 from nas_forgetting.errors import ArchitectureError, ConfigError
 
 PyTree = Any
@@ -121,10 +122,7 @@ def default_wpl_config(**overrides: Any) -> ml_collections.ConfigDict:
   config.reference_scaling = False
   config.measure_forgetting = True
   config.reset_fisher_without_gradient = False
-  for key, value in overrides.items():
-    if key not in config:
-      raise ConfigError(f"unknown wpl config field {key!r}; valid fields: {', '.join(sorted(config.keys()))}")
-    config[key] = value
+  override(config, overrides, group="wpl")
   validate_wpl_config(config)
   return config
 
