@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nas_forgetting.enas import reinforce
 from nas_forgetting.enas import search_space as ss
 from timing import seconds_per_call
 from nas_forgetting.enas import trainer as tr
@@ -75,8 +76,8 @@ def bench_rnn(a) -> dict:
   results["supernet_over_fixed_time_ratio"] = results["supernet_new_arch_every_step"]["seconds_per_step"] / sec
 
   controller = ctl.Controller(space.num_choices, hidden_size=100)
-  copt = ctl.controller_optimizer(3.5e-4)
-  cstate = ctl.init_reinforce(controller, ctl.init_controller(controller, jax.random.key(3)), copt)
+  copt = reinforce.controller_optimizer(3.5e-4)
+  cstate = reinforce.init_reinforce(controller, ctl.init_controller(controller, jax.random.key(3)), copt)
   reward_fn = functools.partial(tr.rnn_reward_fn, model=model, bptt=a.bptt, reward_c=80.0, ppl_square=False)
   cstep = jax.jit(functools.partial(tr.controller_step, controller=controller, optimizer=copt,
                                     decisions_to_arch=space.decisions_to_arch, decision_mask=space.decision_mask,

@@ -64,6 +64,7 @@ from nas_forgetting.data.datasets import load_dataset
 from nas_forgetting.data.text import batchify, load_corpus
 from nas_forgetting.enas import config as enas_config
 from nas_forgetting.enas import drawing
+from nas_forgetting.enas import reinforce
 from nas_forgetting.enas import search_space as ss
 from nas_forgetting.enas import trainer as tr
 from nas_forgetting.errors import CheckpointError, ConfigError, DataError
@@ -160,7 +161,7 @@ def wpl_settings(config: ml_collections.ConfigDict) -> tuple[wpl_lib.WPLHyperPar
 @functools.lru_cache(maxsize=None)
 def _search_functions(controller, space, reward_fn, score_fn, lr, grad_clip, num_samples, ema_decay, entropy_coeff,
                       entropy_mode):
-  optimizer = ctl.controller_optimizer(lr, grad_clip)
+  optimizer = reinforce.controller_optimizer(lr, grad_clip)
   controller_step = jax.jit(functools.partial(
       tr.controller_step, controller=controller, optimizer=optimizer, decisions_to_arch=space.decisions_to_arch,
       decision_mask=space.decision_mask, reward_fn=reward_fn, num_samples=num_samples, ema_decay=ema_decay,
@@ -433,7 +434,7 @@ class _Run:
     cparams = ctl.init_controller(self.controller, k_ctl)
     self.wpl_state = (wpl_lib.init_wpl_state(self.task.monitored(shared.params)) if self.wpl_hp is not None
                       else None)
-    return shared, ctl.init_reinforce(self.controller, cparams, self.controller_optimizer)
+    return shared, reinforce.init_reinforce(self.controller, cparams, self.controller_optimizer)
 
   def _tree(self, shared, cstate, epoch, rng, seconds: float = 0.0):
     tree = {"shared": shared, "controller": cstate, "epoch": np.int32(epoch),

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nas_forgetting.enas import reinforce
 from nas_forgetting.enas.search_space import uniform_decisions
 from nas_forgetting.models import controller as ctl
 from nas_forgetting.models import enas_cnn
@@ -176,10 +177,10 @@ def rnn_score_fn(shared_params: Any, batch: tuple[jax.Array, jax.Array], archs: 
   return rnn_rewards(shared_params, inputs, targets, archs, model=model, reward_c=1.0, ppl_square=False)[1]
 
 
-def controller_step(cstate: ctl.ReinforceState, shared_params: Any, batch: Any, rng: jax.Array, *,
+def controller_step(cstate: reinforce.ReinforceState, shared_params: Any, batch: Any, rng: jax.Array, *,
                     controller: ctl.Controller, optimizer: optax.GradientTransformation, decisions_to_arch: Callable,
                     decision_mask: Callable, reward_fn: Callable, num_samples: int, ema_decay: float,
-                    entropy_coeff: float, entropy_mode: str) -> tuple[ctl.ReinforceState, dict[str, jax.Array]]:
+                    entropy_coeff: float, entropy_mode: str) -> tuple[reinforce.ReinforceState, dict[str, jax.Array]]:
   """Samples `num_samples` architectures, rewards each with `reward_fn(shared_params, batch, archs)` and takes a
   REINFORCE step. Each architecture gets its own reward (the references share the last one across a policy batch).
   """
@@ -187,9 +188,9 @@ def controller_step(cstate: ctl.ReinforceState, shared_params: Any, batch: Any, 
   archs = jax.vmap(decisions_to_arch)(sample.decisions)
   rewards, extra = reward_fn(shared_params, batch, archs)
   mask = jax.vmap(decision_mask)(sample.decisions)
-  cstate, metrics = ctl.reinforce_step(cstate, sample.decisions, rewards, mask, controller=controller,
-                                       optimizer=optimizer, ema_decay=ema_decay, entropy_coeff=entropy_coeff,
-                                       entropy_mode=entropy_mode)
+  cstate, metrics = reinforce.reinforce_step(cstate, sample.decisions, rewards, mask, controller=controller,
+                                             optimizer=optimizer, ema_decay=ema_decay, entropy_coeff=entropy_coeff,
+                                             entropy_mode=entropy_mode)
   metrics.update(extra)
   metrics["controller/params_finite"] = all_finite((cstate.params, cstate.opt_state, cstate.baseline))
   return cstate, metrics

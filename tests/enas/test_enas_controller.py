@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nas_forgetting.enas import reinforce
 from nas_forgetting.enas.search_space import RnnSearchSpace
 from nas_forgetting.models import controller as ctl
 
@@ -76,18 +77,18 @@ def _log_prob(model, params, decisions):
 
 
 BANDIT = ctl.Controller((3,), hidden_size=4, temperature=1.0, tanh_c=0.0)
-BANDIT_OPT = ctl.controller_optimizer(0.05)
+BANDIT_OPT = reinforce.controller_optimizer(0.05)
 
 
 @functools.lru_cache(maxsize=None)
 def _bandit_step(entropy_mode):
-  return jax.jit(functools.partial(ctl.reinforce_step, controller=BANDIT, optimizer=BANDIT_OPT, ema_decay=0.9,
+  return jax.jit(functools.partial(reinforce.reinforce_step, controller=BANDIT, optimizer=BANDIT_OPT, ema_decay=0.9,
                                    entropy_coeff=1e-4, entropy_mode=entropy_mode))
 
 
 def _bandit(entropy_mode):
   model = BANDIT
-  state = ctl.init_reinforce(model, ctl.init_controller(model, jax.random.key(0)), BANDIT_OPT)
+  state = reinforce.init_reinforce(model, ctl.init_controller(model, jax.random.key(0)), BANDIT_OPT)
   step = _bandit_step(entropy_mode)
   return model, state, step
 
@@ -125,11 +126,11 @@ def test_reinforce_learns_the_best_arm_and_first_baseline():
 
 def test_masked_decisions_carry_no_gradient():
   model = ctl.Controller((2, 3, 3), hidden_size=4)
-  opt = ctl.controller_optimizer(0.1)
-  state = ctl.init_reinforce(model, ctl.init_controller(model, jax.random.key(0)), opt)
+  opt = reinforce.controller_optimizer(0.1)
+  state = reinforce.init_reinforce(model, ctl.init_controller(model, jax.random.key(0)), opt)
   state = state._replace(baseline=jnp.zeros(3), baseline_ready=jnp.array(True))
   mask = jnp.array([[True, True, False]])
-  step = jax.jit(functools.partial(ctl.reinforce_step, controller=model, optimizer=opt, ema_decay=0.9,
+  step = jax.jit(functools.partial(reinforce.reinforce_step, controller=model, optimizer=opt, ema_decay=0.9,
                                    entropy_coeff=0.0, entropy_mode="reward"))
   new, _ = step(state, jnp.array([[1, 2, 2]]), jnp.array([1.0]), mask)
   np.testing.assert_array_equal(new.params["decoder_kernel"][2], state.params["decoder_kernel"][2])

@@ -137,6 +137,7 @@ def test_the_steps_flag_nan_parameters_without_a_new_compilation():
   import chex
   import functools
 
+  from nas_forgetting.enas import reinforce
   from nas_forgetting.enas import trainer as tr
   from nas_forgetting.enas.search_space import RnnSearchSpace
   from nas_forgetting.models import controller as ctl
@@ -159,7 +160,7 @@ def test_the_steps_flag_nan_parameters_without_a_new_compilation():
   assert np.isfinite(float(good["shared/loss"])) and not np.isfinite(float(bad["shared/loss"]))
 
   controller = ctl.Controller(space.num_choices, hidden_size=4)
-  copt = ctl.controller_optimizer(1e-3)
+  copt = reinforce.controller_optimizer(1e-3)
   reward_fn = lambda shared, batch, archs: (jnp.ones(archs.shape[0]), {})
   controller_fn = functools.partial(
       tr.controller_step, controller=controller, optimizer=copt, decisions_to_arch=space.decisions_to_arch,
@@ -167,7 +168,7 @@ def test_the_steps_flag_nan_parameters_without_a_new_compilation():
       entropy_mode="reward")
   cstep = jax.jit(chex.assert_max_traces(lambda *args: controller_fn(*args), n=1))
   cparams = ctl.init_controller(controller, jax.random.key(2))
-  _, good = cstep(ctl.init_reinforce(controller, cparams, copt), None, None, jax.random.key(3))
+  _, good = cstep(reinforce.init_reinforce(controller, cparams, copt), None, None, jax.random.key(3))
   cparams = dict(cparams, b_lstm=cparams["b_lstm"].at[0].set(jnp.nan))
-  _, bad = cstep(ctl.init_reinforce(controller, cparams, copt), None, None, jax.random.key(3))
+  _, bad = cstep(reinforce.init_reinforce(controller, cparams, copt), None, None, jax.random.key(3))
   assert bool(good["controller/params_finite"]) and not bool(bad["controller/params_finite"])

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from nas_forgetting.enas import reinforce
 from nas_forgetting.enas import trainer as tr
 from nas_forgetting.enas.search_space import RnnSearchSpace
 from nas_forgetting.models import controller as ctl
@@ -113,8 +114,8 @@ def test_whole_split_evaluation_equals_a_window_loop():
 
 def test_controller_step_one_trace_and_per_architecture_rewards():
   controller = ctl.Controller(SPACE.num_choices, hidden_size=8)
-  opt = ctl.controller_optimizer(1e-3)
-  cstate = ctl.init_reinforce(controller, ctl.init_controller(controller, jax.random.key(0)), opt)
+  opt = reinforce.controller_optimizer(1e-3)
+  cstate = reinforce.init_reinforce(controller, ctl.init_controller(controller, jax.random.key(0)), opt)
   reward_fn = functools.partial(tr.rnn_reward_fn, model=MODEL, bptt=BPTT, reward_c=80.0, ppl_square=False)
   fn = functools.partial(
       tr.controller_step, controller=controller, optimizer=opt, decisions_to_arch=SPACE.decisions_to_arch,
@@ -215,7 +216,7 @@ def test_each_architecture_of_a_policy_batch_gets_its_own_reward():
       entropy_mode="reward"))
   params = ctl.init_controller(controller, jax.random.key(0))
   b0 = jnp.full((SPACE.num_decisions,), 1.5)
-  cstate = ctl.init_reinforce(controller, params, opt)._replace(baseline=b0, baseline_ready=jnp.array(True))
+  cstate = reinforce.init_reinforce(controller, params, opt)._replace(baseline=b0, baseline_ready=jnp.array(True))
   key = jax.random.key(7)
   new, metrics = step(cstate, None, None, key)
 
