@@ -24,7 +24,7 @@ fine-tuning collapses to the last task (19 %), EWC 22 %, MAS 44 % at these untun
 embedding (D = 12,800; about 6.5 minutes to store, 5 minutes per continual run) the numbers are close to these.
 """
 
-from nas_forgetting.continual.experiment import default_config
+from nas_forgetting.continual.config import default_config
 
 # Where the first command above writes the embedding.
 DEFAULT_EMBEDDING = "/tmp/dpnas_deep_prior/stored_embedding"

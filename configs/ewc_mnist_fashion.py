@@ -20,7 +20,7 @@ Expected time: about 3 minutes on 2 CPU cores for the full data once downloaded.
 exists (shared/data/mnist is the 10k test split), so this figure was not measured here.
 """
 
-from nas_forgetting.continual.experiment import default_config
+from nas_forgetting.continual.config import default_config
 from nas_forgetting.data.datasets import default_data_config, offline_data_config
 
 

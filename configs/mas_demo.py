@@ -22,7 +22,7 @@ percentage points on full MNIST (see the reference's notebook). Here: per_task.c
 mean (docs/results_continual.md); fine-tuning is run alongside for contrast. Expected time: 2-4 minutes on 2 cores.
 """
 
-from nas_forgetting.continual.experiment import default_config
+from nas_forgetting.continual.config import default_config
 from nas_forgetting.data.datasets import offline_data_config
 
 

@@ -21,7 +21,7 @@ for both methods on 2 shared CPU cores (CPU convolutions are slow; a GPU takes s
 docs/results_continual.md (fine-tuning forgets 17 / 9 / 10 points on the first three tasks, MAS under 2.5).
 """
 
-from nas_forgetting.continual.experiment import default_config
+from nas_forgetting.continual.config import default_config
 from nas_forgetting.data.datasets import offline_data_config
 
 

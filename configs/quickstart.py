@@ -22,7 +22,7 @@ Expected result (seed 0, measured; tests/continual/test_continual_configs.py rer
   quickstart.py:quick  mas average accuracy 15.8 %, forgetting 0.4 %
 """
 
-from nas_forgetting.continual.experiment import default_config
+from nas_forgetting.continual.config import default_config
 
 
 def get_config(arg: str | None = None):

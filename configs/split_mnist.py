@@ -27,7 +27,7 @@ most of it compilation). Expected results (seed 0, measured; tests/continual/tes
 
 import ml_collections
 
-from nas_forgetting.continual.experiment import default_config
+from nas_forgetting.continual.config import default_config
 from nas_forgetting.data.datasets import offline_data_config
 
 

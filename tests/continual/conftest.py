@@ -2,11 +2,11 @@
 
 import pytest
 
-from nas_forgetting.continual import experiment
+from nas_forgetting.continual import config as continual_config
 
 
 def make_tiny_config(**train):
-  c = experiment.default_config()
+  c = continual_config.default_config()
   c.data.source = "embedded"
   c.data.train_size = 300
   c.data.test_size = 120

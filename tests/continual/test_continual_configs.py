@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+from nas_forgetting.continual import config as continual_config
 from nas_forgetting.continual import experiment
 from nas_forgetting.continual.runner import parse_method
 
@@ -58,7 +59,7 @@ def load(name):
 def test_config_loads_with_every_field_declared(name):
   module = load(name)
   assert "python launch.py --config configs/" in module.__doc__ and "Expected" in module.__doc__
-  reference = experiment.default_config()
+  reference = continual_config.default_config()
   for variant in CONFIGS[name]:
     config = module.get_config(variant)
     assert config.experiment == "continual" and isinstance(config.seed, int)

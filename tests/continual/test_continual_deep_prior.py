@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from nas_forgetting.continual import config as continual_config
 from nas_forgetting.continual import experiment
 from nas_forgetting.continual.runner import MethodRun, parse_method
 from nas_forgetting.data.datasets import default_data_config, load_dataset
@@ -31,7 +32,7 @@ def test_config_declares_every_field_and_its_variants():
   module = load_config_module()
   assert "python launch.py --config configs/continual_deep_prior.py" in module.__doc__
   assert "configs/dpnas_mnist.py:fixed,store_embedding" in module.__doc__ and "Expected" in module.__doc__
-  reference = experiment.default_config()
+  reference = continual_config.default_config()
   for variant in (None, "class", "quick", "class_quick", "class,linear", "quick,linear"):
     config = module.get_config(variant)
     assert set(config.keys()) == set(reference.keys())

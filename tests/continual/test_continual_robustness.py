@@ -6,6 +6,7 @@ import pathlib
 
 import pytest
 
+from nas_forgetting.continual import config as continual_config
 from nas_forgetting.continual import experiment
 from nas_forgetting.continual.runner import MethodRun
 from nas_forgetting.errors import ConfigError, DivergenceError
@@ -97,7 +98,7 @@ def test_every_continual_config_validates():
 
 
 def test_resume_safe_fields_are_config_fields():
-  config = experiment.default_config()
+  config = continual_config.default_config()
   for dotted in experiment.RESUME_SAFE_FIELDS:
     node = config
     for part in dotted.split("."):

@@ -2,13 +2,14 @@
 hands every method the same `apply_fn` (a static argument of the jitted sums), so EWC and online EWC reuse one
 compiled Fisher."""
 
+from nas_forgetting.continual import config as continual_config
 from nas_forgetting.continual import experiment
 from nas_forgetting.continual.runner import MethodRun
 from nas_forgetting.importance import _driver
 
 
 def _config():
-  c = experiment.default_config()
+  c = continual_config.default_config()
   c.data.source = "embedded"
   c.data.train_size = 200
   c.data.test_size = 40
