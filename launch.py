@@ -10,6 +10,17 @@ with a message listing the valid keys. `config.experiment` selects what runs (se
 TensorBoard events, plots and checkpoints; launching again with the same workdir resumes the run. A workdir
 holds one run: a relaunch with other settings (except the fields that only say how far to run) or of another
 experiment is refused, and a second launch on a workdir in use is refused.
+
+Several processes (hosts), each driving its own devices, run one experiment together with `--distributed`:
+
+  python launch.py --config ... --workdir /shared/runs/split --distributed \
+      --coordinator_address=10.0.0.1:1234 --num_processes=2 --process_id=0   # and --process_id=1 on the other
+
+Unset values come from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID, then from JAX's detection
+of the cluster (under SLURM `srun python launch.py ... --distributed` needs nothing else). Every process runs the
+same program on the devices of all processes (a continual sweep's grid and the DP-NAS seeds are sharded over
+them); process 0 writes the workdir, which every process must see (a shared filesystem), and the others write
+only their own shards of sharded checkpoints.
 """
 
 import logging as std_logging
@@ -30,6 +41,15 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Output folder; an existing run in it is resumed from its latest checkpoint.")
 flags.mark_flags_as_required(["config", "workdir"])
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Join the other processes of a run of several processes (jax.distributed.initialize).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "With --distributed: host:port of process 0 (default: JAX_COORDINATOR_ADDRESS, "
+    "else detected from the cluster).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "With --distributed: number of processes (default: JAX_NUM_PROCESSES, else detected).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "With --distributed: this process's index (default: JAX_PROCESS_ID, else detected).")
 
 
 def _describe_unknown_key(config: ml_collections.ConfigDict, dotted: str) -> str | None:
@@ -113,10 +133,27 @@ class _QuietLibraries(std_logging.Filter):
     return "Unable to initialize backend 'tpu'" not in record.getMessage()
 
 
+def _join_processes() -> None:
+  """With --distributed, joins the run's other processes (before anything else uses JAX); else refuses their flags."""
+  given = [f"--{f.name}" for f in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID) if f.value is not None]
+  if not _DISTRIBUTED.value:
+    if given:
+      sys.exit(f"error: {', '.join(given)} given without --distributed")
+    return
+  from nas_forgetting import distributed  # pylint: disable=import-outside-toplevel
+  try:
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  except errors.NasForgettingError as e:
+    sys.exit(f"error: {e}")
+  import jax  # pylint: disable=import-outside-toplevel
+  logging.info("process %d of %d; local devices %s", jax.process_index(), jax.process_count(), jax.local_devices())
+
+
 def main(argv: list[str]) -> None:
   logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
     sys.exit(f"error: unexpected arguments: {' '.join(argv[1:])}; pass --help to see the flags")
+  _join_processes()
   config = _load_config()
   try:
     experiment = experiments.get_experiment(config.experiment)

@@ -20,10 +20,14 @@ EWC and online EWC, Omega for MAS with 'sum'/'replace' accumulation: `MethodRun.
 through the single run's own `MethodRun._consolidate` per member, so every method, estimator and accumulation mode
 is the one definition a single run uses (mas_local and MAS 'recompute_all' compute their importance per member).
 
-Devices: with `config.sweep.shard` the grid axis of a chunk is sharded over the local devices (`grid_mesh`: the
-most devices that divide the chunk evenly; `jax.sharding.NamedSharding`, data replicated), so each device trains
-its members; the compiled epoch is the same vmapped function, partitioned by XLA. Consolidation gathers the
-members on the first device and places the result back.
+Devices: with `config.sweep.shard` the grid axis of a chunk is sharded over the devices (`grid_mesh`: the most
+devices that divide the chunk evenly; `jax.sharding.NamedSharding`, data replicated), so each device trains its
+members; the compiled epoch is the same vmapped function, partitioned by XLA. Consolidation gathers the members on
+the host and places the result back. In a run of several processes (`nas_forgetting.distributed`) the mesh spans
+the devices of every process (the same number from each) and every process runs this same code: each trains the
+members on its devices, evaluation results, finiteness checks and consolidation inputs are gathered on every host
+(`distributed.to_host`), consolidation runs on every process alike, checkpoints are saved collectively (each
+process writes its shards) and the returned parameters are host arrays.
 
 Memory: `grid_chunk(...)` bounds the number of members trained together (`config.sweep.chunk`, 0 = sized from the
 free device memory, or `sweep.cpu_memory_budget` bytes on devices that report none): the members are trained chunk
@@ -42,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from nas_forgetting import distributed
 from nas_forgetting.continual import metrics as cm
 from nas_forgetting.continual import runner as rn
 from nas_forgetting.continual import steps
@@ -115,10 +120,18 @@ def grid_chunk(num_members: int, per_member: int, *, chunk: int, memory_fraction
 
 
 def grid_mesh(num_members: int, devices: Sequence[jax.Device] | None = None) -> Mesh | None:
-  """A one-axis mesh ('grid') over the most local devices that divide `num_members` evenly (None: one device)."""
-  devices = list(devices or jax.local_devices())
-  count = max(k for k in range(1, len(devices) + 1) if num_members % k == 0)
-  return None if count == 1 else Mesh(np.array(devices[:count]), ("grid",))
+  """A one-axis mesh ('grid') over the most of `devices` (default: every device of every process) that divide
+  `num_members` evenly, taking the same number from each process (None: one device, or in a run of several
+  processes no such split; every process then trains the whole chunk on its own first device)."""
+  devices = list(devices or jax.devices())
+  by_process: dict[int, list[jax.Device]] = {}
+  for d in devices:
+    by_process.setdefault(d.process_index, []).append(d)
+  processes, per = len(by_process), min(len(v) for v in by_process.values())
+  count = max((processes * k for k in range(1, per + 1) if num_members % (processes * k) == 0), default=1)
+  if count == 1:
+    return None
+  return Mesh(np.array([d for v in by_process.values() for d in v[:count // processes]]), ("grid",))
 
 
 def _stack(trees: Sequence) -> object:
@@ -186,11 +199,11 @@ class GridRun:
     """`tree` sharded on its leading (grid) axis over the mesh, or replicated (no mesh: unchanged)."""
     if self.mesh is None:
       return tree
-    return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec() if replicated else PartitionSpec("grid")))
+    return distributed.place(tree, NamedSharding(self.mesh, PartitionSpec() if replicated else PartitionSpec("grid")))
 
   def _gather(self, tree):
     """`tree` on the first local device (the members' consolidation runs there; no mesh: unchanged)."""
-    return tree if self.mesh is None else jax.device_put(tree, jax.local_devices()[0])
+    return tree if self.mesh is None else jax.device_put(distributed.to_host(tree), jax.local_devices()[0])
 
   def fresh_state(self) -> dict:
     """The stacked state before the first task (each member's single-run initial state), placed on the mesh."""
@@ -223,7 +236,8 @@ class GridRun:
   def _evaluate_all(self, state: dict, splits=None) -> np.ndarray:
     """(G, T) accuracies of every member on every task's test split (or `splits`)."""
     splits = self.test if splits is None else splits
-    cols = [np.asarray(self.eval_fn(state["params"], state["batch_stats"], data, n)) for data, n in splits]
+    cols = [np.asarray(distributed.to_host(self.eval_fn(state["params"], state["batch_stats"], data, n)))
+            for data, n in splits]
     return np.stack(cols, axis=1).astype(np.float32)
 
   def _train_epoch(self, state: dict, t: int, e: int, data: steps.TaskData, n: int) -> dict:
@@ -233,7 +247,7 @@ class GridRun:
     carry = steps.Carry(state["params"], state["batch_stats"], state["opt_state"], state["si_path"])
     carry, _, checks = self.epoch_fn(carry, data, idx, valid, k_steps, state["anchors"], state["importance"],
                                      state["strength"])
-    checks = jax.device_get(checks)
+    checks = jax.device_get(distributed.to_host(checks))
     first_step = int(f.first_steps[t] + e * f.steps_per_epoch[t])
     for i, (r, (seed, _)) in enumerate(zip(self.runs, self.members)):
       r._check_finite(_member(checks, i), first_step,  # pylint: disable=protected-access
@@ -302,7 +316,8 @@ class GridRun:
     if checkpointer is not None:
       checkpointer.wait()
     return {"method": self.method, "members": self.members, "accuracy": state["accuracy"],
-            "baseline": state["baseline"], "validation": state["validation"], "params": state["params"]}
+            "baseline": state["baseline"], "validation": state["validation"],
+            "params": distributed.to_host(state["params"])}
 
 
 def split_validation(tasks: Sequence[Task], fraction: float, seed: int) -> tuple[list[Task], list[Task]]:

@@ -3,13 +3,19 @@
 A reader never sees a half-written file, and a failure part-way (an exception, a full disk, a kill) leaves the
 previous content of the target untouched and no temporary file behind (except after a hard kill, when a hidden
 `.<name>.*.tmp` sibling may remain; it is never mistaken for the target).
+
+In a run of several processes only process 0 writes (`distributed.is_writer`): on the others every write here is
+checked and formatted as usual, then discarded.
 """
 
 import contextlib
+import io
 import os
 import pathlib
 import tempfile
 from typing import IO, Iterator
+
+from nas_forgetting import distributed
 
 PathLike = str | os.PathLike
 
@@ -30,13 +36,18 @@ def atomic_writer(path: PathLike, mode: str = "w", *, encoding: str = "utf-8") -
     encoding: text encoding for mode "w".
 
   Yields:
-    The open temporary file.
+    The open temporary file (on a process other than process 0 of a distributed run: an in-memory file that is
+    discarded, nothing is written).
   """
   if mode not in ("w", "wb"):
     raise ValueError(f"mode={mode!r}; expected 'w' or 'wb'")
   target = pathlib.Path(path)
   if target.is_dir():
     raise IsADirectoryError(f"{target} is a directory; expected a file path")
+  if not distributed.is_writer():
+    with (io.StringIO() if mode == "w" else io.BytesIO()) as sink:
+      yield sink
+    return
   target.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
   try:

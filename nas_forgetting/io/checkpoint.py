@@ -12,6 +12,13 @@ A thin layer over orbax-checkpoint's `CheckpointManager` with `StandardSave`/`St
 
 Restored trees have exactly the structure of `like` (NamedTuples, optax states, flax structs stay what they are).
 Saving a step that already exists replaces it.
+
+Several processes (`nas_forgetting.distributed`): every process calls `save` and `restore` with the same tree, as
+orbax's multi-process checkpointing requires (its saves and restores synchronise the processes), on a directory
+every process sees. An array sharded over the devices of several processes is written by orbax shard by shard,
+each process its own shards; an array a process holds whole (on its own devices: the same values on every process)
+and every host value are stored as numpy arrays, which orbax writes from process 0 only. Such leaves are restored
+from the numpy arrays and placed as the matching leaf of `like` is.
 """
 
 import os
@@ -23,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from nas_forgetting import distributed
 from nas_forgetting.errors import CheckpointError
 from nas_forgetting.io._steps import as_step
 
@@ -56,10 +64,12 @@ def _storable_leaf(path, x: Any) -> Any:
   if isinstance(x, jax.ShapeDtypeStruct):
     if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
       raise CheckpointError(f"leaf {_path_name(path)}: an abstract PRNG key cannot be a restore target; pass a key")
-    sharding = x.sharding if x.sharding is not None else jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    sharding = x.sharding if x.sharding is not None else jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
   if isinstance(x, jax.Array):
-    return x
+    # several processes: a whole array of this process is a host value (process 0 writes it), a global one is
+    # written shard by shard by orbax
+    return np.asarray(x) if distributed.is_distributed() and x.is_fully_addressable else x
   if isinstance(x, (*_PYTHON_SCALARS, np.generic, np.ndarray)):
     array = np.asarray(x)
     if array.dtype == object:
@@ -82,6 +92,8 @@ def _from_storable(like_leaf: Any, stored: Any) -> Any:
     return like_leaf.dtype.type(np.asarray(stored)[()])
   if isinstance(like_leaf, np.ndarray):
     return np.asarray(stored)
+  if isinstance(like_leaf, jax.Array) and not isinstance(stored, jax.Array):  # stored as a host value
+    return jax.device_put(stored, like_leaf.sharding)
   return stored
 
 

@@ -3,7 +3,8 @@
 `MetricsLogger(workdir).log(step, {"train/loss": 0.3})` appends `{"step": step, "train/loss": 0.3}` to
 `<workdir>/metrics.jsonl` and the scalars to `<workdir>/tensorboard/`. A resumed run appends to the same JSONL
 file; a line cut short by a crash is dropped when the file is reopened, and with `purge_step` (the first step
-the resumed run logs again) the records of the lost steps are dropped from both outputs.
+the resumed run logs again) the records of the lost steps are dropped from both outputs. In a run of several
+processes only process 0 writes (`distributed.is_writer`); on the others the logger checks and discards.
 """
 
 import csv
@@ -16,6 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from nas_forgetting import distributed
 from nas_forgetting.errors import DataError
 from nas_forgetting.io._steps import as_step
 from nas_forgetting.io.atomic import atomic_write_text
@@ -102,8 +104,11 @@ class MetricsLogger:
   def __init__(self, workdir: PathLike, *, tensorboard: bool = True, filename: str = "metrics.jsonl",
                purge_step: int | None = None):
     self.workdir = pathlib.Path(workdir)
-    self.workdir.mkdir(parents=True, exist_ok=True)
     self.path = self.workdir / filename
+    if not distributed.is_writer():  # another process of the run writes: lines are checked, then discarded
+      self._file, self._events = open(os.devnull, "w", encoding="utf-8"), None  # pylint: disable=consider-using-with
+      return
+    self.workdir.mkdir(parents=True, exist_ok=True)
     _drop_partial_last_line(self.path)
     if purge_step is not None:
       purge_step = as_step(purge_step)

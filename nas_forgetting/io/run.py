@@ -1,7 +1,8 @@
 """Run folders: the workdir of a launch, locked, holding the run's resolved config and the code's git revision.
 
 `open_run` is what the launcher uses: one run per workdir (a relaunch with other settings, or of another
-experiment, is refused), one launch at a time (an exclusive lock), nothing left behind by a failed launch.
+experiment, is refused), one launch at a time (an exclusive lock), nothing left behind by a failed launch; in a
+run of several processes, process 0 alone writes it.
 """
 
 import contextlib
@@ -14,6 +15,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import ml_collections
 
+from nas_forgetting import distributed
 from nas_forgetting.errors import ConfigError
 from nas_forgetting.io.atomic import atomic_write_text
 
@@ -164,6 +166,18 @@ def _check_or_store_config(path: pathlib.Path, config: Any, resume_safe: Sequenc
     atomic_write_text(stored_file, text)  # Only fields that say how far to run changed: record the new ones.
 
 
+def _agree(error: Exception | None, config_text: str | None) -> None:
+  """Fails every process of a distributed run together: raises this process's `error`, or a ConfigError when
+  another process failed or when this process's config differs from process 0's (single process: `error`)."""
+  same = distributed.same_as_process_0(config_text or "")
+  if error is None and not same:
+    error = ConfigError(f"process {distributed.process_index()} was launched with another config than process 0; "
+                        "launch every process of the run with the same command")
+  if not distributed.all_ok(error is None):
+    raise error or ConfigError(f"another process of this run could not start it (its output says why); process "
+                               f"{distributed.process_index()} stops too")
+
+
 @contextlib.contextmanager
 def open_run(workdir: str | os.PathLike, config: Any, *, resume_safe: Sequence[str] = ()
              ) -> Iterator[pathlib.Path]:
@@ -178,17 +192,35 @@ def open_run(workdir: str | os.PathLike, config: Any, *, resume_safe: Sequence[s
   On an exception from inside the block (including Ctrl-C), a workdir this launch created and in which the
   run wrote nothing is removed again, so a failed launch leaves nothing behind.
 
+  In a run of several processes (`nas_forgetting.distributed`) every process calls it: process 0 does all of the
+  above, the others touch nothing; each checks that its config equals process 0's, and when any process fails
+  here every process raises (none is left waiting for the others).
+
   Yields:
     The workdir as an absolute path.
   """
-  path = _checked_path(workdir)
-  config_to_json(config)  # A config that cannot be written fails before anything is created.
-  created = _make_folders(path)
-  fd = None
+  if not distributed.is_writer():
+    error, text = None, None
+    try:
+      text = config_to_json(config)
+    except ConfigError as e:
+      error = e
+    _agree(error, text)
+    yield pathlib.Path(workdir).expanduser().absolute()
+    return
+  created, fd, path = [], None, None
   try:
-    fd = _lock(path)
-    _check_or_store_config(path, config, resume_safe)
-    atomic_write_text(path / REVISION_FILE, git_revision() + "\n")
+    error, text = None, None
+    try:
+      path = _checked_path(workdir)
+      text = config_to_json(config)  # A config that cannot be written fails before anything is created.
+      created = _make_folders(path)
+      fd = _lock(path)
+      _check_or_store_config(path, config, resume_safe)
+      atomic_write_text(path / REVISION_FILE, git_revision() + "\n")
+    except (ConfigError, OSError) as e:
+      error = e
+    _agree(error, text)
     yield path
   except BaseException:
     if created and all(p.name in LAUNCHER_FILES for p in path.iterdir()):
