@@ -4,8 +4,9 @@ Data: `config.data` goes to `nas_forgetting.data.load_dataset`; the training spl
 validation by a seeded random split (`val_fraction`, seed `config.seed`), so a resumed or continued search sees the
 same validation split. The official (or carved) test split is the test split.
 
-`validate_config(config)` checks every field before any work (the launcher calls it before the workdir exists;
-`run` calls it first); `RESUME_SAFE_FIELDS` lists the fields a relaunch into an existing workdir may change.
+`dpnas.config.default_config(data)` declares every field; `validate_config(config)` checks every field before any
+work (the launcher calls it before the workdir exists; `run` calls it first); `RESUME_SAFE_FIELDS` lists the fields
+a relaunch into an existing workdir may change.
 
 Outputs under `workdir` (the launcher adds `config.json` and `git_revision.txt`):
 * `metrics.jsonl` and `tensorboard/`: one record per sampled architecture (search; `step` = its replay row:
