@@ -31,6 +31,8 @@ step and the model (and k).
 
 Data: MNIST from a `data` config group (`nas_forgetting.data.load_dataset`); offline, the 10k MNIST test split is
 carved into a train and an evaluation split.
+
+Config: `nas_forgetting.wpl.config.default_config()` declares every field; `validate_config` checks every value.
 """
 
 from __future__ import annotations
