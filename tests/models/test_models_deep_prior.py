@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nas_forgetting.models import net_string as ns
 from nas_forgetting.errors import ConfigError
 from nas_forgetting.models import deep_prior as dp
+from nas_forgetting.models import net_string as ns
 
 README_NET = "[C(32,5,1,2,1), P(4,4,0,0), C(32,3,1,1,0), C(1024,1,1,0,1), C(512,3,1,0,1), SM(10)]"
 
