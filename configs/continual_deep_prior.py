@@ -38,30 +38,19 @@ def get_config(arg: str | None = None):
     raise ValueError(f"unknown variant {arg!r} of configs/continual_deep_prior.py; valid (comma-separated): "
                      f"{', '.join(VARIANTS)}")
   config = default_config()
-  config.seed = 0
-  config.methods = ("finetune", "ewc", "mas")
   config.data.source = "embeddings"  # stored feature vectors (nas_forgetting/data/embeddings.py)
   config.data.name = "deep_prior_mnist"
   config.data.path = DEFAULT_EMBEDDING
-  config.data.train_size = 0  # all 8,000 stored train + val examples
-  config.data.test_size = 0  # all 2,000 stored test examples
-  config.stream.kind = "split"
-  config.stream.num_tasks = 5
-  config.stream.classes_per_task = 2
-  config.stream.scenario = "task"
-  config.model.name = "mlp"
   config.model.hidden = (256,)  # one shared hidden layer on the D features (the part that can forget)
   config.train.optimizer = "adam"
   config.train.learning_rate = 1e-3
   config.train.epochs = 4
   config.train.batch_size = 128
   config.strength.ewc = 5000.0  # as configs/split_mnist.py (van de Ven & Tolias' Split MNIST lambda)
-  config.strength.mas = 1.0
   config.importance.num_examples = 1000  # Fisher / Omega on 1,000 training examples of the task
   if "class" in tokens or "class_quick" in tokens:
     config.stream.scenario = "class"  # one 10-way head over all classes
   if "quick" in tokens or "class_quick" in tokens:
-    config.data.train_size = 0  # a small stored embedding (the tests store a few hundred examples)
     config.stream.num_tasks = 2
     config.methods = ("finetune", "ewc")
     config.model.hidden = (16,)

@@ -26,13 +26,11 @@ from nas_forgetting.data.datasets import default_data_config, offline_data_confi
 
 def get_config(arg: str | None = None):
   config = default_config()
-  config.seed = 0
   config.methods = ("finetune", "ewc@1e3", "ewc@1e4", "ewc@1e5")
   config.data = default_data_config(source="tfds", name="mnist")
   config.data_sequence.d1_fashion_mnist = default_data_config(source="tfds", name="fashion_mnist")
   config.stream.kind = "sequence"
   config.stream.scenario = "domain"
-  config.model.name = "mlp"
   config.model.hidden = (256, 128)
   config.model.batch_norm = True
   config.train.optimizer = "adam"
@@ -40,7 +38,6 @@ def get_config(arg: str | None = None):
   config.train.epochs = 4
   config.train.batch_size = 100
   config.train.eval_batch_size = 1000
-  config.importance.fisher_estimator = "exact"
   config.importance.num_examples = 1000
   if arg == "quick":
     config.methods = ("ewc@1e4",)

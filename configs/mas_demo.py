@@ -29,27 +29,13 @@ from nas_forgetting.data.datasets import offline_data_config
 def get_config(arg: str | None = None):
   variant = arg or "accumulation"
   config = default_config()
-  config.seed = 0
   config.methods = ("finetune", "mas")
   config.data = offline_data_config("mnist")  # 8,000 train / 2,000 test carved from the MNIST test split
-  config.stream.kind = "split"
-  config.stream.num_tasks = 5
-  config.stream.classes_per_task = 2
   config.stream.class_order = (1, 2, 3, 4, 5, 6, 7, 8, 9, 0)
-  config.stream.scenario = "task"
-  config.model.name = "mlp"
-  config.model.hidden = (256, 256)
   config.train.optimizer = "momentum"
-  config.train.learning_rate = 1e-2
-  config.train.momentum = 0.9
   config.train.first_task_epochs = 10
   config.train.epochs = 20
   config.train.batch_size = 200
-  config.strength.mas = 1.0
-  config.strength.mas_local = 1.0
-  config.importance.mas_norm = "l2"
-  config.importance.mas_estimator = "per_example"
-  config.importance.mas_accumulation = "sum"
   if variant == "sequence":
     config.importance.mas_accumulation = "recompute_all"
   elif variant == "reference":

@@ -27,14 +27,9 @@ from nas_forgetting.data.datasets import offline_data_config
 
 def get_config(arg: str | None = None):
   config = default_config()
-  config.seed = 0
   config.methods = ("finetune", "mas")
   # 200 images decoded per class and split (first 200 by name), 1,000 test images in all
   config.data = offline_data_config("cifar10", max_per_class=200, test_size=1000)
-  config.stream.kind = "split"
-  config.stream.num_tasks = 5
-  config.stream.classes_per_task = 2
-  config.stream.scenario = "task"
   config.model.name = "alexnet"
   config.model.width = 0.25
   config.model.fc_units = 256
@@ -45,7 +40,6 @@ def get_config(arg: str | None = None):
   config.train.epochs = 4
   config.train.batch_size = 32
   config.train.eval_batch_size = 250
-  config.strength.mas = 1.0
   config.importance.num_examples = 200
   config.importance.chunk_size = 100
   if arg == "quick":

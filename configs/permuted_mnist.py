@@ -29,7 +29,6 @@ from configs.split_mnist import quick, reduced_mnist
 def get_config(arg: str | None = None):
   variant = arg or "task"
   config = reduced_mnist("permuted")  # the setting shared with configs/split_mnist.py
-  config.stream.permute_first_task = False
   config.strength.ewc = 500.0
   config.strength.online_ewc = 500.0
   config.strength.si = 0.3

@@ -27,21 +27,15 @@ from nas_forgetting.continual.config import default_config
 
 def get_config(arg: str | None = None):
   config = default_config()
-  config.seed = 0
-  config.methods = ("finetune", "ewc", "mas")
-  config.data.source = "embedded"
   config.data.name = "font_digits"
   config.data.train_size = 4000
   config.data.test_size = 1000
   config.stream.kind = "permuted"
   config.stream.num_tasks = 4
   config.stream.scenario = "domain"
-  config.model.name = "mlp"
-  config.model.hidden = (256, 256)
   config.train.optimizer = "adam"
   config.train.learning_rate = 1e-3
   config.train.epochs = 4
-  config.train.batch_size = 64
   config.strength.ewc = 100.0
   config.strength.mas = 0.3
   config.importance.num_examples = 1000

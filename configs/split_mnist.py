@@ -36,19 +36,14 @@ def reduced_mnist(kind: str) -> ml_collections.ConfigDict:
   task-IL, on the offline MNIST (8,000 train / 2,000 test images), MLP 2x400, Adam lr 1e-3, 4 epochs per task of
   batch 128, importance on 1,000 examples, online EWC without decay. The strengths are each config's own."""
   config = default_config()
-  config.seed = 0
   config.methods = ("finetune", "ewc", "online_ewc", "si", "mas", "joint")
   config.data = offline_data_config("mnist")  # 8,000 train / 2,000 test carved from the MNIST test split
   config.stream.kind = kind
-  config.stream.num_tasks = 5
-  config.stream.scenario = "task"
-  config.model.name = "mlp"
   config.model.hidden = (400, 400)
   config.train.optimizer = "adam"
   config.train.learning_rate = 1e-3
   config.train.epochs = 4
   config.train.batch_size = 128
-  config.importance.online_ewc_gamma = 1.0
   config.importance.num_examples = 1000  # Fisher / Omega on 1,000 training examples of the task
   return config
 
@@ -68,12 +63,8 @@ def quick(config: ml_collections.ConfigDict, method: str) -> None:
 def get_config(arg: str | None = None):
   variant = arg or "task"
   config = reduced_mnist("split")
-  config.stream.classes_per_task = 2
   config.strength.ewc = 5000.0  # van de Ven & Tolias' EWC lambda for Split MNIST
   config.strength.online_ewc = 5000.0
-  config.strength.si = 1.0
-  config.importance.si_xi = 0.1
-  config.strength.mas = 1.0
   if variant in ("class", "class_quick"):
     config.stream.scenario = "class"  # same strengths as task-IL (one 10-way head over all classes)
   if variant in ("domain", "domain_quick"):
