@@ -1,4 +1,4 @@
-"""The one way a declared config is changed in code: `override(config, values)`.
+"""Declared config fields: the one way code changes them (`override`) and the checks of their values.
 
 Every experiment package declares its fields once, with a comment each, in its `config.py` (sub-groups read by one
 library module, e.g. `data`, `stream`, `model`, `wpl`, are declared by that module's `default_*_config`). Config
@@ -10,11 +10,16 @@ Derived fields (a value computed from another field, e.g. the WPL configs' share
 per epoch x `wpl.num_batch_per_iter`) are `ml_collections.FieldReference`s, so they follow their source whenever it
 changes, by `override` or on the command line. Setting a derived field itself replaces the reference by the value
 given: an explicit value wins and no longer follows the source.
+
+The checks (`integer`, `integers`, `number`, `choice`, `boolean`) read a field of a resolved config by its dotted
+path (`integer(config, "train.batch_size", minimum=1)`) and raise a ConfigError naming the field, its value and what
+is expected; the experiments' `validate_config` use them before any work is done.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import math
+from typing import Any, Mapping, Sequence
 
 import ml_collections
 
@@ -35,3 +40,68 @@ def override(config: ml_collections.ConfigDict, values: Mapping[str, Any], *, gr
     else:
       config[key] = value
   return config
+
+
+def get(config: Any, path: str) -> Any:
+  """The value at dotted `path` of `config`."""
+  node = config
+  for part in path.split("."):
+    node = node[part]
+  return node
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def integer(config: Any, path: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+  """An int (not a bool) within [minimum, maximum]."""
+  value = get(config, path)
+  if not _is_int(value) or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+    bounds = " and ".join(b for b in (f">= {minimum}" if minimum is not None else "",
+                                      f"<= {maximum}" if maximum is not None else "") if b)
+    raise ConfigError(f"{path}={value!r}; expected an integer{' ' + bounds if bounds else ''}")
+  return value
+
+
+def integers(config: Any, path: str, *, minimum: int, allow_empty: bool = True) -> tuple[int, ...]:
+  """A sequence of ints, each >= minimum."""
+  value = get(config, path)
+  if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or (not allow_empty and not value):
+    raise ConfigError(f"{path}={value!r}; expected a {'non-empty ' if not allow_empty else ''}sequence of "
+                      f"integers >= {minimum}")
+  bad = [v for v in value if not _is_int(v) or v < minimum]
+  if bad:
+    raise ConfigError(f"{path}={tuple(value)!r}: {bad} not integers >= {minimum}")
+  return tuple(value)
+
+
+def number(config: Any, path: str, *, minimum: float | None = None, maximum: float | None = None,
+           above: float | None = None, below: float | None = None) -> float:
+  """A finite real number (NaN and infinities are refused) with inclusive (minimum/maximum) or strict (above/below)
+  bounds."""
+  value = get(config, path)
+  ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+  if ok:
+    ok = ((minimum is None or value >= minimum) and (maximum is None or value <= maximum)
+          and (above is None or value > above) and (below is None or value < below))
+  if not ok:
+    bounds = [f">= {minimum:g}" if minimum is not None else "", f"<= {maximum:g}" if maximum is not None else "",
+              f"> {above:g}" if above is not None else "", f"< {below:g}" if below is not None else ""]
+    bounds = " and ".join(b for b in bounds if b)
+    raise ConfigError(f"{path}={value!r}; expected a finite number{' ' + bounds if bounds else ''}")
+  return float(value)
+
+
+def choice(config: Any, path: str, choices: Sequence[str]) -> str:
+  value = get(config, path)
+  if value not in choices:
+    raise ConfigError(f"{path}={value!r}; valid choices: {', '.join(map(str, choices))}")
+  return value
+
+
+def boolean(config: Any, path: str) -> bool:
+  value = get(config, path)
+  if not isinstance(value, bool):
+    raise ConfigError(f"{path}={value!r}; expected True or False")
+  return value

@@ -24,8 +24,8 @@ from typing import Any
 from absl import logging
 import numpy as np
 
+from nas_forgetting import config_schema as cc
 from nas_forgetting import importance as imp
-from nas_forgetting.continual import config_checks as cc
 from nas_forgetting.continual import metrics as cm
 from nas_forgetting.continual import sweep
 from nas_forgetting.continual.runner import MAS_ACCUMULATIONS, METHODS, OPTIMIZERS, MethodRun, parse_method

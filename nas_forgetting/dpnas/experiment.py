@@ -40,7 +40,7 @@ import time
 import ml_collections
 import numpy as np
 
-from nas_forgetting.continual import config_checks as cc
+from nas_forgetting import config_schema as cc
 from nas_forgetting.data.datasets import load_dataset, validate_data_config
 from nas_forgetting.dpnas import evaluator as ev
 from nas_forgetting.dpnas import fixed as fx

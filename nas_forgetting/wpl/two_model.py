@@ -50,9 +50,9 @@ import ml_collections
 import numpy as np
 import optax
 
+from nas_forgetting import config_schema as cc
 from nas_forgetting import importance
 from nas_forgetting import numerics
-from nas_forgetting.continual import config_checks as cc
 from nas_forgetting.data import batching
 from nas_forgetting.data import datasets
 from nas_forgetting.errors import ConfigError
