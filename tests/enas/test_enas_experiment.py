@@ -11,6 +11,7 @@ pytest.importorskip("nas_forgetting.io.metrics")  # the run-output layer (checkp
 from configs import enas_cifar10, enas_ptb
 from nas_forgetting.enas import experiment
 from nas_forgetting.enas import search_space as ss
+from nas_forgetting.enas import state
 from nas_forgetting.errors import ArchitectureError
 from nas_forgetting.io.metrics import read_csv, read_jsonl
 
@@ -154,14 +155,13 @@ def test_derive_reference_logits_samples_without_squashing(shared_data, tmp_path
   runs = {}
   for option in (False, True):
     c.controller.derive_reference_logits = option
-    runs[option] = experiment._Run(c, tmp_path / str(option))
-    runs[option].close()
+    runs[option] = state.Run(c, tmp_path / str(option))
   plain, reference = runs[False], runs[True]
   assert plain.controller.tanh_c == 2.5 and reference.controller == plain.controller
-  assert plain._derive_sample is plain._sample and reference._sample is plain._sample
+  assert plain.derive_sample is plain.sample and reference.sample is plain.sample
   unsquashed = plain.controller.clone(tanh_c=0.0)
-  assert reference._derive_sample is experiment._sampler(unsquashed, plain.space)
-  assert reference._derive_sample is not plain._sample
+  assert reference.derive_sample is state.sampler(unsquashed, plain.space)
+  assert reference.derive_sample is not plain.sample
 
 
 def test_micro_cnn_search(shared_data, tmp_path, capsys):

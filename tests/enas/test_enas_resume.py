@@ -12,6 +12,9 @@ pytest.importorskip("nas_forgetting.io.metrics")
 
 from configs import enas_ptb, wpl_enas_ptb
 from nas_forgetting.enas import experiment
+from nas_forgetting.enas import outputs
+from nas_forgetting.enas import search
+from nas_forgetting.enas import state
 from nas_forgetting.io import checkpoint
 from nas_forgetting.io.metrics import read_csv, read_jsonl
 
@@ -75,8 +78,8 @@ def test_a_kill_at_every_write_of_the_last_epoch_resumes_exactly(name, shared_da
   config = tiny_config(shared_data, name)
   config.data.eval_max_tokens = 2000
   # The figures (curves, GIF) are redrawn from the logs at the end and are no resume state: left out for speed.
-  monkeypatch.setattr(experiment, "_plot_curves", lambda run: None)
-  monkeypatch.setattr(experiment._Run, "write_gif", lambda self: None)
+  monkeypatch.setattr(outputs, "plot_curves", lambda run, curves: None)
+  monkeypatch.setattr(outputs, "write_gif", lambda run: None)
   saved_at = []  # the write count right after each checkpoint
   counted_save = checkpoint.Checkpointer.save
 
@@ -132,7 +135,7 @@ def test_a_finished_search_relaunched_says_so_and_writes_nothing(shared_data, tm
 
 
 class _Clock:
-  """A stand-in for the time module of the experiment: `now` seconds, advanced by the test."""
+  """A stand-in for the time module of the run's clock: `now` seconds, advanced by the test."""
 
   def __init__(self, now: float):
     self.now = now
@@ -147,15 +150,15 @@ def test_summary_seconds_are_the_total_over_launches(shared_data, tmp_path, monk
   config = tiny_config(shared_data, "enas_ptb")
   config.wpl.measure_forgetting = False
   clock = _Clock(1000.0)
-  monkeypatch.setattr(experiment, "time", clock)
+  monkeypatch.setattr(state, "time", clock)
   epoch_seconds = [100.0, 20.0]  # the first epoch takes 100 s, the second 20 s
-  real_epoch = experiment._Run.train_shared_epoch
+  real_epoch = search.shared_epoch
 
   def timed_epoch(*args, **kwargs):
     clock.now += epoch_seconds.pop(0)
     return real_epoch(*args, **kwargs)
 
-  monkeypatch.setattr(experiment._Run, "train_shared_epoch", timed_epoch)
+  monkeypatch.setattr(search, "shared_epoch", timed_epoch)
   real_save = checkpoint.Checkpointer.save
 
   def stop_after_first_epoch(self, step, tree):

@@ -7,6 +7,7 @@ import pytest
 
 from configs import wpl_enas_cifar10, wpl_enas_ptb
 from nas_forgetting.enas import experiment
+from nas_forgetting.enas import state
 from nas_forgetting.io.metrics import read_csv, read_jsonl
 from nas_forgetting.wpl.forgetting import SUMMARY_KEYS
 
@@ -18,12 +19,9 @@ def tiny_wpl_rnn_config(shared_data, *variants):
 
 
 def _wpl_state(config, workdir):
-  run = experiment._Run(config, workdir)
-  try:
-    run.restore(workdir / "checkpoints", jax.random.key(config.seed))
-    return run.wpl_state
-  finally:
-    run.close()
+  ckpt, restored = state.restore(state.Run(config, workdir), workdir / "checkpoints", jax.random.key(config.seed))
+  ckpt.close()
+  return restored.wpl
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +50,8 @@ def test_wpl_search_writes_forgetting_and_penalises(runs):
   assert any(r.get("wpl/fisher_sum", 0) > 0 for r in metrics)
   penalties = [r["shared/wpl_penalty"] for r in metrics if "shared/wpl_penalty" in r]
   assert penalties and penalties[0] == 0.0 and max(penalties) > 0  # zero before the first burst, then on
-  state = _wpl_state(c, workdir)
-  assert int(state.epoch) == 1 and int(state.num_updates) == 6  # one Fisher update per architecture
+  wpl = _wpl_state(c, workdir)
+  assert int(wpl.epoch) == 1 and int(wpl.num_updates) == 6  # one Fisher update per architecture
 
 
 def test_resume_restores_the_wpl_state_exactly(runs):
@@ -83,5 +81,5 @@ def test_wpl_micro_cnn_search(shared_data, tmp_path, capsys):
   assert 0.0 <= summary["eval/test_accuracy"] <= 1.0
   rows = read_csv(tmp_path / "forgetting.csv")
   assert len(rows) == 1 and int(rows[0]["num_architectures"]) == 2
-  state = _wpl_state(c, tmp_path)
-  assert int(state.num_updates) == 2 and float(sum(np.sum(f) for f in jax.tree.leaves(state.fisher))) > 0
+  wpl = _wpl_state(c, tmp_path)
+  assert int(wpl.num_updates) == 2 and float(sum(np.sum(f) for f in jax.tree.leaves(wpl.fisher))) > 0
