@@ -30,14 +30,18 @@ from nas_forgetting.models.enas_cnn import EnasCnn
 from nas_forgetting.models.enas_rnn import EnasRnn
 
 
-def bench_rnn(a) -> dict:
+def bench_rnn(a, data=None) -> dict:
+  """Supernet vs fixed-cell step and controller steps at the sizes of `a`; `data`: time-major token ids (at least
+  bptt + 1 steps, a.batch columns, ids below a.vocab), random ids when None."""
   space = ss.RnnSearchSpace(num_blocks=a.blocks)
   model = EnasRnn(vocab_size=a.vocab, num_blocks=a.blocks, hidden_size=a.hidden)
   opt = tr.shared_optimizer(0.25, 1e-7)
   arch0 = jnp.zeros((a.blocks, 2), jnp.int32)
   params = jax.jit(lambda k: model.init(k, jnp.zeros((a.bptt, a.batch), jnp.int32), jnp.zeros((a.batch, a.hidden)),
                                         arch0, train=False)["params"])(jax.random.key(0))
-  data = jax.random.randint(jax.random.key(1), (a.bptt * 8 + 1, a.batch), 0, a.vocab)
+  if data is None:
+    data = jax.random.randint(jax.random.key(1), (a.bptt * 8 + 1, a.batch), 0, a.vocab)
+  data = jnp.asarray(data, jnp.int32)
   step = functools.partial(tr.rnn_shared_step, model=model, optimizer=opt, bptt=a.bptt, ar_alpha=0.0, tar_beta=0.0)
   archs = jax.vmap(space.random_arch)(jax.random.split(jax.random.key(2), a.num_archs))
   results = {}
