@@ -15,7 +15,8 @@ Per epoch we report mean, max (worst), std (population, ddof=0) and median (robu
 perplexity explodes) of the forgetting over the epoch's architectures, plus the mean metric at both times.
 `ForgettingTracker` collects one epoch at a time for a trainer; `write_forgetting_csv` and
 `plot_forgetting_comparison` write the CSV and the with/without-WPL figure (docs/results_wpl.md) through
-`nas_forgetting.io`. `kendall_tau_b` ranks shared-weight scores against stand-alone scores.
+`nas_forgetting.io`. (Kendall's tau between shared-weight and stand-alone rankings is the ENAS rank-correlation
+mode's: `nas_forgetting.enas.modes.kendall_tau_b`.)
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import pathlib
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from scipy import stats
 
 from nas_forgetting.errors import DataError
 from nas_forgetting.io import metrics as metrics_lib
@@ -126,27 +126,3 @@ def plot_forgetting_comparison(path: str | pathlib.Path, runs: Mapping[str, Sequ
             for name, rows in runs.items()}
   plots.line_plot(path, series, xlabel="epoch", ylabel=f"forgetting ({statistic}, {metric_name}; > 0 = forgetting)",
             title=title)
-
-
-def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
-  """Kendall's tau-b rank correlation of two paired samples (ties handled; NaN when one sample is constant).
-
-  tau_b = (n_c - n_d) / sqrt((n_0 - n_x) (n_0 - n_y)), n_0 = n(n-1)/2 pairs, n_x / n_y the pairs tied in x / y,
-  computed by `scipy.stats.kendalltau(variant='b')` (this function adds the input checks and the NaN contract).
-  Scores must be oriented the same way (e.g. both accuracies, or both negative perplexities).
-
-  A constant sample (every pair tied: n_x = n_0 or n_y = n_0, e.g. all architectures scoring the same perplexity
-  with shared weights) ranks nothing, and tau_b is undefined (0/0): the result is then NaN, not 0 (which would
-  claim "no agreement"). Callers test it with `math.isnan` and report it as undefined; it is safe to log:
-  `nas_forgetting.io.MetricsLogger` writes NaN to the JSONL (read back as NaN by `read_jsonl`) and to TensorBoard,
-  and it prints as 'nan'.
-  """
-  x = np.asarray(x, np.float64)
-  y = np.asarray(y, np.float64)
-  if x.ndim != 1 or x.shape != y.shape:
-    raise DataError(f"kendall_tau_b needs two 1-D samples of equal length; got shapes {x.shape} and {y.shape}")
-  if x.size < 2:
-    raise DataError(f"kendall_tau_b needs at least 2 pairs; got {x.size}")
-  if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-    raise DataError("kendall_tau_b got a non-finite score")
-  return float(stats.kendalltau(x, y, variant="b").statistic)

@@ -12,7 +12,7 @@ pytest.importorskip("nas_forgetting.io.metrics")
 
 from configs import enas_ptb, wpl_enas_ptb
 from nas_forgetting.enas import experiment
-from nas_forgetting.enas import outputs
+from nas_forgetting.enas import outputs as enas_outputs
 from nas_forgetting.enas import search
 from nas_forgetting.enas import state
 from nas_forgetting.io import checkpoint
@@ -77,9 +77,9 @@ def test_a_kill_at_every_write_of_the_last_epoch_resumes_exactly(name, shared_da
                                                                  monkeypatch):
   config = tiny_config(shared_data, name)
   config.data.eval_max_tokens = 2000
-  # The figures (curves, GIF) are redrawn from the logs at the end and are no resume state: left out for speed.
-  monkeypatch.setattr(outputs, "plot_curves", lambda run, curves: None)
-  monkeypatch.setattr(outputs, "write_gif", lambda run: None)
+  # The figures (curves, GIF) are drawn at the end and compared elsewhere: left out for speed.
+  monkeypatch.setattr(enas_outputs, "plot_curves", lambda run, curves: None)
+  monkeypatch.setattr(enas_outputs, "write_gif", lambda run: None)
   saved_at = []  # the write count right after each checkpoint
   counted_save = checkpoint.Checkpointer.save
 
