@@ -7,7 +7,8 @@ seeds in a single process on one device and compares. Prints one JSON object:
 
   python benchmarks/dpnas_multiprocess.py [--processes 2] [--devices-per-process 2] [--seeds 4]
 
-Data: `evaluator.stripe_data`, a seeded synthetic 8x8 four-class set (the point is the runtime, not the accuracy).
+Data: a seeded synthetic 8x8 four-class set whose class sets the mean brightness (the point is the runtime, not
+the accuracy).
 """
 
 from __future__ import annotations
@@ -23,14 +24,28 @@ import time
 NET = "[C(8,3,1,1,1), P(2,2,0,0), SM(4)]"
 
 
+def brightness_data(n_train: int, n_val: int, n_test: int):
+  """Four classes of 8x8 noise images; class c adds 0.3 c to every pixel (one seeded generator for all splits)."""
+  import numpy as np
+  from nas_forgetting.dpnas import evaluator as ev
+  rng = np.random.default_rng(0)
+
+  def make(n):
+    y = rng.integers(0, 4, n).astype(np.int32)
+    return (rng.random((n, 8, 8, 1)) + 0.3 * y[:, None, None, None]).astype(np.float32), y
+
+  return ev.SplitData(*make(n_train), *make(n_val), *make(n_test), 4)
+
+
 def evaluate(seeds, single_device: bool):
   import jax
   import numpy as np
   from jax.sharding import Mesh
   from nas_forgetting.dpnas import evaluator as ev
+  from nas_forgetting.dpnas.seed_mesh import AXIS
   config = ev.EvalConfig(epochs=3, batch_size=16, learning_rate=1e-2, early_stopping_epoch=0, reward_window=2)
-  mesh = Mesh(np.asarray(jax.local_devices()[:1]), (ev.AXIS,)) if single_device else None
-  evaluator = ev.Evaluator(ev.stripe_data(64, 32, 32), config, mesh=mesh)
+  mesh = Mesh(np.asarray(jax.local_devices()[:1]), (AXIS,)) if single_device else None
+  evaluator = ev.Evaluator(brightness_data(64, 32, 32), config, mesh=mesh)
   return [r.acc_val_all_epochs for r in evaluator.evaluate(NET, seeds)], evaluator.num_devices
 
 

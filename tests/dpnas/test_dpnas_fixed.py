@@ -31,9 +31,9 @@ CONFIG = ev.EvalConfig(epochs=3, batch_size=16, learning_rate=1e-2, early_stoppi
 BUMPY = dataclasses.replace(CONFIG, epochs=5, learning_rate=0.5)
 
 
-def noisy_stripes():
+def noisy_stripes(stripes):
   """The stripe data with 40 % of the training labels replaced by seeded random ones."""
-  data = ev.stripe_data(64, 32, 16)
+  data = stripes(64, 32, 16)
   rng = np.random.default_rng(0)
   labels = np.where(rng.random(64) < 0.4, rng.integers(0, 4, 64), data.train_y).astype(np.int32)
   return data._replace(train_y=labels)
@@ -97,8 +97,8 @@ def accuracy(logits, labels):
 
 
 @needs_io
-def test_run_fixed_keeps_one_best_epoch_checkpoint_per_net_seed_and_variant_and_resumes(tmp_path):
-  data = noisy_stripes()
+def test_run_fixed_keeps_one_best_epoch_checkpoint_per_net_seed_and_variant_and_resumes(tmp_path, stripes):
+  data = noisy_stripes(stripes)
   evaluator = CountingEvaluator(ev.Evaluator(data, BUMPY))
   chosen = [(4, row(0, 0.5, NETS[0])), (9, row(1, 0.4, NETS[1]))]
   nets = [(i, r.net) for i, r in chosen]
@@ -144,8 +144,8 @@ def test_run_fixed_keeps_one_best_epoch_checkpoint_per_net_seed_and_variant_and_
 
 
 @needs_io
-def test_full_training_checkpoints_hold_the_whole_net_at_its_best_epoch_beside_the_deep_prior_ones(tmp_path):
-  data = noisy_stripes()
+def test_full_training_checkpoints_hold_the_whole_net_at_its_best_epoch_beside_the_deep_prior_ones(tmp_path, stripes):
+  data = noisy_stripes(stripes)
   net = NETS[0]
   deep = fixed.run_fixed(ev.Evaluator(data, BUMPY), [(-1, net)], [3], tmp_path, in_channels=1, image_size=8)
   full_config = dataclasses.replace(BUMPY, full_training=True)
@@ -162,10 +162,10 @@ def test_full_training_checkpoints_hold_the_whole_net_at_its_best_epoch_beside_t
   assert full[0]["acc_best_val"] > full[0]["acc_val_all_epochs"][-1]  # the best epoch is not the last
 
 
-def test_checkpoint_records_that_cannot_be_read_name_the_file(tmp_path):
+def test_checkpoint_records_that_cannot_be_read_name_the_file(tmp_path, stripes):
   with pytest.raises(CheckpointError, match="seed_0.json: no such checkpoint record"):
     fixed.load_checkpoint(tmp_path, 0, {})
-  evaluator = ev.Evaluator(ev.stripe_data(16, 8, 8), CONFIG)
+  evaluator = ev.Evaluator(stripes(16, 8, 8), CONFIG)
   folder = fixed.checkpoint_folder(tmp_path, 2, NETS[0], False)
   folder.mkdir(parents=True)
   (folder / "seed_0.json").write_text("{not json")
@@ -173,8 +173,8 @@ def test_checkpoint_records_that_cannot_be_read_name_the_file(tmp_path):
     fixed.run_fixed(evaluator, [(2, NETS[0])], [0], tmp_path, in_channels=1, image_size=8)
 
 
-def test_stored_embeddings_in_both_layouts(tmp_path):
-  data = ev.stripe_data(20, 8, 6)
+def test_stored_embeddings_in_both_layouts(tmp_path, stripes):
+  data = stripes(20, 8, 6)
   evaluator = ev.Evaluator(data, CONFIG)
   info = emb.store_embeddings(evaluator, NETS[0], 5, tmp_path)
   assert info["width"] == 8 * 4 * 4 and info["counts"] == {"train": 20, "val": 8, "test": 6}

@@ -168,7 +168,7 @@ def test_moving_average_and_plot(tmp_path):
 
 
 def test_several_seeds_per_architecture_average():
-  from nas_forgetting.dpnas.evaluator import EvalResult
+  from nas_forgetting.dpnas.eval_result import EvalResult
 
   class Fake:
     def evaluate(self, net, seeds):
