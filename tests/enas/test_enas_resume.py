@@ -1,6 +1,6 @@
-"""ENAS runs killed at every write boundary of an epoch's save path resume to exactly the uninterrupted run's outputs
-(metrics of the shared weights and of the controller, TensorBoard scalars as TensorBoard shows them, forgetting.csv,
-derived cell, summary); a finished search relaunched does nothing; summary.json's seconds total over launches; the
+"""ENAS runs killed after the first and the last write of every kind in an epoch's save path resume to exactly the
+uninterrupted run's outputs (metrics of the shared weights and of the controller, TensorBoard scalars as TensorBoard
+shows them, forgetting.csv, derived cell, summary, the points of the curves figures); a finished search relaunched does nothing; summary.json's seconds total over launches; the
 run ends with a result block naming data, network and headline numbers."""
 
 import json
@@ -15,7 +15,7 @@ from nas_forgetting.enas import experiment
 from nas_forgetting.enas import outputs as enas_outputs
 from nas_forgetting.enas import search
 from nas_forgetting.enas import state
-from nas_forgetting.io import checkpoint
+from nas_forgetting.io import atomic, checkpoint, metrics
 from nas_forgetting.io.metrics import read_csv, read_jsonl
 
 CONFIGS = {"enas_ptb": enas_ptb, "wpl_enas_ptb": wpl_enas_ptb}
@@ -72,13 +72,47 @@ def outputs(workdir: pathlib.Path) -> dict:
   return out
 
 
+def record_write_kinds(monkeypatch, write_faults) -> dict[int, str]:
+  """{write number: kind} of the durable writes `write_faults` counts, filled as a run writes ('metrics <file>'
+  relative to the run folder, 'replace <file name>', 'checkpoint')."""
+  kinds = {}
+  counted_log, counted_save = metrics.MetricsLogger.log, checkpoint.Checkpointer.save
+
+  def log(self, step, *args, **kwargs):
+    counted_log(self, step, *args, **kwargs)
+    name = self.path.name if self.path.parent.name != "controller" else f"controller/{self.path.name}"
+    kinds[write_faults.writes] = f"metrics {name}"
+
+  def save(self, step, *args, **kwargs):
+    result = counted_save(self, step, *args, **kwargs)
+    kinds[write_faults.writes] = "checkpoint"
+    return result
+
+  class Os:
+    counted = atomic.os
+
+    def __getattr__(self, name):
+      return getattr(self.counted, name)
+
+    def replace(self, src, dst, *args, **kwargs):
+      self.counted.replace(src, dst, *args, **kwargs)
+      kinds[write_faults.writes] = f"replace {pathlib.Path(dst).name}"
+
+  monkeypatch.setattr(metrics.MetricsLogger, "log", log)
+  monkeypatch.setattr(checkpoint.Checkpointer, "save", save)
+  monkeypatch.setattr(atomic, "os", Os())
+  return kinds
+
+
 @pytest.mark.parametrize("name", ["enas_ptb", "wpl_enas_ptb"])
-def test_a_kill_at_every_write_of_the_last_epoch_resumes_exactly(name, shared_data, tmp_path, write_faults,
+def test_a_kill_at_every_kind_of_write_of_the_last_epoch_resumes_exactly(name, shared_data, tmp_path, write_faults,
                                                                  monkeypatch):
   config = tiny_config(shared_data, name)
   config.data.eval_max_tokens = 2000
-  # The figures (curves, GIF) are drawn at the end and compared elsewhere: left out for speed.
-  monkeypatch.setattr(enas_outputs, "plot_curves", lambda run, curves: None)
+  # The curves figures are drawn at the end from the points the run holds (a resumed run reads the points of its
+  # earlier launches back once): the points are compared, the drawing (and the GIF) left out for speed.
+  curves = []
+  monkeypatch.setattr(enas_outputs, "plot_curves", lambda run, points: curves.append(points))
   monkeypatch.setattr(enas_outputs, "write_gif", lambda run: None)
   saved_at = []  # the write count right after each checkpoint
   counted_save = checkpoint.Checkpointer.save
@@ -89,22 +123,34 @@ def test_a_kill_at_every_write_of_the_last_epoch_resumes_exactly(name, shared_da
     return result
 
   monkeypatch.setattr(checkpoint.Checkpointer, "save", save)
+  kinds = record_write_kinds(monkeypatch, write_faults)
   straight_dir = tmp_path / "straight"
   straight = {}
   total = write_faults.count(lambda: straight.update(experiment.run(config, str(straight_dir))))
   assert len(saved_at) == 2 and saved_at[-1] == total  # the final checkpoint is the run's last write
   expected = outputs(straight_dir)
+  (expected_curves,) = curves
+  assert len(expected_curves["shared/perplexity"]) >= 2 and expected_curves["controller/reward"]
   steps = [r["step"] for r in expected["metrics"] if "shared/loss" in r]
   assert steps == sorted(set(steps))  # one record per logged step
-  # Every boundary from the first epoch's checkpoint to the end: the second epoch's logs, forgetting.csv, the final
-  # derive (metrics, dag.json, arch.txt), summary.json and the final checkpoint.
-  boundaries = range(saved_at[0], total + 1)
-  assert len(boundaries) >= 10
-  for k in boundaries:
+  # The boundaries from the first epoch's checkpoint to the end: the first and the last write of every kind (the
+  # second epoch's logs, forgetting.csv, the final derive's record, dag.json and arch.txt, summary.json, the final
+  # checkpoint), and right after the first epoch's checkpoint.
+  after_first = {k: kind for k, kind in kinds.items() if k > saved_at[0]}
+  assert {"metrics metrics.jsonl", "metrics controller/metrics.jsonl", "replace dag.json", "replace arch.txt",
+          "replace summary.json", "checkpoint"} <= set(after_first.values())
+  boundaries = {saved_at[0], total}
+  for kind in set(after_first.values()):
+    at = [k for k, w in after_first.items() if w == kind]
+    boundaries |= {min(at), max(at)}
+  assert len(boundaries) >= 10 and max(boundaries) == total
+  for k in sorted(boundaries):
     workdir = tmp_path / f"killed_after_{k}"
     assert write_faults.kill_after(k, lambda: experiment.run(config, str(workdir))), k
+    curves.clear()
     resumed = experiment.run(config, str(workdir))
     assert outputs(workdir) == expected, f"killed after write {k} of {total}"
+    assert curves in ([], [expected_curves]), f"killed after write {k} of {total}"  # [] when it had finished
     assert {k2: v for k2, v in resumed.items() if k2 not in WALL_CLOCK} == expected["summary"]
 
 
