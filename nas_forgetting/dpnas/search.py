@@ -44,6 +44,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from nas_forgetting import distributed
 from nas_forgetting.dpnas import logs
 from nas_forgetting.dpnas import q_learning as ql
 from nas_forgetting.dpnas.state_space import SearchSpace
@@ -346,7 +347,7 @@ class Search:
         atomic_write_text(str(path), text)
     keep = {p.name for p in self._generation_paths(self._committed)}
     folder = self.dir / GENERATIONS_DIR
-    if folder.is_dir():
+    if folder.is_dir() and distributed.is_writer():  # (the other processes of a distributed run write nothing)
       for path in folder.iterdir():
         if path.name not in keep:
           path.unlink(missing_ok=True)
