@@ -1,6 +1,7 @@
 """Fisher-diagonal throughput: every estimator and path against a plain batched backward pass (examples/s).
 
     python benchmarks/fisher_throughput.py [--num-examples 10000] [--repeats 3] [--conv-examples 2000] [--no-torch]
+                                           [--models mlp convnet]
 
 Data: the real MNIST test images from the shared data folder ($SHARED_DATA or ../shared/data, `mnist/`), read with
 `nas_forgetting.data.idx`. Models: the MLP 784-256-128-10 (`models.MLP(hidden=(256, 128))`) on all images, and a
@@ -150,17 +151,23 @@ def main() -> None:
   parser.add_argument("--conv-examples", type=int, default=2000)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--no-torch", action="store_true")
+  parser.add_argument("--models", nargs="+", choices=("mlp", "convnet"), default=("mlp", "convnet"))
   args = parser.parse_args()
 
   x, y = _load_mnist(args.num_examples)
-  rows, agree_mlp = _jax_rows("mlp", MLP(hidden=(256, 128), num_outputs=10), x, y, args.repeats,
-                              args.vmap_examples, chunk_per_layer=args.num_examples, chunk_vmap=500)
-  conv_rows, agree_conv = _jax_rows("convnet", ConvNet(features=(16, 32), hidden=(64,), num_outputs=10),
-                                    x[:args.conv_examples], y[:args.conv_examples], args.repeats,
-                                    min(args.vmap_examples, args.conv_examples), chunk_per_layer=500, chunk_vmap=250)
-  rows += conv_rows
+  rows, agree = [], {}
+  if "mlp" in args.models:
+    mlp_rows, agree["mlp"] = _jax_rows("mlp", MLP(hidden=(256, 128), num_outputs=10), x, y, args.repeats,
+                                       args.vmap_examples, chunk_per_layer=args.num_examples, chunk_vmap=500)
+    rows += mlp_rows
+  if "convnet" in args.models:
+    conv_rows, agree["convnet"] = _jax_rows("convnet", ConvNet(features=(16, 32), hidden=(64,), num_outputs=10),
+                                            x[:args.conv_examples], y[:args.conv_examples], args.repeats,
+                                            min(args.vmap_examples, args.conv_examples), chunk_per_layer=500,
+                                            chunk_vmap=250)
+    rows += conv_rows
   torch_version = None
-  if not args.no_torch:
+  if not args.no_torch and "mlp" in args.models:
     torch_rows, torch_version = _torch_rows(x, y, args.repeats, args.vmap_examples)
     rows += torch_rows
   floor = {r["model"]: r["examples"] / r["seconds"] for r in rows if r["method"].startswith("jax plain")}
@@ -173,7 +180,7 @@ def main() -> None:
       "data": f"MNIST test split (real), first {args.num_examples} images (convnet: {args.conv_examples})",
       "versions": {"jax": jax.__version__, "python": platform.python_version(), "torch": torch_version},
       "repeats": args.repeats, "timing": "best of repeats after one compile/warm-up call",
-      "per_layer_vs_vmap_max_rel_diff": {"mlp": agree_mlp, "convnet": agree_conv},
+      "per_layer_vs_vmap_max_rel_diff": agree,
       "rows": rows,
   }, indent=1))
 
