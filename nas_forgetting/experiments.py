@@ -7,7 +7,9 @@ Each entry names the module of one experiment. That module defines:
     field); `run` calls it too;
   * `RESUME_SAFE_FIELDS`: the dotted config paths that only say how far to run; a relaunch into an existing
     workdir may change these and no other field.
-Modules are imported only when their experiment is chosen.
+Modules are imported only when their experiment is chosen. Each experiment's package declares its config fields
+once, in its `config.py` (`continual/config.py`, `enas/config.py`, `wpl/config.py`, `dpnas/config.py`); the files in
+`configs/` change them through `nas_forgetting.config_schema.override` or plain assignment.
 """
 
 import importlib
