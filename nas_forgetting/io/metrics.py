@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import pathlib
+import sys
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -30,11 +31,19 @@ _EVENT_FILES = itertools.count()  # tensorboardX names event files by second and
 def _summary_writer(logdir: pathlib.Path, purge_step: int | None):
   """tensorboardX's SummaryWriter (no TensorFlow needed); with `purge_step`, TensorBoard hides the events of
   earlier files from that step on (a resumed run's steps are not shown twice)."""
+  # tensorboardX imports torch when it is installed, only to accept torch tensors (never passed here): seconds of
+  # a short run's start. torch is hidden during that import (an ImportError to tensorboardX) unless already loaded.
+  hide_torch = "torch" not in sys.modules
+  if hide_torch:
+    sys.modules["torch"] = None
   try:
     from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
   except ImportError as e:
     raise ImportError("TensorBoard logging needs tensorboardX (`pip install tensorboardX`); or pass "
                       "tensorboard=False") from e
+  finally:
+    if hide_torch:
+      del sys.modules["torch"]
   return SummaryWriter(logdir=str(logdir), purge_step=purge_step, flush_secs=10,
                        filename_suffix=f".{os.getpid()}.{next(_EVENT_FILES)}")
 
