@@ -28,6 +28,7 @@ from nas_forgetting.enas.derive import derive, report_arch
 from nas_forgetting.enas.state import Run, SearchState, checkpoint_tree, restore
 from nas_forgetting.errors import CheckpointError, ConfigError
 from nas_forgetting.io.atomic import atomic_write_text
+from nas_forgetting.io.checkpoint import Checkpointer
 from nas_forgetting.io.metrics import MetricsLogger
 from nas_forgetting.io.progress import progress
 from nas_forgetting.numerics import check_finite
@@ -187,13 +188,18 @@ def train(run: Run) -> dict[str, Any]:
         results = derive(run, logs.shared, state, key)
         state = state._replace(curves=outputs.add_points(state.curves, int(state.shared.step), results))
       state = state._replace(epoch=epoch + 1)
-      if (epoch + 1) % c.train.save_every == 0 or last:  # after everything that draws from rng: exact resume
-        ckpt.save(epoch, checkpoint_tree(state, run.clock.elapsed()))
+      save_epoch(run, ckpt, state, last)  # after everything that draws from rng: exact resume
     ckpt.wait()
     ckpt.close()
     return summary
   finally:
     outputs.close_logs(logs)
+
+
+def save_epoch(run: Run, ckpt: Checkpointer, state: SearchState, last: bool) -> None:
+  """Checkpoints the state after epoch `state.epoch - 1` every `train.save_every` epochs and after the last one."""
+  if state.epoch % run.config.train.save_every == 0 or last:
+    ckpt.save(state.epoch - 1, checkpoint_tree(state, run.clock.elapsed()))
 
 
 def finish_search(run: Run, logger: MetricsLogger, state: SearchState, key: jax.Array) -> dict[str, Any]:
@@ -254,8 +260,7 @@ def train_alone(run: Run, arch: np.ndarray, folder: str, epochs: int | None = No
       if last:
         result = report_arch(run, logs.shared, state, arch, folder)
         atomic_write_text(out / "result.json", json.dumps(result, indent=2, default=float))
-      if (epoch + 1) % c.train.save_every == 0 or last:
-        ckpt.save(epoch, checkpoint_tree(state, run.clock.elapsed()))
+      save_epoch(run, ckpt, state, last)
     ckpt.wait()
     ckpt.close()
     return result

@@ -83,3 +83,20 @@ def test_wpl_micro_cnn_search(shared_data, tmp_path, capsys):
   assert len(rows) == 1 and int(rows[0]["num_architectures"]) == 2
   wpl = _wpl_state(c, tmp_path)
   assert int(wpl.num_updates) == 2 and float(sum(np.sum(f) for f in jax.tree.leaves(wpl.fisher))) > 0
+
+
+def test_a_training_data_fisher_uses_the_window_the_bursts_last_step_read(shared_data, tmp_path):
+  """wpl.shared_valid_fisher False: the Fisher after a burst is computed on the training window that the burst's last
+  step read, also across the end of the split (the data cursor wraps to window 0 with a zero hidden state)."""
+  run = state.Run(tiny_wpl_rnn_config(shared_data), tmp_path)  # the integration runs' sizes: compiled code is shared
+  task = run.task
+  fresh = state.fresh_state(run, jax.random.key(0))
+  arch = run.sample(fresh.controller.params, jax.random.key(1), num_samples=1)[0]
+  shared, cursor = fresh.shared, task.epoch_cursor(task.windows_train - 1)
+  for read in (task.windows_train - 1, 0):  # the last window of the split, then the first one again
+    shared, cursor, _ = task.shared_step(shared, cursor, arch, jax.random.key(2), jax.numpy.float32(0.5), fresh.wpl)
+    got = task.end_burst(fresh.wpl, shared.params, arch, cursor, None)
+    want = task._end_burst(fresh.wpl, shared.params, task.train, jax.numpy.int32(read * task.bptt), arch)
+    for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert cursor.position == 1
