@@ -149,6 +149,23 @@ def _join_processes() -> None:
   logging.info("process %d of %d; local devices %s", jax.process_index(), jax.process_count(), jax.local_devices())
 
 
+def run(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Validates `config`, opens `workdir` (`io.run.open_run`: locked, config stored or checked) and runs the
+  experiment in it; returns the workdir's absolute path. The project's errors propagate. In a distributed run,
+  every process calls it after `distributed.initialize`."""
+  experiment = experiments.get_experiment(config.experiment)
+  experiment.validate_config(config)
+
+  import jax  # pylint: disable=import-outside-toplevel
+  from nas_forgetting.io import run as run_io  # pylint: disable=import-outside-toplevel
+
+  logging.info("JAX %s, devices: %s", jax.__version__, jax.devices())
+  with run_io.open_run(workdir, config, resume_safe=experiment.resume_safe_fields) as path:
+    logging.info("experiment %r, workdir %s", config.experiment, path)
+    experiment.run(config, str(path))
+  return str(path)
+
+
 def main(argv: list[str]) -> None:
   logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
@@ -156,19 +173,7 @@ def main(argv: list[str]) -> None:
   _join_processes()
   config = _load_config()
   try:
-    experiment = experiments.get_experiment(config.experiment)
-    experiment.validate_config(config)
-  except errors.NasForgettingError as e:
-    sys.exit(f"error: {e}")
-
-  import jax  # pylint: disable=import-outside-toplevel
-  from nas_forgetting.io import run as run_io  # pylint: disable=import-outside-toplevel
-
-  logging.info("JAX %s, devices: %s", jax.__version__, jax.devices())
-  try:
-    with run_io.open_run(_WORKDIR.value, config, resume_safe=experiment.resume_safe_fields) as workdir:
-      logging.info("experiment %r, workdir %s", config.experiment, workdir)
-      experiment.run(config, str(workdir))
+    workdir = run(config, _WORKDIR.value)
   except errors.NasForgettingError as e:
     sys.exit(f"error: {e}")
   except KeyboardInterrupt:

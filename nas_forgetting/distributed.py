@@ -54,8 +54,8 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   Each value left None comes from the environment (`JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`,
   `JAX_PROCESS_ID`), then from JAX's detection of the cluster (SLURM, Open MPI, Kubernetes, Cloud TPU). CPU
   devices exchange data over gloo. Raises ConfigError (one line) when a value is missing and no cluster is
-  detected, when `process_id` is not in [0, num_processes), and when the runtime joined a number of processes
-  other than `num_processes`.
+  detected, when `process_id` is not in [0, num_processes), and on every process when the runtime joined a number
+  of processes other than the `num_processes` of any process.
   """
   address = coordinator_address or os.environ.get(ENV_COORDINATOR) or None
   count = num_processes if num_processes is not None else _env_int(ENV_NUM_PROCESSES)
@@ -76,8 +76,12 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   except (RuntimeError, ValueError, TypeError) as e:
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise ConfigError(f"distributed launch failed: {first}") from e
-  if count is not None and jax.process_count() != count:
-    raise ConfigError(f"distributed launch: {jax.process_count()} processes joined, {count} expected")
+  # every process compares every process's expected count with the count that joined, so all fail together
+  expected = multihost_utils.process_allgather(np.asarray(-1 if count is None else count, np.int32))
+  wrong = {k: int(n) for k, n in enumerate(np.ravel(expected)) if n not in (-1, jax.process_count())}
+  if wrong:
+    raise ConfigError(f"distributed launch: {jax.process_count()} processes joined, but "
+                      + ", ".join(f"process {k} was launched for {n}" for k, n in wrong.items()))
 
 
 def is_distributed() -> bool:

@@ -109,7 +109,7 @@ def grid_chunk(num_members: int, per_member: int, *, chunk: int, memory_fraction
   if chunk <= 0:
     # the DP-NAS evaluator's reading of free device memory (one definition; imported here only: continual
     # otherwise needs nothing of dpnas)
-    from nas_forgetting.dpnas.evaluator import free_device_memory  # pylint: disable=import-outside-toplevel
+    from nas_forgetting.dpnas.memory import free_device_memory  # pylint: disable=import-outside-toplevel
     device = device or jax.local_devices()[0]
     free = free_device_memory(device, -1)
     budget = cpu_budget if free < 0 else int(free * memory_fraction)

@@ -2,9 +2,9 @@
 
 Seeds are spread over a one-axis device mesh (`jax.shard_map`; the evaluator pads seeds to a multiple of the number
 of devices); the seeds of one device are vmapped on accelerators and mapped one after another on the CPU
-(`over_seeds`). The mesh may span several processes after `jax.distributed.initialize`: data are replicated with
-`jax.make_array_from_process_local_data` and results gathered with `process_allgather`, so every process gets every
-seed's result.
+(`over_seeds`). The mesh may span several processes after `jax.distributed.initialize`: data and seeds are placed
+and results gathered by `nas_forgetting.distributed` (`place`, `to_host`), so every process gets every seed's
+result.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from nas_forgetting import distributed
 
 AXIS = "seeds"
 
@@ -27,24 +29,15 @@ def shard_jit(fn, mesh: Mesh, in_specs, out_specs=P(AXIS)):
 
 
 def replicate(x: np.ndarray, mesh: Mesh) -> jax.Array:
-  sharding = NamedSharding(mesh, P())
-  if jax.process_count() > 1:
-    return jax.make_array_from_process_local_data(sharding, np.asarray(x))
-  return jax.device_put(np.asarray(x), sharding)
+  return distributed.place(np.asarray(x), NamedSharding(mesh, P()))
 
 
 def shard_seeds(seeds: np.ndarray, mesh: Mesh) -> jax.Array:
-  sharding = NamedSharding(mesh, P(AXIS))
-  if jax.process_count() > 1:
-    return jax.make_array_from_callback(seeds.shape, sharding, lambda index: seeds[index])
-  return jax.device_put(seeds, sharding)
+  return distributed.place(seeds, NamedSharding(mesh, P(AXIS)))
 
 
 def gather(x: jax.Array) -> np.ndarray:
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-  return np.asarray(x)
+  return np.asarray(distributed.to_host(x))
 
 
 def over_seeds(fn, in_axes: tuple, mode: str):
