@@ -11,7 +11,7 @@ The plain step is `enas.trainer.rnn_shared_step` / `cnn_shared_step`; the WPL st
 `wpl_hp` and a WPL state (the penalty over the architecture's active edges added to the loss). The burst end is
 the Fisher estimate on one validation batch (`wpl.enas_fisher.rnn_fisher` / `cnn_fisher`: `empirical` =
 per-example squared gradients, the default; `batch` = the reference's squared batch-mean gradient), then
-`wpl.state.end_burst`, as in `enas.experiment`. For the RNN, `vmap_per_sequence` times the per-sequence estimate
+`wpl.state.end_burst`, as in `enas.tasks` (called by `enas.search`). For the RNN, `vmap_per_sequence` times the per-sequence estimate
 computed the direct way (`vmap` of `grad` over batch columns), which `empirical` replaced. Target (the issue's):
 WPL step <= 1.5x the plain step; a burst of `num_batch_per_iter` WPL steps plus its update, per step, is reported
 as well. Architectures rotate every call; one compilation each. Timings: the minimum over interleaved rounds.
