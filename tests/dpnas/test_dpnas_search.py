@@ -12,8 +12,6 @@ from nas_forgetting.dpnas import search as sr
 from nas_forgetting.dpnas.state_space import SearchSpace
 from nas_forgetting.errors import CheckpointError, ConfigError, DataError
 
-pytest.importorskip("nas_forgetting.io.atomic")
-
 SPACE = SearchSpace(image_size=8, num_classes=4, conv_sizes=(1, 3, 5), conv_features=(4, 8), pool_sizes=(2, 3),
                     pool_strides=(2, 3), min_conv=1, max_conv=3, max_image_size=4, max_fc_input=64)
 Q = sr.QConfig(schedule=((1.0, 12), (0.5, 6), (0.0, 3)), replay_number=5)
