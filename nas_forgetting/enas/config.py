@@ -4,9 +4,10 @@
 has: experiment, seed, mode, network, load_workdir, dag_path and the groups data, search, rnn or cnn (the
 network's own), shared, controller, train, wpl). Each group starts from its `default_*_config()` (the public
 PyTorch ENAS defaults for the recurrent search; the micro-CNN fields default to the ENAS paper's micro search at
-reduced width) and takes per-experiment overrides as a mapping, e.g. `default_config("micro_cnn", data, shared={"lr": 0.05})`. Unknown
-fields are rejected, so a config file can only change what is declared here; config files apply further group
-overrides (size variants such as `quick`) with `nas_forgetting.config_schema.override`, which has the same check.
+reduced width) and takes per-experiment overrides as a mapping, e.g.
+`default_config("micro_cnn", data, shared={"lr": 0.05})`. Unknown fields are rejected, so a config file can only
+change what is declared here; config files apply further group overrides (size variants such as `quick`) with
+`nas_forgetting.config_schema.override`, which has the same check.
 A config carries the model group of its network only: `rnn` for network='rnn', `cnn` for network='micro_cnn'.
 
 The references' deviations from the papers are declared as options, off by default: `rnn.next_hidden='last_node'`,
