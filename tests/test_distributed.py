@@ -129,6 +129,22 @@ def test_two_processes_equal_one_process(tmp_path):
   assert written and all("sweep_checkpoints" in p.parts for p in written)
 
 
+def test_a_process_other_than_0_writes_nothing(tmp_path, monkeypatch):
+  from nas_forgetting.io import atomic, metrics, run as run_io  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(distributed, "process_index", lambda: 1)
+  with run_io.open_run(tmp_path / "run", {"experiment": "x"}) as workdir:
+    atomic.atomic_write_text(workdir / "a.txt", "a")
+    metrics.write_csv(workdir / "t.csv", [{"x": 1}])
+    with metrics.MetricsLogger(workdir / "m") as logger:
+      logger.log(0, {"loss": 1.0})
+      with pytest.raises(ValueError, match="expected a number"):  # still checked
+        logger.log(1, {"loss": "high"})
+  assert list(tmp_path.iterdir()) == []
+  monkeypatch.setattr(distributed, "process_index", lambda: 0)
+  atomic.atomic_write_text(tmp_path / "a.txt", "a")
+  assert (tmp_path / "a.txt").read_text() == "a"
+
+
 def test_missing_coordinator_info_and_bad_process_id_are_clear_errors(monkeypatch):
   for name in list(os.environ):
     if name.startswith(("JAX_COORDINATOR", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "SLURM_", "OMPI_", "KUBERNETES_")):

@@ -4,6 +4,7 @@ import os
 import pathlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -161,3 +162,33 @@ def test_ctrl_c_stops_with_one_line_and_the_run_resumes(tmp_path):
   assert stderr.rstrip().splitlines()[-1] == ("interrupted; launch the same command again to resume from the last "
                                               f"checkpoint in {workdir}")
   assert (workdir / "config.json").is_file()  # The started run stays, to be resumed.
+
+
+def test_distributed_flags_fail_in_one_line(tmp_path):
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COORDINATOR", "JAX_NUM_PROCESSES",
+                                                                  "JAX_PROCESS_ID", "SLURM_", "OMPI_"))}
+  common = ("--config=configs/quickstart.py:quick", f"--workdir={tmp_path / 'w'}")
+  run = lambda *args: subprocess.run([sys.executable, str(ROOT / "launch.py"), *common, *args], cwd=ROOT, env=env,
+                                     capture_output=True, text=True, timeout=300, check=False)
+  result = run("--distributed")
+  assert result.returncode != 0 and _errors(result) == [
+      "error: distributed launch: no coordinator address, number of processes, process id given and no cluster "
+      "detected; pass --coordinator_address, --num_processes and --process_id (or set JAX_COORDINATOR_ADDRESS, "
+      "JAX_NUM_PROCESSES, JAX_PROCESS_ID), or launch under SLURM / Open MPI"]
+  result = run("--num_processes=2")
+  assert result.returncode != 0 and _errors(result) == ["error: --num_processes given without --distributed"]
+  # two processes joined over loopback, one launched for 3: both stop with the same line, before any output
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  env["XLA_FLAGS"], env["JAX_PLATFORMS"] = "--xla_force_host_platform_device_count=1", "cpu"
+  procs = [subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *common, "--distributed",
+                             f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={n}", f"--process_id={i}"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i, n in enumerate((2, 3))]
+  for p in procs:
+    _, stderr = p.communicate(timeout=240)
+    assert p.returncode != 0
+    assert stderr.rstrip().splitlines()[-1] == ("error: distributed launch: 2 processes joined, but process 1 was "
+                                                "launched for 3"), stderr[-2000:]
+  assert not (tmp_path / "w").exists()
