@@ -10,6 +10,8 @@ There is one bias-free (W^c_ij, W^h_ij) pair per (parent i, child j), i < j, sto
 architecture (int32 (num_blocks, 2), see the search space) is a traced argument: the weights of the sampled edges
 are selected by one gather per call, the activation by an elementwise select, so a single compilation serves every
 architecture, and only the sampled edges are computed (no candidate edge is evaluated and masked away).
+The recurrence (`cell_scan`) computes its weight gradients after the backward loop, one batched product per weight
+(summed over time and batch at once), instead of adding T small products into an (N - 1, H, 2H) carry inside it.
 
 Option for comparison with the public PyTorch code (off by default):
   next_hidden='last_node'  the next hidden state is the last active node (the reference) instead of the output.
@@ -20,7 +22,8 @@ tied embedding/decoder (embedding size = hidden size). AR/TAR penalties are comp
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -53,6 +56,95 @@ def edge_rows(arch: jax.Array, num_blocks: int) -> jax.Array:
 def _dropout_mask(rng, shape, rate, dtype=jnp.float32):
   keep = jax.random.bernoulli(rng, 1.0 - rate, shape)
   return keep.astype(dtype) / (1.0 - rate)
+
+
+class CellSpec(NamedTuple):
+  """What the cell's recurrence reads from an architecture (all traced): per node its activation index (N,), parent
+  (N,; node 0's is unused), whether it is a loose end (float (N,)), and the last active node (scalar)."""
+  acts: jax.Array
+  parents: jax.Array
+  leaf: jax.Array
+  last: jax.Array
+
+
+def _cell_scan_autodiff(w_h: jax.Array, w_sel: jax.Array, x_proj: jax.Array, hidden: jax.Array,
+                        probes: jax.Array | None, spec: CellSpec, next_hidden: str, max_hidden_norm: float):
+  """The recurrence over all time steps (see the module docstring), differentiable by plain autodiff.
+
+  Returns ((next hidden (B, H), (raw outputs (T, B, H), max row norms (T,), clipped fractions (T,))),
+  (hidden state entering each step (T, B, H), parent values of nodes 1 .. N - 1 (T, N - 1, B, H))).
+  probes (T, N - 1, B, 2H) or None: added to the pre-activations of nodes 1 .. N - 1.
+  """
+  n, (batch, h_size) = w_sel.shape[0] + 1, hidden.shape
+
+  def step(h_prev, xs):
+    xp, probe = xs
+    z = xp + h_prev @ w_h
+    c = jax.nn.sigmoid(z[:, :h_size])
+    h0 = c * apply_activation(spec.acts[0], z[:, h_size:]) + (1 - c) * h_prev
+    nodes = jnp.zeros((n, batch, h_size), h0.dtype).at[0].set(h0)
+    out = spec.leaf[0] * h0
+    edge_inputs = []
+    for j in range(1, n):
+      hp = jax.lax.dynamic_index_in_dim(nodes, spec.parents[j], keepdims=False)
+      z = hp @ w_sel[j - 1]
+      if probe is not None:
+        z = z + probe[j - 1]
+      edge_inputs.append(hp)
+      c = jax.nn.sigmoid(z[:, :h_size])
+      hj = c * apply_activation(spec.acts[j], z[:, h_size:]) + (1 - c) * hp
+      nodes = nodes.at[j].set(hj)
+      out = out + spec.leaf[j] * hj
+    out = out / jnp.sum(spec.leaf)
+    nxt = out if next_hidden == "average" else jax.lax.dynamic_index_in_dim(nodes, spec.last, keepdims=False)
+    norm = jnp.linalg.norm(nxt, axis=-1, keepdims=True)
+    if max_hidden_norm > 0:
+      nxt = nxt * jnp.minimum(1.0, max_hidden_norm / jnp.maximum(norm, 1e-12))
+    inputs = jnp.stack(edge_inputs) if edge_inputs else jnp.zeros((0, batch, h_size), h0.dtype)
+    return nxt, ((out, jnp.max(norm), jnp.mean(norm > max_hidden_norm)), (h_prev, inputs))
+
+  new_hidden, (seq, recorded) = jax.lax.scan(step, hidden, (x_proj, probes))
+  return (new_hidden, seq), recorded
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+def cell_scan(w_h: jax.Array, w_sel: jax.Array, x_proj: jax.Array, hidden: jax.Array, probes: jax.Array | None,
+              spec: CellSpec, next_hidden: str, max_hidden_norm: float):
+  """(next hidden, (raw outputs, max row norms, clipped fractions), parent values of nodes 1 .. N - 1 or None)
+  of the recurrence (`_cell_scan_autodiff`); the parent values (T, N - 1, B, H) are returned when `probes` is given.
+
+  Same values and gradients as plain autodiff of `_cell_scan_autodiff` (up to float summation order), but the weight
+  gradients are not accumulated step by step inside the backward loop (T small (B, H)^T (B, 2H) products added into
+  an (N - 1, H, 2H) carry at every step): the backward loop computes only the pre-activation gradients dz, and the
+  weight gradients are then one batched product each, dW_j = sum_t h_{parent j, t}^T dz_{j, t}.
+  """
+  (new_hidden, seq), (_, inputs) = _cell_scan_autodiff(w_h, w_sel, x_proj, hidden, probes, spec, next_hidden,
+                                                      max_hidden_norm)
+  return new_hidden, seq, None if probes is None else inputs
+
+
+def _cell_scan_fwd(w_h, w_sel, x_proj, hidden, probes, spec, next_hidden, max_hidden_norm):
+  given = probes is not None
+  if not given:
+    probes = jnp.zeros((x_proj.shape[0], w_sel.shape[0], hidden.shape[0], w_sel.shape[-1]), x_proj.dtype)
+
+  def run(xp, h, pr):  # weights constant: the backward loop computes no weight gradient
+    (new_hidden, seq), recorded = _cell_scan_autodiff(w_h, w_sel, xp, h, pr, spec, next_hidden, max_hidden_norm)
+    return (new_hidden, seq, recorded[1] if given else None), recorded
+
+  out, vjp_fn, (h_prevs, inputs) = jax.vjp(run, x_proj, hidden, probes, has_aux=True)
+  return out, (vjp_fn, h_prevs, inputs)
+
+
+def _cell_scan_bwd(next_hidden, max_hidden_norm, residuals, cotangent):
+  vjp_fn, h_prevs, inputs = residuals
+  d_x_proj, d_hidden, d_probes = vjp_fn(cotangent)
+  d_w_h = jnp.einsum("tbh,tbk->hk", h_prevs, d_x_proj)  # z_0 = x_proj + h_prev W_h: dz_0 = d x_proj
+  d_w_sel = jnp.einsum("tjbh,tjbk->jhk", inputs, d_probes)  # z_j = h_parent W_j + probe_j: dz_j = d probe_j
+  return d_w_h, d_w_sel, d_x_proj, d_hidden, None if cotangent[2] is None else d_probes, None
+
+
+cell_scan.defvjp(_cell_scan_fwd, _cell_scan_bwd)
 
 
 class EnasRnn(nn.Module):
@@ -113,40 +205,15 @@ class EnasRnn(nn.Module):
     leaf = (active & ~is_read).astype(jnp.float32)
     last = jnp.max(jnp.where(active, children, 0))  # last active node (ablations may deactivate middle nodes)
     # One gather for the whole call: the weights of the sampled edges, (N - 1, H, 2H).
-    w_sel = edges[edge_rows(arch, n)] if n > 1 else None
+    w_sel = edges[edge_rows(arch, n)]
     x_proj = x @ w_x + b_x  # input projections for all steps at once (T, B, 2H)
     probing = edge_probes is not None and n > 1
     if probing and edge_probes.shape != (time, n - 1, batch, 2 * h_size):
       raise ValueError(f"edge_probes has shape {edge_probes.shape}; expected {(time, n - 1, batch, 2 * h_size)}")
 
-    def step(h_prev, xs):
-      xp, probe = xs
-      z = xp + h_prev @ w_h
-      c = jax.nn.sigmoid(z[:, :h_size])
-      h0 = c * apply_activation(acts[0], z[:, h_size:]) + (1 - c) * h_prev
-      nodes = jnp.zeros((n, batch, h_size), h0.dtype).at[0].set(h0)
-      out = leaf[0] * h0
-      edge_inputs = []
-      for j in range(1, n):
-        hp = jax.lax.dynamic_index_in_dim(nodes, parents[j], keepdims=False)
-        z = hp @ w_sel[j - 1]
-        if probing:
-          z = z + probe[j - 1]
-          edge_inputs.append(hp)
-        c = jax.nn.sigmoid(z[:, :h_size])
-        hj = c * apply_activation(acts[j], z[:, h_size:]) + (1 - c) * hp
-        nodes = nodes.at[j].set(hj)
-        out = out + leaf[j] * hj
-      out = out / jnp.sum(leaf)
-      nxt = out if self.next_hidden == "average" else jax.lax.dynamic_index_in_dim(nodes, last, keepdims=False)
-      norm = jnp.linalg.norm(nxt, axis=-1, keepdims=True)
-      if self.max_hidden_norm > 0:
-        nxt = nxt * jnp.minimum(1.0, self.max_hidden_norm / jnp.maximum(norm, 1e-12))
-      stacked = jnp.stack(edge_inputs) if probing else None
-      return nxt, (out, jnp.max(norm), jnp.mean(norm > self.max_hidden_norm), stacked)
-
-    new_hidden, (raw, norms, clipped, edge_inputs) = jax.lax.scan(
-        step, hidden, (x_proj, edge_probes if probing else None))
+    spec = CellSpec(acts, parents, leaf, last)
+    new_hidden, (raw, norms, clipped), edge_inputs = cell_scan(
+        w_h, w_sel, x_proj, hidden, edge_probes if probing else None, spec, self.next_hidden, self.max_hidden_norm)
     outputs = raw
     if train and self.dropout_output > 0:
       outputs = raw * _dropout_mask(self.make_rng("dropout"), (1, batch, h_size), self.dropout_output)

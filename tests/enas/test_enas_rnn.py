@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from nas_forgetting.enas.search_space import RnnSearchSpace
+from nas_forgetting.models import enas_rnn
 from nas_forgetting.models.enas_rnn import EnasRnn, rnn_lm_loss
 
 V, H, T, B = 23, 8, 4, 3
@@ -124,3 +125,33 @@ def test_one_trace_for_many_architectures_and_only_sampled_edges_get_gradients()
       nonzero = {e for e in range(g["edges"].shape[0]) if np.any(np.asarray(g["edges"][e]) != 0)}
       assert nonzero <= used and len(nonzero) > 0
   assert len(counts) >= 2  # architectures of several sizes went through the same trace
+
+
+@pytest.mark.parametrize("next_hidden,probing", [("average", False), ("last_node", True)])
+def test_batched_weight_gradients_equal_plain_autodiff(next_hidden, probing):
+  """`cell_scan` (weight gradients as one batched product after the backward loop) has the values and gradients of
+  plain autodiff through the same recurrence (`_cell_scan_autodiff`), edge probes included."""
+  n, max_norm, k = 5, 0.7, jax.random.split(jax.random.key(11), 8)
+  w_h, w_sel = 0.3 * jax.random.normal(k[0], (H, 2 * H)), 0.3 * jax.random.normal(k[1], (n - 1, H, 2 * H))
+  x_proj, hidden = jax.random.normal(k[2], (T, B, 2 * H)), jax.random.normal(k[3], (B, H))
+  probes = 0.1 * jax.random.normal(k[4], (T, n - 1, B, 2 * H)) if probing else None
+  spec = enas_rnn.CellSpec(jnp.array([0, 1, 2, 3, 0], jnp.int32), jnp.array([0, 0, 0, 1, 1], jnp.int32),
+                           jnp.array([0, 0, 1, 1, 1], jnp.float32), jnp.int32(n - 1))
+  weights = (jax.random.normal(k[5], (B, H)), jax.random.normal(k[6], (T, B, H)), jax.random.normal(k[7], ()))
+
+  def loss(cell):
+    def f(w_h, w_sel, x_proj, hidden, probes):
+      new_hidden, (raw, norms, _), inputs = cell(w_h, w_sel, x_proj, hidden, probes, spec, next_hidden, max_norm)
+      out = jnp.sum(new_hidden * weights[0]) + jnp.sum(raw * weights[1]) + weights[2] * jnp.sum(norms)
+      return out + (jnp.sum(jnp.sin(inputs)) if probing else 0.0)
+    return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2, 3, 4) if probing else (0, 1, 2, 3)))
+
+  def autodiff(w_h, w_sel, x_proj, hidden, probes, spec, next_hidden, max_norm):
+    (new_hidden, seq), (_, inputs) = enas_rnn._cell_scan_autodiff(w_h, w_sel, x_proj, hidden, probes, spec,
+                                                                  next_hidden, max_norm)
+    return new_hidden, seq, inputs
+
+  want = loss(autodiff)(w_h, w_sel, x_proj, hidden, probes)
+  got = loss(enas_rnn.cell_scan)(w_h, w_sel, x_proj, hidden, probes)
+  chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-5)
+  assert float(jnp.max(jnp.abs(want[1][1]))) > 0.1  # the edge weights' gradient is not trivially zero
