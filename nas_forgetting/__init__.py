@@ -9,6 +9,8 @@ Sub-packages (the arrow goes one way: experiments -> {models, importance, penalt
   enas/        ENAS search spaces, controller, shared training, derive, ablations
   dpnas/       DP-NAS net strings, state space, Q-learning, deep-prior evaluator
   io/          run folders, checkpoints, metrics (JSONL/CSV/TensorBoard), plots, drawings
+  distributed  several processes: jax.distributed.initialize, arrays placed over / gathered from every process's
+               devices, which process writes the workdir (process 0)
 """
 
 __version__ = "0.1.0"
