@@ -60,7 +60,7 @@ def _path_name(path) -> str:
 def _storable_leaf(path, x: Any) -> Any:
   """The leaf as orbax stores it: jax arrays as they are, everything else as a numpy array."""
   if _is_prng_key(x):
-    return jax.random.key_data(x)
+    return _storable_leaf(path, jax.random.key_data(x))
   if isinstance(x, jax.ShapeDtypeStruct):
     if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
       raise CheckpointError(f"leaf {_path_name(path)}: an abstract PRNG key cannot be a restore target; pass a key")
