@@ -57,7 +57,8 @@ BUCKETS = ("geometric", "exact")
 SEED_BATCHING = ("auto", "vmap", "map")
 # EvalConfig fields that change only speed and memory, not what is computed (up to floating-point summation order)
 SPEED_FIELDS = ("embed_chunk_size", "memory_fraction", "cpu_memory_budget", "eval_batch_size", "bucket",
-                "seed_batching")
+                "seed_batching", "conv")
+CONVS = ("auto",) + dp.CONVS
 # Compile caches shared by every Evaluator of this process, keyed on a `CompileScope` (the frozen EvalConfig as a
 # whole, the data shapes and the devices) and what the function compiles (the net, the classifier's shapes), so no
 # setting can be left out of a key.
@@ -76,6 +77,7 @@ class CompileScope(NamedTuple):
   devices: tuple[int, ...]
   axis_names: tuple[str, ...]
   seed_batching: str  # resolved: vmap | map
+  conv: str  # resolved: xla | matmul
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,12 +103,15 @@ class EvalConfig:
   eval_batch_size: int = 1024  # chunk for validation/test forward passes
   bucket: str = "geometric"  # embedding widths padded to 2^k or 3*2^(k-1) ('exact': no padding)
   seed_batching: str = "auto"  # seeds on one device: vmap | map (one after another) | auto (map on CPU, else vmap)
+  conv: str = "auto"  # convolutions: xla | matmul (a product per kernel offset) | auto (matmul on CPU, else xla)
 
   def __post_init__(self):
     if self.bn_mode not in BN_MODES:
       raise ConfigError(f"bn_mode={self.bn_mode!r}; expected one of {BN_MODES}")
     if self.seed_batching not in SEED_BATCHING:
       raise ConfigError(f"seed_batching={self.seed_batching!r}; expected one of {SEED_BATCHING}")
+    if self.conv not in CONVS:
+      raise ConfigError(f"conv={self.conv!r}; expected one of {CONVS}")
     if self.bucket not in BUCKETS:
       raise ConfigError(f"bucket={self.bucket!r}; expected one of {BUCKETS}")
     dp.weight_initializer(self.weight_init)
@@ -192,9 +197,10 @@ class Evaluator:
     platform = self.mesh.devices.flat[0].platform
     self._seed_batching = (("map" if platform == "cpu" else "vmap") if config.seed_batching == "auto"
                            else config.seed_batching)
+    self._conv = ("matmul" if platform == "cpu" else "xla") if config.conv == "auto" else config.conv
     self._tx = ct.optimizer(config)
     self._scope = CompileScope(config, self.sizes, self._images.shape, tuple(d.id for d in self.mesh.devices.flat),
-                               self.mesh.axis_names, self._seed_batching)
+                               self.mesh.axis_names, self._seed_batching, self._conv)
 
   # -- public -----------------------------------------------------------------------------------------------------
 
@@ -384,7 +390,7 @@ class Evaluator:
     key = (self._scope, net, chunk, len(seeds_arr))
     if key not in _PREPARE_FNS:
       per_seed = prepare.make_prepare(net, self.config, self._classifier(net), self._tx, sizes=self.sizes,
-                                      width=width, padded=padded, chunk=chunk)
+                                      width=width, padded=padded, chunk=chunk, conv=self._conv)
 
       def traced(*args):
         TRACES["prepare"] += 1
@@ -399,7 +405,7 @@ class Evaluator:
     """Full training: per-seed (params, batch_stats, opt_state) and the per-architecture training function."""
     config = self.config
     self._memory_full(net, seeds_arr)
-    model = dp.DeepPriorNet(net, config.bn_epsilon, config.weight_init, config.dropout_rate)
+    model = dp.DeepPriorNet(net, config.bn_epsilon, config.weight_init, config.dropout_rate, self._conv)
     tx = self._tx
     sample = self._images[:1]
 

@@ -7,7 +7,8 @@ encoder (`bn_mode` of the `EvalConfig`):
 
 * `calibrate` (default): statistics of the first `bn_calibration_size` training examples (the training split is a
   seeded random split, so this is a random sample), then train, val and test are all embedded in inference mode
-  with the same statistics.
+  with the same statistics. The calibration pass normalises its images by exactly the statistics it stores
+  (momentum 0), so its output is their inference embedding: only the other images are embedded again.
 * `reference`: as the reference: the training split is embedded in training mode, batch by batch
   (`batch_size`), each batch normalised by its own statistics while running averages (momentum 0.1 in PyTorch's
   convention, from mean 0 / variance 1) accumulate; val and test are embedded in inference mode with those running
@@ -28,19 +29,24 @@ from nas_forgetting.numerics import all_finite
 
 
 def make_prepare(net: str, config, classifier: dp.DeepPriorClassifier, tx: optax.GradientTransformation, *,
-                 sizes: tuple[int, int, int], width: int, padded: int, chunk: int):
+                 sizes: tuple[int, int, int], width: int, padded: int, chunk: int, conv: str):
   """`per_seed(seed, images) -> (train, val, test embeddings, TrainState, embeddings finite)` for `net` under the
-  `EvalConfig` `config`; `images` are the train, val and test images (`sizes` of each) concatenated."""
-  encoder = dp.DeepPriorEncoder(net, config.bn_epsilon, config.weight_init)
-  calibrator = dp.DeepPriorEncoder(net, config.bn_epsilon, config.weight_init, bn_momentum=0.0)
+  `EvalConfig` `config`; `images` are the train, val and test images (`sizes` of each) concatenated; `conv` is the
+  encoder's convolution (`deep_prior.CONVS`)."""
+  encoder = dp.DeepPriorEncoder(net, config.bn_epsilon, config.weight_init, conv=conv)
+  calibrator = dp.DeepPriorEncoder(net, config.bn_epsilon, config.weight_init, bn_momentum=0.0, conv=conv)
   n_train, n_val, n_test = sizes
   total = n_train + n_val + n_test
   batch = config.batch_size
   pad = lambda e: jnp.pad(e, ((0, 0), (0, padded - width)))
 
   def embed_range(variables, images, out, start_index, count, size):
-    """Embeds images[start_index : start_index + count] in inference mode, `size` at a time, into `out`."""
+    """Embeds images[start_index : start_index + count] in inference mode, at most `size` at a time (in equal
+    chunks, the last one overlapping its predecessor by less than a chunk), into `out`."""
+    if count <= 0:
+      return out
     steps = math.ceil(count / size)
+    size = math.ceil(count / steps)
 
     def body(i, out):
       start = start_index + jnp.minimum(i * size, count - size)
@@ -54,10 +60,13 @@ def make_prepare(net: str, config, classifier: dp.DeepPriorClassifier, tx: optax
     variables = encoder.init(init_key, images[:1])
     out = jnp.zeros((total, padded), jnp.float32)
     if config.bn_epsilon > 0 and config.bn_mode == "calibrate":
-      calib = images[:min(config.bn_calibration_size, n_train)]
-      _, stats = calibrator.apply(variables, calib, train=True, mutable=["batch_stats"])
+      calibrated = min(config.bn_calibration_size, n_train)
+      e, stats = calibrator.apply(variables, images[:calibrated], train=True, mutable=["batch_stats"])
       variables = {**variables, **stats}
-      out = embed_range(variables, images, out, 0, total, min(chunk, total))
+      # normalised by the statistics it stores, the calibration pass is already those images' inference embedding
+      out = out.at[:calibrated].set(pad(e))
+      rest = total - calibrated
+      out = embed_range(variables, images, out, calibrated, rest, min(chunk, rest))
     elif config.bn_epsilon > 0:  # reference: train split in training mode batch by batch, running averages
       full, rest = divmod(n_train, batch)
 

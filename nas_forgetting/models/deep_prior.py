@@ -13,6 +13,11 @@
   dropout, then a Linear layer to the classes without bias (the `SM(c)` token).
 * `DeepPriorNet`: encoder then classifier, for `full_training` (the encoder is trained too).
 
+`conv` chooses how convolutions are computed, with the same parameters and the same result up to float rounding:
+`"xla"` (`lax.conv_general_dilated`) or `"matmul"` (`matmul_conv`: large stride-1 kernels as one matrix product per
+kernel offset, summed), which XLA's CPU backend runs up to 3x faster on layers with millions of weights (a 3x3
+conv from 1024 to 512 channels on 7x7 maps); accelerators prefer `"xla"`.
+
 `weight_init` applies to every convolution and linear weight, the classifier included:
 kaiming-normal (default; std sqrt(2/fan_in), not truncated), kaiming-uniform (bound sqrt(6/fan_in)),
 xavier-normal (std sqrt(2/(fan_in+fan_out))), xavier-uniform, orthogonal. Unknown names raise `ConfigError`
@@ -31,6 +36,44 @@ from nas_forgetting.models import net_string as ns
 from nas_forgetting.errors import ConfigError
 
 WEIGHT_INITS = ("kaiming-normal", "kaiming-uniform", "xavier-normal", "xavier-uniform", "orthogonal")
+CONVS = ("xla", "matmul")
+
+
+# Kernels with at least this many weights go through `matmul_conv`'s products (measured on a 2-core CPU, 100 images:
+# 3x3 from 1024 to 512 channels on 7x7 maps (4.7M weights) 3x faster, 5x5 512 -> 512 (6.6M) 1.3x; 3x3 512 -> 256
+# (1.2M) and smaller kernels, or large maps with few channels, ran 0.3-0.95x as fast as XLA's convolution).
+MATMUL_MIN_WEIGHTS = 1 << 22
+
+
+def matmul_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
+                feature_group_count=1, precision=None):
+  """`lax.conv_general_dilated` for NHWC inputs and HWIO kernels (flax's layout), in the signature flax's `nn.Conv`
+  calls: a stride-1 convolution with explicit padding and at least `MATMUL_MIN_WEIGHTS` weights is a loop over
+  kernel offsets summing (shifted window of the padded input) @ kernel[dy, dx]; anything else goes to
+  `lax.conv_general_dilated`."""
+  plain = (all(d == 1 for d in (lhs_dilation or ()) + (rhs_dilation or ())) and feature_group_count == 1
+           and not isinstance(padding, str) and lhs.ndim == 4 and all(s == 1 for s in window_strides))
+  if not plain or rhs.size < MATMUL_MIN_WEIGHTS:
+    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                        dimension_numbers, feature_group_count, precision=precision)
+  kh, kw, cin, cout = rhs.shape
+  x = jnp.pad(lhs, ((0, 0),) + tuple(tuple(p) for p in padding) + ((0, 0),))
+  n, oh, ow = x.shape[0], x.shape[1] - kh + 1, x.shape[2] - kw + 1
+
+  def offset(i, out):
+    dy, dx = i // kw, i % kw
+    window = jax.lax.dynamic_slice(x, (0, dy, dx, 0), (n, oh, ow, cin))
+    return out + jnp.einsum("nhwc,cd->nhwd", window, rhs[dy, dx], precision=precision)
+
+  dtype = jnp.result_type(lhs, rhs)
+  return jax.lax.fori_loop(0, kh * kw, offset, jnp.zeros((n, oh, ow, cout), dtype))
+
+
+def _conv_fn(conv: str):
+  """The `conv_general_dilated` handed to `nn.Conv` for a `conv` setting (None: flax's default, XLA's)."""
+  if conv not in CONVS:
+    raise ConfigError(f"conv={conv!r}; expected one of {CONVS}")
+  return matmul_conv if conv == "matmul" else None
 
 
 def weight_initializer(name: str) -> Callable:
@@ -68,18 +111,23 @@ class ResidualBlock(nn.Module):
   bn_epsilon: float
   weight_init: str
   bn_momentum: float = 0.9
+  conv: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     init = weight_initializer(self.weight_init)
+    conv = _conv_fn(self.conv)
     bn = (lambda h: _batch_norm(h, self.bn_epsilon, train, self.bn_momentum)) if self.bn_epsilon > 0 else (lambda h: h)
     pre = nn.relu(bn(x))
-    h = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, kernel_init=init)(pre)
+    h = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, kernel_init=init,
+                conv_general_dilated=conv)(pre)
     h = nn.relu(bn(h))
-    h = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, kernel_init=init)(h)
+    h = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, kernel_init=init,
+                conv_general_dilated=conv)(h)
     if x.shape[-1] == self.features:
       return x + h
-    return h + nn.Conv(self.features, (1, 1), use_bias=False, kernel_init=init, name="shortcut")(pre)
+    return h + nn.Conv(self.features, (1, 1), padding=((0, 0), (0, 0)), use_bias=False, kernel_init=init,
+                       conv_general_dilated=conv, name="shortcut")(pre)
 
 
 class DeepPriorEncoder(nn.Module):
@@ -89,22 +137,24 @@ class DeepPriorEncoder(nn.Module):
   bn_epsilon: float = 1e-4
   weight_init: str = "kaiming-normal"
   bn_momentum: float = 0.9  # 0.0 makes a training-mode pass store exactly its batch statistics
+  conv: str = "xla"  # how convolutions are computed (CONVS; same parameters, same results up to rounding)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     encoder, _, _ = split_net(self.net)
     init = weight_initializer(self.weight_init)
+    conv = _conv_fn(self.conv)
     for layer in encoder:
       if isinstance(layer, ns.Pool):
         p = layer.padding
         x = nn.max_pool(x, (layer.kernel, layer.kernel), strides=(layer.stride, layer.stride),
                         padding=((p, p), (p, p)))
       elif layer.residual:
-        x = ResidualBlock(layer.features, self.bn_epsilon, self.weight_init, self.bn_momentum)(x, train)
+        x = ResidualBlock(layer.features, self.bn_epsilon, self.weight_init, self.bn_momentum, self.conv)(x, train)
       else:
         p = layer.padding
         x = nn.Conv(layer.features, (layer.kernel, layer.kernel), strides=(layer.stride, layer.stride),
-                    padding=((p, p), (p, p)), use_bias=False, kernel_init=init)(x)
+                    padding=((p, p), (p, p)), use_bias=False, kernel_init=init, conv_general_dilated=conv)(x)
         if self.bn_epsilon > 0:
           x = _batch_norm(x, self.bn_epsilon, train, self.bn_momentum)
         x = nn.relu(x)
@@ -140,10 +190,11 @@ class DeepPriorNet(nn.Module):
   bn_epsilon: float = 1e-4
   weight_init: str = "kaiming-normal"
   dropout_rate: float = 0.0
+  conv: str = "xla"
 
   def setup(self):
     _, hidden, classes = split_net(self.net)
-    self.encoder = DeepPriorEncoder(self.net, self.bn_epsilon, self.weight_init)
+    self.encoder = DeepPriorEncoder(self.net, self.bn_epsilon, self.weight_init, conv=self.conv)
     self.classifier = DeepPriorClassifier(classes, hidden, self.bn_epsilon, self.weight_init, self.dropout_rate)
 
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
