@@ -23,9 +23,12 @@ them); process 0 writes the workdir, which every process must see (a shared file
 only their own shards of sharded checkpoints.
 """
 
+import gc
 import logging as std_logging
 import os
+import signal
 import sys
+import threading
 
 from absl import app
 from absl import flags
@@ -166,7 +169,30 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
   return str(path)
 
 
+def _inside_swallowing_callback(frame) -> bool:
+  """Whether `frame` runs inside code whose exceptions Python reports and ignores: a garbage-collector callback
+  (JAX registers one) or a `__del__` method."""
+  callbacks = {getattr(callback, "__code__", None) for callback in gc.callbacks}
+  while frame is not None:
+    if frame.f_code in callbacks or frame.f_code.co_name == "__del__":
+      return True
+    frame = frame.f_back
+  return False
+
+
+def _interrupt(signum, frame) -> None:
+  """SIGINT handler: raises KeyboardInterrupt where it reaches `main`. Raised inside a garbage-collector callback it
+  would be printed and ignored, and the run would go on; there the signal is sent again a moment later."""
+  if _inside_swallowing_callback(frame):
+    again = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+    again.daemon = True
+    again.start()
+    return
+  raise KeyboardInterrupt
+
+
 def main(argv: list[str]) -> None:
+  signal.signal(signal.SIGINT, _interrupt)
   logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
     sys.exit(f"error: unexpected arguments: {' '.join(argv[1:])}; pass --help to see the flags")

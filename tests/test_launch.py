@@ -1,5 +1,6 @@
 """launch.py: flags, config loading and dispatch fail clearly on bad input."""
 
+import gc
 import os
 import pathlib
 import re
@@ -192,3 +193,24 @@ def test_distributed_flags_fail_in_one_line(tmp_path):
     assert stderr.rstrip().splitlines()[-1] == ("error: distributed launch: 2 processes joined, but process 1 was "
                                                 "launched for 3"), stderr[-2000:]
   assert not (tmp_path / "w").exists()
+
+
+def test_an_interrupt_inside_a_garbage_collector_callback_is_sent_again_not_raised_there():
+  """Python prints and ignores an exception raised in a gc callback (JAX registers one), so a Ctrl-C landing there
+  would be lost and the run would go on: the handler must recognise that place and only there defer the interrupt."""
+  sys.path.insert(0, str(ROOT))
+  try:
+    import launch  # pylint: disable=import-outside-toplevel
+  finally:
+    sys.path.remove(str(ROOT))
+  seen = []
+  callback = lambda phase, info: seen.append(launch._inside_swallowing_callback(sys._getframe()))  # pylint: disable=protected-access
+  gc.callbacks.append(callback)
+  try:
+    gc.collect()
+  finally:
+    gc.callbacks.remove(callback)
+  assert seen and all(seen)
+  assert not launch._inside_swallowing_callback(sys._getframe())  # pylint: disable=protected-access
+  with pytest.raises(KeyboardInterrupt):
+    launch._interrupt(signal.SIGINT, sys._getframe())  # pylint: disable=protected-access
