@@ -30,7 +30,6 @@ from typing import Iterable, Mapping, Sequence
 from nas_forgetting.dpnas.q_learning import Q_VALUE_COLUMNS, ReplayRow
 from nas_forgetting.errors import DataError
 from nas_forgetting.io import plots
-from nas_forgetting.io.atomic import atomic_write_text
 
 REPLAY_COLUMNS = ("epsilon", "net", "train_flag", "reward", "acc_best_val", "acc_val_all_epochs",
                   "acc_train_all_epochs", "acc_test_last")
@@ -54,10 +53,6 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
   writer.writerow(header)
   writer.writerows(rows)
   return buffer.getvalue()
-
-
-def _write(path: str | pathlib.Path, text: str) -> None:
-  atomic_write_text(str(path), text)
 
 
 def _read_table(path: str | pathlib.Path, required: Sequence[str], *, index_column: bool = False
@@ -134,10 +129,6 @@ def replay_buffer_text(rows: Sequence[ReplayRow]) -> str:
       for i, r in enumerate(rows)))
 
 
-def write_replay_buffer(path: str | pathlib.Path, rows: Sequence[ReplayRow]) -> None:
-  _write(path, replay_buffer_text(rows))
-
-
 def read_replay_buffer(path: str | pathlib.Path) -> list[ReplayRow]:
   """Rows of a replay-buffer CSV (ours or the reference's), in file order."""
   rows = []
@@ -166,10 +157,6 @@ def q_values_text(rows: Sequence[Mapping]) -> str:
   """The q-values CSV text of `QTable.to_rows()`."""
   return csv_text(Q_VALUE_COLUMNS, ([_number(r[c]) if c == "utility" else str(r[c]) for c in Q_VALUE_COLUMNS]
                                      for r in rows))
-
-
-def write_q_values(path: str | pathlib.Path, rows: Sequence[Mapping]) -> None:
-  _write(path, q_values_text(rows))
 
 
 def read_q_values(path: str | pathlib.Path) -> list[dict[str, str]]:

@@ -45,7 +45,7 @@ def test_reference_replay_csv_loads_and_round_trips(tmp_path):
   assert rows[0] == ql.ReplayRow(1.0, "[C(8,3,1,0,1), P(3,3,0,0), SM(4)]", True, 0.52, 55.0, (40.0, 55.0),
                                  (38.5, 50.25), 53.1)
   assert rows[1].acc_val_all_epochs == (0.0,) and rows[1].train_flag is False
-  logs.write_replay_buffer(tmp_path / "ours.csv", rows)
+  (tmp_path / "ours.csv").write_text(logs.replay_buffer_text(rows))
   assert logs.read_replay_buffer(tmp_path / "ours.csv") == rows
   # our text equals the reference's except that lists of integers are written as floats
   assert (tmp_path / "ours.csv").read_text() == REFERENCE_REPLAY.replace("[0],[0]", '[0.0],[0.0]')
@@ -57,7 +57,7 @@ def test_reference_replay_csv_loads_and_round_trips(tmp_path):
 def test_q_values_csv_round_trip(tmp_path):
   table = ql.QTable(SPACE)
   table.update_sequence(SPACE.net_to_states("[C(8,3,1,0,1), P(3,3,0,0), SM(4)]"), 0.52, 0.1, 1.0)
-  logs.write_q_values(tmp_path / "q.csv", table.to_rows())
+  (tmp_path / "q.csv").write_text(logs.q_values_text(table.to_rows()))
   text = (tmp_path / "q.csv").read_text()
   assert text.splitlines()[0] == ",".join(ql.Q_VALUE_COLUMNS)
   assert "start,0,0,0,0,0,8,0,0,conv,1,8,3,1,0,6,0,0," in text
@@ -108,7 +108,7 @@ def test_continue_from_reference_csvs(tmp_path):
   table = ql.QTable(SPACE)
   for row in logs.read_replay_buffer(tmp_path / "replay.csv"):
     table.update_sequence(SPACE.net_to_states(row.net), row.reward, 0.1, 1.0)
-  logs.write_q_values(tmp_path / "q.csv", table.to_rows())
+  (tmp_path / "q.csv").write_text(logs.q_values_text(table.to_rows()))
   source = sr.ContinueFrom(str(tmp_path / "q.csv"), str(tmp_path / "replay.csv"), epsilon=0.5, ite=4)
   search = sr.Search(FakeEvaluator(), SPACE, 1, tmp_path / "run", Q, seed=0, continue_from=source, plot_window=100)
   assert search.position == (1, 3) and len(search.buffer) == 3 and search.table.table == table.table
@@ -125,7 +125,7 @@ def test_continue_from_missing_or_corrupt_csvs_fails_before_any_training(tmp_pat
   (tmp_path / "replay.csv").write_text(REFERENCE_REPLAY)
   table = ql.QTable(SPACE)
   table.update_sequence(SPACE.net_to_states("[C(8,3,1,0,1), P(3,3,0,0), SM(4)]"), 0.52, 0.1, 1.0)
-  logs.write_q_values(tmp_path / "q.csv", table.to_rows())
+  (tmp_path / "q.csv").write_text(logs.q_values_text(table.to_rows()))
   header, *lines = REFERENCE_REPLAY.splitlines()
 
   def start(q="q.csv", replay="replay.csv"):

@@ -129,8 +129,8 @@ def reference_files(tmp_path):
   table = ql.QTable(SPACE)
   rows = [ql.ReplayRow(1.0, NET, True, 0.52, 55.0, (40.0, 55.0), (38.5, 50.25), 53.1)]
   table.update_sequence(SPACE.net_to_states(NET), 0.52, 0.1, 1.0)
-  logs.write_q_values(tmp_path / "q.csv", table.to_rows())
-  logs.write_replay_buffer(tmp_path / "replay.csv", rows)
+  (tmp_path / "q.csv").write_text(logs.q_values_text(table.to_rows()))
+  (tmp_path / "replay.csv").write_text(logs.replay_buffer_text(rows))
   return (tmp_path / "q.csv").read_text().splitlines(), (tmp_path / "replay.csv").read_text().splitlines()
 
 
