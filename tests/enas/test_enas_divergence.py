@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-pytest.importorskip("nas_forgetting.io.metrics")
 
 from configs import enas_cifar10, enas_ptb, wpl_enas_cifar10, wpl_enas_ptb
 from nas_forgetting.enas import experiment

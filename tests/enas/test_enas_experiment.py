@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip("nas_forgetting.io.metrics")  # the run-output layer (checkpoints, metrics) of the project
 
 from configs import enas_cifar10, enas_ptb
 from nas_forgetting.enas import experiment

@@ -8,7 +8,6 @@ import pathlib
 
 import pytest
 
-pytest.importorskip("nas_forgetting.io.metrics")
 
 from configs import enas_ptb, wpl_enas_ptb
 from nas_forgetting.enas import experiment
