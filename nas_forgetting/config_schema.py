@@ -11,9 +11,10 @@ per epoch x `wpl.num_batch_per_iter`) are `ml_collections.FieldReference`s, so t
 changes, by `override` or on the command line. Setting a derived field itself replaces the reference by the value
 given: an explicit value wins and no longer follows the source.
 
-The checks (`integer`, `integers`, `number`, `choice`, `boolean`) read a field of a resolved config by its dotted
-path (`integer(config, "train.batch_size", minimum=1)`) and raise a ConfigError naming the field, its value and what
-is expected; the experiments' `validate_config` use them before any work is done.
+The checks (`integer`, `integers`, `number`, `choice`, `boolean`, `text`) read a field of a resolved config by its
+dotted path (`integer(config, "train.batch_size", minimum=1)`) and raise a ConfigError naming the field, its value and
+what is expected (e.g. "shared.bptt=0; expected an integer >= 1"); a field missing from the config is a ConfigError
+too. Every experiment's `validate_config` uses them, and only them, before any work is done.
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ def override(config: ml_collections.ConfigDict, values: Mapping[str, Any], *, gr
 
 
 def get(config: Any, path: str) -> Any:
-  """The value at dotted `path` of `config`."""
+  """The value at dotted `path` of `config`; a ConfigError naming `path` when a part of it is missing."""
   node = config
   for part in path.split("."):
+    if not isinstance(node, (ml_collections.ConfigDict, Mapping)) or part not in node:
+      raise ConfigError(f"{path} is missing from the config")
     node = node[part]
   return node
 
@@ -54,13 +57,18 @@ def _is_int(value: Any) -> bool:
   return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _bounds(lower: str | None, upper: str | None) -> str:
+  """" >= 0 and < 1" for the bounds given (lower first), "" for none."""
+  text = " and ".join(b for b in (lower, upper) if b)
+  return " " + text if text else ""
+
+
 def integer(config: Any, path: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
   """An int (not a bool) within [minimum, maximum]."""
   value = get(config, path)
   if not _is_int(value) or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-    bounds = " and ".join(b for b in (f">= {minimum}" if minimum is not None else "",
-                                      f"<= {maximum}" if maximum is not None else "") if b)
-    raise ConfigError(f"{path}={value!r}; expected an integer{' ' + bounds if bounds else ''}")
+    bounds = _bounds(f">= {minimum}" if minimum is not None else None, f"<= {maximum}" if maximum is not None else None)
+    raise ConfigError(f"{path}={value!r}; expected an integer{bounds}")
   return value
 
 
@@ -80,28 +88,41 @@ def number(config: Any, path: str, *, minimum: float | None = None, maximum: flo
            above: float | None = None, below: float | None = None) -> float:
   """A finite real number (NaN and infinities are refused) with inclusive (minimum/maximum) or strict (above/below)
   bounds."""
+  if minimum is not None and above is not None or maximum is not None and below is not None:
+    raise ValueError(f"number({path!r}): give one lower bound (minimum or above) and one upper (maximum or below)")
   value = get(config, path)
   ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
   if ok:
     ok = ((minimum is None or value >= minimum) and (maximum is None or value <= maximum)
           and (above is None or value > above) and (below is None or value < below))
   if not ok:
-    bounds = [f">= {minimum:g}" if minimum is not None else "", f"<= {maximum:g}" if maximum is not None else "",
-              f"> {above:g}" if above is not None else "", f"< {below:g}" if below is not None else ""]
-    bounds = " and ".join(b for b in bounds if b)
-    raise ConfigError(f"{path}={value!r}; expected a finite number{' ' + bounds if bounds else ''}")
+    lower = f">= {minimum:g}" if minimum is not None else f"> {above:g}" if above is not None else None
+    upper = f"<= {maximum:g}" if maximum is not None else f"< {below:g}" if below is not None else None
+    raise ConfigError(f"{path}={value!r}; expected a finite number{_bounds(lower, upper)}")
   return float(value)
 
 
-def choice(config: Any, path: str, choices: Sequence[str]) -> str:
+def choice(config: Any, path: str, choices: Sequence[Any]) -> Any:
+  """One of `choices`."""
   value = get(config, path)
   if value not in choices:
-    raise ConfigError(f"{path}={value!r}; valid choices: {', '.join(map(str, choices))}")
+    raise ConfigError(f"{path}={value!r}; expected one of {', '.join(map(str, choices))}")
   return value
 
 
 def boolean(config: Any, path: str) -> bool:
+  """True or False (not 0/1 or a string)."""
   value = get(config, path)
   if not isinstance(value, bool):
     raise ConfigError(f"{path}={value!r}; expected True or False")
+  return value
+
+
+def text(config: Any, path: str, *, non_empty: str = "") -> str:
+  """A string; with `non_empty` (what the field names, e.g. "the data set's name"), one that is not blank."""
+  value = get(config, path)
+  if not isinstance(value, str):
+    raise ConfigError(f"{path}={value!r}; expected a string")
+  if non_empty and not value.strip():
+    raise ConfigError(f"{path} is empty; expected {non_empty}")
   return value

@@ -17,12 +17,11 @@ BatchNorm on the RNN cell output is not offered.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Mapping
 
 import ml_collections
 
-from nas_forgetting.config_schema import override
+from nas_forgetting import config_schema as cc
 from nas_forgetting.errors import ConfigError
 from nas_forgetting.wpl import enas_fisher
 from nas_forgetting.wpl.state import default_wpl_config
@@ -40,7 +39,7 @@ def default_data_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.reward_fraction = 0.1  # rnn without train.txt: share of valid.txt kept for controller rewards; micro_cnn: share
   #                          of the training images held out for controller rewards
   c.eval_max_tokens = 0  # rnn: evaluate on the first tokens of test.txt only (smoke runs); 0 = all
-  return override(c, overrides, group="data")
+  return cc.override(c, overrides, group="data")
 
 
 def default_search_config(**overrides: Any) -> ml_collections.ConfigDict:
@@ -49,7 +48,7 @@ def default_search_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.topology = "chain"  # rnn, hardcoded mode: chain | tree
   c.num_blocks = 12  # nodes of the cell (micro_cnn: per cell)
   c.min_nodes = 3  # rnn, flexible mode: fewest nodes the controller may pick
-  return override(c, overrides, group="search")
+  return cc.override(c, overrides, group="search")
 
 
 def default_rnn_config(**overrides: Any) -> ml_collections.ConfigDict:
@@ -64,7 +63,7 @@ def default_rnn_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.next_hidden = "average"  # average (paper: mean of loose ends) | last_node (reference quirk)
   c.ar_alpha = 0.0  # activation-regularisation coefficient (0 = off)
   c.tar_beta = 0.0  # temporal activation-regularisation coefficient (0 = off)
-  return override(c, overrides, group="rnn")
+  return cc.override(c, overrides, group="rnn")
 
 
 def default_cnn_config(**overrides: Any) -> ml_collections.ConfigDict:
@@ -81,7 +80,7 @@ def default_cnn_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.pad = 4  # random-crop padding
   c.flip = True  # random horizontal flips
   c.cutout = 0  # cutout square size (0 = off; 16 in the paper's final training)
-  return override(c, overrides, group="cnn")
+  return cc.override(c, overrides, group="cnn")
 
 
 def default_shared_config(**overrides: Any) -> ml_collections.ConfigDict:
@@ -96,7 +95,7 @@ def default_shared_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.grad_clip = 0.25  # global-norm gradient clip (0 = off)
   c.momentum = 0.0  # SGD momentum (0 = plain SGD)
   c.nesterov = False  # Nesterov momentum
-  return override(c, overrides, group="shared")
+  return cc.override(c, overrides, group="shared")
 
 
 def default_controller_config(**overrides: Any) -> ml_collections.ConfigDict:
@@ -117,7 +116,7 @@ def default_controller_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.reward_c = 80.0  # rnn: reward = reward_c / valid perplexity; micro_cnn: reward = reward_c * accuracy
   c.ppl_square = False  # rnn: reward = reward_c / perplexity^2
   c.reward_batch_size = 0  # micro_cnn: held-out images per reward batch (unused by rnn)
-  return override(c, overrides, group="controller")
+  return cc.override(c, overrides, group="controller")
 
 
 def default_train_config(**overrides: Any) -> ml_collections.ConfigDict:
@@ -135,7 +134,7 @@ def default_train_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.rank_epochs = 10  # rank_correlation: epochs each architecture is trained alone
   c.eval_batch_size = 10  # rnn: columns for whole-split evaluation (reference: 1, much slower); micro_cnn: images
   #                         per evaluation batch
-  return override(c, overrides, group="train")
+  return cc.override(c, overrides, group="train")
 
 
 _GROUPS = {"search": default_search_config, "rnn": default_rnn_config, "cnn": default_cnn_config,
@@ -200,11 +199,11 @@ def wpl_config(base_get_config: Callable[[str], ml_collections.ConfigDict], arg:
   variants = split_variants(arg)
   c = base_get_config(",".join(v for v in variants if v != "nowpl" and v not in sizes))
   c.wpl = wpl
-  override(c, reference)
+  cc.override(c, reference)
   bursts = archs_per_epoch
   for size in (v for v in variants if v in sizes):
-    override(c, base_sizes[size])
-    override(c, sizes[size])
+    cc.override(c, base_sizes[size])
+    cc.override(c, sizes[size])
     bursts = size_archs_per_epoch[size]
   c.shared.steps_per_epoch = c.wpl.get_ref("num_batch_per_iter") * bursts
   if "nowpl" in variants:
@@ -221,172 +220,110 @@ MODES = ("train", "derive", "evaluate", "train_scratch", "single", "ablation_act
 NETWORKS = ("rnn", "micro_cnn")
 
 
-def _get(config: ml_collections.ConfigDict, path: str) -> Any:
-  node = config
-  for part in path.split("."):
-    if not isinstance(node, (ml_collections.ConfigDict, Mapping)) or part not in node:
-      raise ConfigError(f"{path} is missing from the config; expected the fields of nas_forgetting.enas.config")
-    node = node[part]
-  return node
-
-
-def _integer(config, path: str, minimum: int, maximum: int | None = None) -> int:
-  value = _get(config, path)
-  if isinstance(value, bool) or not isinstance(value, int):
-    raise ConfigError(f"{path}={value!r}; expected an integer")
-  if value < minimum or (maximum is not None and value > maximum):
-    wanted = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
-    raise ConfigError(f"{path}={value}; expected an integer {wanted}")
-  return value
-
-
-def _number(config, path: str, *, low: float | None = None, high: float | None = None, low_open: bool = False,
-            high_open: bool = False) -> float:
-  """A finite real number in the interval given (open or closed at each end); NaN and infinities are refused."""
-  value = _get(config, path)
-  if isinstance(value, bool) or not isinstance(value, (int, float)):
-    raise ConfigError(f"{path}={value!r}; expected a number")
-  parts = []
-  if low is not None:
-    parts.append(f"{'>' if low_open else '>='} {low:g}")
-  if high is not None:
-    parts.append(f"{'<' if high_open else '<='} {high:g}")
-  wanted = "a finite number" + (" " + " and ".join(parts) if parts else "")
-  if not math.isfinite(value):
-    raise ConfigError(f"{path}={value}; expected {wanted}")
-  if low is not None and (value < low or (low_open and value == low)):
-    raise ConfigError(f"{path}={value:g}; expected {wanted}")
-  if high is not None and (value > high or (high_open and value == high)):
-    raise ConfigError(f"{path}={value:g}; expected {wanted}")
-  return float(value)
-
-
-def _choice(config, path: str, choices: tuple) -> Any:
-  value = _get(config, path)
-  if value not in choices:
-    raise ConfigError(f"{path}={value!r}; expected one of {', '.join(map(str, choices))}")
-  return value
-
-
-def _boolean(config, path: str) -> bool:
-  value = _get(config, path)
-  if not isinstance(value, bool):
-    raise ConfigError(f"{path}={value!r}; expected True or False")
-  return value
-
-
-def _text(config, path: str, *, non_empty: bool = False, why: str = "") -> str:
-  value = _get(config, path)
-  if not isinstance(value, str):
-    raise ConfigError(f"{path}={value!r}; expected a string")
-  if non_empty and not value.strip():
-    raise ConfigError(f"{path} is empty; expected {why or 'a non-empty string'}")
-  return value
-
-
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks every field of a resolved ENAS config (ranges, signs, finiteness, choices, non-empty paths) and raises
-  ConfigError naming the first bad field, e.g. "shared.bptt=0; expected an integer >= 1". Runs no computation and
-  reads no file, so it can be called before the workdir exists."""
+  ConfigError naming the first bad field, e.g. "shared.bptt=0; expected an integer >= 1" (the checks of
+  nas_forgetting.config_schema). Runs no computation and reads no file, so it can be called before the workdir
+  exists."""
   c = config
-  if _get(c, "experiment") != "enas":
+  if cc.get(c, "experiment") != "enas":
     raise ConfigError(f"experiment={c.experiment!r}; this is the ENAS experiment ('enas')")
-  _integer(c, "seed", 0, 2**31 - 1)
-  mode = _choice(c, "mode", MODES)
-  network = _choice(c, "network", NETWORKS)
+  cc.integer(c, "seed", minimum=0, maximum=2**31 - 1)
+  mode = cc.choice(c, "mode", MODES)
+  network = cc.choice(c, "network", NETWORKS)
   rnn = network == "rnn"
-  _text(c, "load_workdir")
-  dag_path = _text(c, "dag_path")
+  cc.text(c, "load_workdir")
+  dag_path = cc.text(c, "dag_path")
   if mode == "single" and not dag_path.strip():
     raise ConfigError("dag_path is empty; mode 'single' needs a JSON DAG file")
   if mode.startswith("ablation_") and not rnn:
     raise ConfigError(f"mode={mode!r} applies to the recurrent cell (network='rnn'), not to network={network!r}")
 
   # data
-  _text(c, "data.name", non_empty=True, why="the data set's name")
+  cc.text(c, "data.name", non_empty="the data set's name")
   if rnn:
-    _text(c, "data.path", non_empty=True, why="the folder of the text corpus (train.txt, valid.txt, test.txt)")
-    _integer(c, "data.eval_max_tokens", 0)
+    cc.text(c, "data.path", non_empty="the folder of the text corpus (train.txt, valid.txt, test.txt)")
+    cc.integer(c, "data.eval_max_tokens", minimum=0)
   elif "image" not in c.data:
     raise ConfigError("data.image is missing; network 'micro_cnn' needs an image data group "
                       "(nas_forgetting.data.datasets)")
-  _number(c, "data.reward_fraction", low=0.0, high=1.0, low_open=True, high_open=True)
+  cc.number(c, "data.reward_fraction", above=0.0, below=1.0)
 
   # search space
-  blocks = _integer(c, "search.num_blocks", 1)
+  blocks = cc.integer(c, "search.num_blocks", minimum=1)
   if rnn:
-    search_mode = _choice(c, "search.mode", ("orig", "flexible", "hardcoded", "random"))
-    _choice(c, "search.topology", ("chain", "tree"))
+    search_mode = cc.choice(c, "search.mode", ("orig", "flexible", "hardcoded", "random"))
+    cc.choice(c, "search.topology", ("chain", "tree"))
     if search_mode == "flexible":
-      _integer(c, "search.min_nodes", 1, blocks)
+      cc.integer(c, "search.min_nodes", minimum=1, maximum=blocks)
     else:
-      _integer(c, "search.min_nodes", 1)
+      cc.integer(c, "search.min_nodes", minimum=1)
 
   # models
   if rnn:
-    _integer(c, "rnn.hidden_size", 1)
+    cc.integer(c, "rnn.hidden_size", minimum=1)
     for name in ("dropout_embedding", "dropout_input", "dropout_output", "weight_drop"):
-      _number(c, f"rnn.{name}", low=0.0, high=1.0, high_open=True)
-    _number(c, "rnn.max_hidden_norm", low=0.0)
-    _number(c, "rnn.init_range", low=0.0, low_open=True)
-    _choice(c, "rnn.next_hidden", ("average", "last_node"))
-    _number(c, "rnn.ar_alpha", low=0.0)
-    _number(c, "rnn.tar_beta", low=0.0)
+      cc.number(c, f"rnn.{name}", minimum=0.0, below=1.0)
+    cc.number(c, "rnn.max_hidden_norm", minimum=0.0)
+    cc.number(c, "rnn.init_range", above=0.0)
+    cc.choice(c, "rnn.next_hidden", ("average", "last_node"))
+    cc.number(c, "rnn.ar_alpha", minimum=0.0)
+    cc.number(c, "rnn.tar_beta", minimum=0.0)
   else:
-    _integer(c, "cnn.features", 1)
-    _integer(c, "cnn.num_modules", 1)
-    _integer(c, "cnn.num_repeat_normal", 1)
-    _integer(c, "cnn.sep_conv_stacks", 1)
-    _choice(c, "cnn.sep_conv", ("separable", "depthwise"))
-    _choice(c, "cnn.cell_output", ("loose_ends", "last_node"))
-    _number(c, "cnn.dropout", low=0.0, high=1.0, high_open=True)
-    _integer(c, "cnn.pad", 0)
-    _boolean(c, "cnn.flip")
-    _integer(c, "cnn.cutout", 0)
+    cc.integer(c, "cnn.features", minimum=1)
+    cc.integer(c, "cnn.num_modules", minimum=1)
+    cc.integer(c, "cnn.num_repeat_normal", minimum=1)
+    cc.integer(c, "cnn.sep_conv_stacks", minimum=1)
+    cc.choice(c, "cnn.sep_conv", ("separable", "depthwise"))
+    cc.choice(c, "cnn.cell_output", ("loose_ends", "last_node"))
+    cc.number(c, "cnn.dropout", minimum=0.0, below=1.0)
+    cc.integer(c, "cnn.pad", minimum=0)
+    cc.boolean(c, "cnn.flip")
+    cc.integer(c, "cnn.cutout", minimum=0)
 
   # shared weights
-  _integer(c, "shared.batch_size", 1)
+  cc.integer(c, "shared.batch_size", minimum=1)
   if rnn:
-    _integer(c, "shared.bptt", 1)
-  _integer(c, "shared.steps_per_epoch", 0)
-  _number(c, "shared.lr", low=0.0, low_open=True)
-  _number(c, "shared.decay", low=0.0, low_open=True)
-  _integer(c, "shared.decay_after", 0)
-  _number(c, "shared.l2_reg", low=0.0)
-  _number(c, "shared.grad_clip", low=0.0)
-  _number(c, "shared.momentum", low=0.0, high=1.0, high_open=True)
-  _boolean(c, "shared.nesterov")
+    cc.integer(c, "shared.bptt", minimum=1)
+  cc.integer(c, "shared.steps_per_epoch", minimum=0)
+  cc.number(c, "shared.lr", above=0.0)
+  cc.number(c, "shared.decay", above=0.0)
+  cc.integer(c, "shared.decay_after", minimum=0)
+  cc.number(c, "shared.l2_reg", minimum=0.0)
+  cc.number(c, "shared.grad_clip", minimum=0.0)
+  cc.number(c, "shared.momentum", minimum=0.0, below=1.0)
+  cc.boolean(c, "shared.nesterov")
 
   # controller
-  _integer(c, "controller.hidden_size", 1)
-  _number(c, "controller.temperature", low=0.0, low_open=True)
-  _number(c, "controller.tanh_c", low=0.0)
-  _boolean(c, "controller.derive_reference_logits")
-  _number(c, "controller.init_range", low=0.0, low_open=True)
-  _number(c, "controller.lr", low=0.0, low_open=True)
-  _number(c, "controller.grad_clip", low=0.0)
-  _number(c, "controller.ema_decay", low=0.0, high=1.0)
-  _number(c, "controller.entropy_coeff", low=0.0)
-  _choice(c, "controller.entropy_mode", ("reward", "regularizer"))
-  _integer(c, "controller.num_samples", 1)
-  _integer(c, "controller.steps_per_epoch", 0)
-  _number(c, "controller.reward_c", low=0.0, low_open=True)
-  _boolean(c, "controller.ppl_square")
-  _integer(c, "controller.reward_batch_size", 0 if rnn else 1)
+  cc.integer(c, "controller.hidden_size", minimum=1)
+  cc.number(c, "controller.temperature", above=0.0)
+  cc.number(c, "controller.tanh_c", minimum=0.0)
+  cc.boolean(c, "controller.derive_reference_logits")
+  cc.number(c, "controller.init_range", above=0.0)
+  cc.number(c, "controller.lr", above=0.0)
+  cc.number(c, "controller.grad_clip", minimum=0.0)
+  cc.number(c, "controller.ema_decay", minimum=0.0, maximum=1.0)
+  cc.number(c, "controller.entropy_coeff", minimum=0.0)
+  cc.choice(c, "controller.entropy_mode", ("reward", "regularizer"))
+  cc.integer(c, "controller.num_samples", minimum=1)
+  cc.integer(c, "controller.steps_per_epoch", minimum=0)
+  cc.number(c, "controller.reward_c", above=0.0)
+  cc.boolean(c, "controller.ppl_square")
+  cc.integer(c, "controller.reward_batch_size", minimum=0 if rnn else 1)
 
   # schedule and outputs
-  _integer(c, "train.max_epoch", 1)
-  _integer(c, "train.log_every", 1)
-  _integer(c, "train.draw_every", 0)
-  _choice(c, "train.draw_backend", ("auto", "dot", "matplotlib"))
-  _integer(c, "train.gif_max_frames", 1)
-  _integer(c, "train.save_every", 1)
-  _integer(c, "train.max_to_keep", 1)
-  _integer(c, "train.derive_every", 0)
-  _integer(c, "train.derive_num_sample", 1)
-  _integer(c, "train.rank_num_archs", 2)
-  _integer(c, "train.rank_epochs", 1)
-  _integer(c, "train.eval_batch_size", 1)
+  cc.integer(c, "train.max_epoch", minimum=1)
+  cc.integer(c, "train.log_every", minimum=1)
+  cc.integer(c, "train.draw_every", minimum=0)
+  cc.choice(c, "train.draw_backend", ("auto", "dot", "matplotlib"))
+  cc.integer(c, "train.gif_max_frames", minimum=1)
+  cc.integer(c, "train.save_every", minimum=1)
+  cc.integer(c, "train.max_to_keep", minimum=1)
+  cc.integer(c, "train.derive_every", minimum=0)
+  cc.integer(c, "train.derive_num_sample", minimum=1)
+  cc.integer(c, "train.rank_num_archs", minimum=2)
+  cc.integer(c, "train.rank_epochs", minimum=1)
+  cc.integer(c, "train.eval_batch_size", minimum=1)
 
   # weight plasticity loss
 
