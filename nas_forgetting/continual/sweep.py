@@ -47,6 +47,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from nas_forgetting import distributed
+from nas_forgetting.device_memory import free_device_memory
 from nas_forgetting.continual import metrics as cm
 from nas_forgetting.continual import runner as rn
 from nas_forgetting.continual import steps
@@ -107,9 +108,6 @@ def grid_chunk(num_members: int, per_member: int, *, chunk: int, memory_fraction
   are balanced (16 members at most 15 together: two chunks of 8), so that every chunk has the same shapes and the
   grid epoch compiles once."""
   if chunk <= 0:
-    # the DP-NAS evaluator's reading of free device memory (one definition; imported here only: continual
-    # otherwise needs nothing of dpnas)
-    from nas_forgetting.dpnas.memory import free_device_memory  # pylint: disable=import-outside-toplevel
     device = device or jax.local_devices()[0]
     free = free_device_memory(device, -1)
     budget = cpu_budget if free < 0 else int(free * memory_fraction)

@@ -7,10 +7,9 @@ the CPU, the host's available RAM shared by its devices); a net that does not fi
 
 from __future__ import annotations
 
-import os
-
 import jax
 
+from nas_forgetting.device_memory import available_host_memory, free_device_memory
 from nas_forgetting.errors import ArchitectureError
 from nas_forgetting.models import net_string as ns
 
@@ -23,32 +22,6 @@ def bucket_width(width: int, mode: str = "geometric") -> int:
   while best < width:
     best = best * 3 // 2 if best & (best - 1) == 0 else best * 4 // 3
   return best
-
-
-def free_device_memory(device: jax.Device, fallback: int) -> int:
-  """Free bytes reported by the device (`bytes_limit - bytes_in_use`), or `fallback` where none are reported."""
-  try:
-    stats = device.memory_stats()
-  except Exception:  # some backends raise instead of returning None
-    stats = None
-  if stats and "bytes_limit" in stats:
-    return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
-  return int(fallback)
-
-
-def available_host_memory() -> int | None:
-  """Bytes of RAM the host can still give (MemAvailable of /proc/meminfo, else free pages), None if unknown."""
-  try:
-    with open("/proc/meminfo") as f:
-      for line in f:
-        if line.startswith("MemAvailable:"):
-          return int(line.split()[1]) * 1024
-  except (OSError, ValueError, IndexError):
-    pass
-  try:
-    return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-  except (ValueError, OSError, AttributeError):
-    return None
 
 
 def memory_available_per_device(device: jax.Device, num_local_devices: int) -> tuple[int | None, str]:
