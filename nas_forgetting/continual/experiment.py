@@ -8,7 +8,7 @@ prints a result block naming the data and scenario, and the summary table (metho
 BWT, training seconds over all launches).
 
 With `config.sweep.seeds` set, `run` runs every method over its grid of seeds x strengths in one compiled program
-instead (`continual.sweep.run_sweep`: per-member accuracy matrices, mean +- std over seeds per strength, the best
+instead (`continual.sweep_report.run_sweep`: per-member accuracy matrices, mean +- std over seeds per strength, the best
 strength per method on a validation split carved from the training data, a strength plot; resumable).
 
 `continual.config.default_config()` declares every field; the files in `configs/` override what their setup
@@ -27,7 +27,7 @@ import numpy as np
 from nas_forgetting import config_schema as cc
 from nas_forgetting import importance as imp
 from nas_forgetting.continual import metrics as cm
-from nas_forgetting.continual import sweep
+from nas_forgetting.continual import sweep_report
 from nas_forgetting.continual.runner import MAS_ACCUMULATIONS, METHODS, OPTIMIZERS, MethodRun, parse_method
 from nas_forgetting.data.datasets import validate_data_config
 from nas_forgetting.data.tasks import KINDS, SCENARIOS, load_task_stream
@@ -185,7 +185,7 @@ def run(config, workdir: str, *, max_traces: int | None = None) -> dict:
   workdir.mkdir(parents=True, exist_ok=True)
   tasks = load_tasks(config)
   if config.sweep.seeds:
-    return sweep.run_sweep(config, workdir, tasks, description=data_description(config), max_traces=max_traces)
+    return sweep_report.run_sweep(config, workdir, tasks, description=data_description(config), max_traces=max_traces)
   results, rows, stopped = {}, [], False
   for method in methods:
     result = MethodRun(config, tasks, method, workdir / method, max_traces=max_traces).run()
