@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 
 from nas_forgetting import importance
+from nas_forgetting.data import datasets
+from nas_forgetting.errors import ConfigError, DivergenceError
 from nas_forgetting.io import metrics as metrics_lib
 from nas_forgetting.wpl import state as wpl
 from nas_forgetting.wpl import two_model as tm
+from nas_forgetting.wpl import two_model_training as training
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -26,8 +29,8 @@ def _config(arg="quick"):
 
 def _toy(k=2, hidden=8, n=64, seed=0):
   keys = jax.random.split(jax.random.key(seed), 4)
-  a = tm.init_layers(keys[0], tm.layer_sizes(tm.A_DEPTH, 12, hidden, 3))
-  b_own = tm.init_layers(keys[1], tm.layer_sizes(tm.B_DEPTH, 12, hidden, 3))[k:]
+  a = training.init_layers(keys[0], training.layer_sizes(training.A_DEPTH, 12, hidden, 3))
+  b_own = training.init_layers(keys[1], training.layer_sizes(training.B_DEPTH, 12, hidden, 3))[k:]
   x = jax.random.normal(keys[2], (n, 12))
   y = jax.random.randint(keys[3], (n,), 0, 3)
   return a, b_own, x, y
@@ -36,21 +39,22 @@ def _toy(k=2, hidden=8, n=64, seed=0):
 def test_b_really_shares_a_first_k_layers():
   a, b_own, x, y = _toy(k=2)
   shared, a_own = a[:2], a[2:]
-  b = tm.b_layers(shared, b_own)
-  assert len(b) == tm.B_DEPTH and len(tm.a_layers(shared, a_own)) == tm.A_DEPTH
+  b = training.b_layers(shared, b_own)
+  assert len(b) == training.B_DEPTH and len(training.a_layers(shared, a_own)) == training.A_DEPTH
   for i in range(2):
-    assert b[i] is a[i] and tm.a_layers(shared, a_own)[i] is a[i]  # the same parameter dicts, not copies
+    assert b[i] is a[i] and training.a_layers(shared, a_own)[i] is a[i]  # the same parameter dicts, not copies
   config = _config()
   config.train_b.learning_rate = 0.1
-  optimizer = tm.make_optimizer(config.train_b)
+  optimizer = training.make_optimizer(config.train_b)
   idx = jnp.arange(32, dtype=jnp.int32).reshape(4, 8)
-  new_shared, new_b_own, _, m = tm.train_b_chunk(shared, b_own, optimizer.init((shared, b_own)), idx, a_own,
-                                                 wpl.init_wpl_state(shared), jnp.float32(0.0), x, y, x, y,
-                                                 optimizer=optimizer)
+  new_shared, new_b_own, _, m = training.train_b_chunk(shared, b_own, optimizer.init((shared, b_own)), idx, a_own,
+                                                       wpl.init_wpl_state(shared), jnp.float32(0.0), x, y, x, y,
+                                                       optimizer=optimizer)
   # Training B moved the shared layers, and A (evaluated with the moved layers) sees the change.
   assert float(jnp.abs(new_shared[0]["w"] - shared[0]["w"]).max()) > 0
-  np.testing.assert_allclose(float(m["a_accuracy"]), float(tm.accuracy(tm.a_layers(new_shared, a_own), x, y)))
-  assert not np.allclose(tm.mlp_apply(tm.a_layers(new_shared, a_own), x), tm.mlp_apply(a, x))
+  np.testing.assert_allclose(float(m["a_accuracy"]),
+                             float(training.accuracy(training.a_layers(new_shared, a_own), x, y)))
+  assert not np.allclose(training.mlp_apply(training.a_layers(new_shared, a_own), x), training.mlp_apply(a, x))
 
 
 def test_b_loss_gradient_is_ce_plus_alpha_f_displacement():
@@ -60,8 +64,8 @@ def test_b_loss_gradient_is_ce_plus_alpha_f_displacement():
   state = wpl.init_wpl_state(shared)._replace(fisher=fisher)
   moved = jax.tree.map(lambda p: p + 0.05, shared)
   alpha = 7.0
-  g = jax.grad(lambda s: tm.b_loss(s, b_own, x, y, state, jnp.float32(alpha))[0])(moved)
-  g_ce = jax.grad(lambda s: tm.cross_entropy(tm.mlp_apply(tm.b_layers(s, b_own), x), y))(moved)
+  g = jax.grad(lambda s: training.b_loss(s, b_own, x, y, state, jnp.float32(alpha))[0])(moved)
+  g_ce = jax.grad(lambda s: training.cross_entropy(training.mlp_apply(training.b_layers(s, b_own), x), y))(moved)
   expected = jax.tree.map(lambda gc, f, p, a0: gc + alpha * f * (p - a0), g_ce, fisher, moved, shared)
   chex.assert_trees_all_close(g, expected, rtol=1e-5, atol=1e-6)
 
@@ -70,32 +74,31 @@ def test_one_compile_serves_wpl_and_no_wpl_runs():
   a, b_own, x, y = _toy(k=1)
   shared, a_own = a[:1], a[1:]
   config = _config()
-  optimizer = tm.make_optimizer(config.train_b)
+  optimizer = training.make_optimizer(config.train_b)
   state = wpl.init_wpl_state(shared)._replace(fisher=jax.tree.map(jnp.ones_like, shared))
-  before = tm.train_b_chunk._cache_size()
+  before = training.train_b_chunk._cache_size()
   for alpha, offset in ((0.0, 0), (100.0, 8), (3.0, 16)):
     idx = (jnp.arange(16, dtype=jnp.int32).reshape(2, 8) + offset) % 64
-    tm.train_b_chunk(shared, b_own, optimizer.init((shared, b_own)), idx, a_own, state, jnp.float32(alpha),
-                     x, y, x, y, optimizer=optimizer)
-  assert tm.train_b_chunk._cache_size() - before == 1
+    training.train_b_chunk(shared, b_own, optimizer.init((shared, b_own)), idx, a_own, state, jnp.float32(alpha),
+                           x, y, x, y, optimizer=optimizer)
+  assert training.train_b_chunk._cache_size() - before == 1
 
 
 def test_fisher_batch_estimator_is_below_per_example_mean(shared_data):
   """batch = (mean_i g_i)^2 <= mean_i g_i^2 = empirical, elementwise (Jensen); equal for a single example."""
-  from nas_forgetting.data import datasets
   config = _config()
   config.data.train_size, config.data.test_size = 64, 16
   splits = datasets.load_dataset(config.data)
   x, y = jnp.asarray(splits.train.images), jnp.asarray(splits.train.labels)
-  a = tm.init_layers(jax.random.key(0), tm.layer_sizes(tm.A_DEPTH, 784, 16, 10))
-  per_example = importance.fisher_diagonal(tm.mlp_apply, a, x, y, estimator="empirical")
-  batch = importance.fisher_diagonal(tm.mlp_apply, a, x, y, estimator="batch")
+  a = training.init_layers(jax.random.key(0), training.layer_sizes(training.A_DEPTH, 784, 16, 10))
+  per_example = importance.fisher_diagonal(training.mlp_apply, a, x, y, estimator="empirical")
+  batch = importance.fisher_diagonal(training.mlp_apply, a, x, y, estimator="batch")
   for pe, b in zip(jax.tree.leaves(per_example), jax.tree.leaves(batch)):
     assert bool(jnp.all(b <= pe * (1 + 1e-5) + 1e-12))
   assert sum(float(jnp.sum(b)) for b in jax.tree.leaves(batch)) < 0.5 * sum(
       float(jnp.sum(p)) for p in jax.tree.leaves(per_example))
-  one_pe = importance.fisher_diagonal(tm.mlp_apply, a, x[:1], y[:1], estimator="empirical")
-  one_b = importance.fisher_diagonal(tm.mlp_apply, a, x[:1], y[:1], estimator="batch")
+  one_pe = importance.fisher_diagonal(training.mlp_apply, a, x[:1], y[:1], estimator="empirical")
+  one_b = importance.fisher_diagonal(training.mlp_apply, a, x[:1], y[:1], estimator="batch")
   chex.assert_trees_all_close(one_pe, one_b, rtol=1e-4, atol=1e-10)
 
 
@@ -138,9 +141,8 @@ def test_quick_run_on_mnist(shared_data, tmp_path):
 
 def _tiny(**groups):
   """The quick config shrunk to seconds, on the embedded digits (no shared data needed)."""
-  from nas_forgetting.data.datasets import default_data_config
   config = _config()
-  config.data = default_data_config(source="embedded", train_size=128, test_size=64)
+  config.data = datasets.default_data_config(source="embedded", train_size=128, test_size=64)
   config.model.hidden = 8
   config.shared_layers = [1]
   config.train_a.epochs, config.train_a.batch_size = 1, 32
@@ -166,7 +168,6 @@ def _outputs(workdir):
 @pytest.mark.parametrize("group, quantity", [("train_a", "model A's training loss"),
                                              ("train_b", "model B's cross-entropy")])
 def test_a_too_large_learning_rate_stops_with_divergence_error(group, quantity, tmp_path):
-  from nas_forgetting.errors import DivergenceError
   config = _tiny(**{group: {"optimizer": "sgd", "learning_rate": 1e30}})
   with pytest.raises(DivergenceError, match=rf"{quantity} is (nan|inf|-inf) at step \d+, "):
     tm.run(config, str(tmp_path))
@@ -180,7 +181,6 @@ def test_a_too_large_learning_rate_stops_with_divergence_error(group, quantity, 
     ("wpl.fisher_num_examples", -5), ("train_b.momentum", 1.0), ("data.test_size", -1), ("shared_layers", [0]),
     ("train_a.epochs", 0)])
 def test_bad_values_are_refused_before_any_work_naming_the_field(field, value, tmp_path):
-  from nas_forgetting.errors import ConfigError
   config = _tiny()
   *groups, name = field.split(".")
   node = config
