@@ -33,11 +33,14 @@ import threading
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 import ml_collections
 from ml_collections import config_flags
 
+from nas_forgetting import distributed
 from nas_forgetting import errors
 from nas_forgetting import experiments
+from nas_forgetting.io import run as run_io
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path of an ml_collections config file, optionally with ':variant'.", lock_config=True)
@@ -143,12 +146,10 @@ def _join_processes() -> None:
     if given:
       sys.exit(f"error: {', '.join(given)} given without --distributed")
     return
-  from nas_forgetting import distributed  # pylint: disable=import-outside-toplevel
   try:
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   except errors.NasForgettingError as e:
     sys.exit(f"error: {e}")
-  import jax  # pylint: disable=import-outside-toplevel
   logging.info("process %d of %d; local devices %s", jax.process_index(), jax.process_count(), jax.local_devices())
 
 
@@ -158,9 +159,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
   every process calls it after `distributed.initialize`."""
   experiment = experiments.get_experiment(config.experiment)
   experiment.validate_config(config)
-
-  import jax  # pylint: disable=import-outside-toplevel
-  from nas_forgetting.io import run as run_io  # pylint: disable=import-outside-toplevel
 
   logging.info("JAX %s, devices: %s", jax.__version__, jax.devices())
   with run_io.open_run(workdir, config, resume_safe=experiment.resume_safe_fields) as path:
