@@ -48,6 +48,9 @@ def default_config(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict
   c.evaluator.seed_batching = "auto"  # seeds on one device: vmap | map (sequential) | auto (map on CPU, vmap elsewhere)
   # geometric (pad widths to 2^k / 3*2^(k-1): classifier compiled once per bucket) | exact
   c.evaluator.bucket = "geometric"
+  # convolutions: xla | matmul (large stride-1 layers as one matrix product per kernel offset: faster on XLA's CPU
+  # backend, equal to float rounding) | auto (matmul on the CPU, xla elsewhere)
+  c.evaluator.conv = "auto"
 
   c.search_space = ml_collections.ConfigDict()
   c.search_space.image_size = 0  # input size seen by the state space; 0 = from the data

@@ -85,6 +85,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   cc.choice(config, e + "bn_mode", ev.BN_MODES)
   cc.choice(config, e + "seed_batching", ev.SEED_BATCHING)
   cc.choice(config, e + "bucket", ev.BUCKETS)
+  cc.choice(config, e + "conv", ev.CONVS)
   ev.EvalConfig.from_config(config.evaluator)  # unknown fields
 
   s = "search_space."
