@@ -23,11 +23,14 @@ import numpy as np  # pylint: disable=wrong-import-position
 import pytest  # pylint: disable=wrong-import-position
 
 from nas_forgetting import distributed  # pylint: disable=wrong-import-position
+from nas_forgetting import experiments  # pylint: disable=wrong-import-position
 from nas_forgetting.continual import config as continual_config  # pylint: disable=wrong-import-position
 from nas_forgetting.data.datasets import default_data_config  # pylint: disable=wrong-import-position
 from nas_forgetting.dpnas import config as dpnas_config  # pylint: disable=wrong-import-position
 from nas_forgetting.dpnas import logs  # pylint: disable=wrong-import-position
 from nas_forgetting.errors import ConfigError  # pylint: disable=wrong-import-position
+from nas_forgetting.io import atomic, metrics  # pylint: disable=wrong-import-position
+from nas_forgetting.io import run as run_io  # pylint: disable=wrong-import-position
 from nas_forgetting.io.metrics import read_csv  # pylint: disable=wrong-import-position
 
 
@@ -87,8 +90,6 @@ def test_two_processes_equal_one_process(tmp_path):
   procs = [subprocess.Popen([sys.executable, __file__, str(port), str(i), str(two)], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
   # the same experiments in this process, meanwhile (one process, its 8 fake CPU devices)
-  from nas_forgetting import experiments  # pylint: disable=import-outside-toplevel
-  from nas_forgetting.io import run as run_io  # pylint: disable=import-outside-toplevel
   one = tmp_path / "one"
   results = {}
   try:
@@ -130,7 +131,6 @@ def test_two_processes_equal_one_process(tmp_path):
 
 
 def test_a_process_other_than_0_writes_nothing(tmp_path, monkeypatch):
-  from nas_forgetting.io import atomic, metrics, run as run_io  # pylint: disable=import-outside-toplevel
   monkeypatch.setattr(distributed, "process_index", lambda: 1)
   with run_io.open_run(tmp_path / "run", {"experiment": "x"}) as workdir:
     atomic.atomic_write_text(workdir / "a.txt", "a")

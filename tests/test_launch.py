@@ -1,6 +1,7 @@
 """launch.py: flags, config loading and dispatch fail clearly on bad input."""
 
 import gc
+import json
 import os
 import pathlib
 import re
@@ -12,6 +13,8 @@ import textwrap
 import time
 
 import pytest
+
+from nas_forgetting.io import run as run_io
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -86,7 +89,6 @@ def _errors(result: subprocess.CompletedProcess) -> list[str]:
 def test_quick_run_writes_config_revision_and_outputs(quick_run):
   workdir, result = quick_run
   assert result.returncode == 0, result.stderr[-2000:]
-  import json  # pylint: disable=import-outside-toplevel
   config = json.loads((workdir / "config.json").read_text())
   assert config["experiment"] == "continual" and config["seed"] == 3
   revision = (workdir / "git_revision.txt").read_text().strip()
@@ -114,10 +116,8 @@ def test_relaunch_with_other_settings_or_another_experiment_is_refused(quick_run
 
 
 def test_a_second_launch_on_a_workdir_in_use_is_refused(quick_run):
-  import json  # pylint: disable=import-outside-toplevel
-  from nas_forgetting.io import run  # pylint: disable=import-outside-toplevel
   workdir, _ = quick_run
-  with run.open_run(workdir, json.loads((workdir / "config.json").read_text())):
+  with run_io.open_run(workdir, json.loads((workdir / "config.json").read_text())):
     result = _launch("--config=configs/quickstart.py:quick", f"--workdir={workdir}", "--config.seed=3")
   assert result.returncode != 0
   assert _errors(result) == [f"error: workdir {workdir} is in use by another launch (process {os.getpid()}); "

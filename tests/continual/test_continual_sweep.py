@@ -5,6 +5,7 @@ import jax
 import numpy as np
 import pytest
 
+from nas_forgetting import importance as imp
 from nas_forgetting.continual import experiment, sweep
 from nas_forgetting.continual.runner import MethodRun
 from nas_forgetting.errors import ConfigError
@@ -54,7 +55,6 @@ def test_grid_equals_independent_single_runs(ewc_grid, tasks, tmp_path):
 
 
 def test_mas_grid_importance_vmapped_equals_single_runs(tasks, tmp_path, monkeypatch):
-  from nas_forgetting import importance as imp
   config = sweep_config(methods=("mas",))
   config.sweep.strengths.ewc = ()
   config.sweep.strengths.mas = (0.1, 10.0)

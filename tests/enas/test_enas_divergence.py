@@ -1,17 +1,23 @@
 """A diverged ENAS run stops with a DivergenceError naming the quantity, the step and where (epoch, phase,
 architecture) instead of deriving a cell; bad settings are refused up front (validate_config) with the field's name."""
 
+import functools
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-
 from configs import enas_cifar10, enas_ptb, wpl_enas_cifar10, wpl_enas_ptb
 from nas_forgetting.enas import experiment
+from nas_forgetting.enas import reinforce
+from nas_forgetting.enas import trainer as tr
+from nas_forgetting.enas.search_space import RnnSearchSpace
 from nas_forgetting.errors import ConfigError, DivergenceError
+from nas_forgetting.models import controller as ctl
+from nas_forgetting.models.enas_rnn import EnasRnn
 
 
 def tiny_rnn_config(shared_data=None):
@@ -133,15 +139,6 @@ def test_nan_learning_rates_are_caught_inside_the_steps(field, shared_data, tmp_
 def test_the_steps_flag_nan_parameters_without_a_new_compilation():
   """The traced flags of the shared and controller steps: False for parameters with a NaN injected, True otherwise;
   the step is compiled once for both."""
-  import chex
-  import functools
-
-  from nas_forgetting.enas import reinforce
-  from nas_forgetting.enas import trainer as tr
-  from nas_forgetting.enas.search_space import RnnSearchSpace
-  from nas_forgetting.models import controller as ctl
-  from nas_forgetting.models.enas_rnn import EnasRnn
-
   space = RnnSearchSpace(num_blocks=3)
   model = EnasRnn(vocab_size=11, num_blocks=3, hidden_size=4, init_range=0.1)
   opt = tr.shared_optimizer(grad_clip=0.25, l2_reg=0.0)

@@ -8,6 +8,7 @@ import pytest
 
 
 from configs import enas_cifar10, enas_ptb
+from nas_forgetting.data.text import load_corpus
 from nas_forgetting.enas import experiment
 from nas_forgetting.enas import search_space as ss
 from nas_forgetting.enas import state
@@ -43,8 +44,6 @@ def test_resumed_run_equals_an_uninterrupted_one(trained):
 def test_tiny_search_gives_what_its_docstring_states(trained, shared_data):
   """configs/enas_ptb.py:tiny: an untrained smoke run whose derived cell's test perplexity is near the vocabulary
   size (a uniform guess over PTB's offline valid + test vocabulary)."""
-  from nas_forgetting.data.text import load_corpus
-
   c, _, first, _, _ = trained
   vocab = len(load_corpus(c.data.path, allow_missing_train=True).vocab)
   assert vocab == 7596 and "7,596-word vocabulary" in enas_ptb.__doc__
@@ -129,8 +128,6 @@ def test_random_search_on_wikitext2(shared_data, tmp_path):
   """A search on WikiText-2 through the same run as the PTB searches, with uniformly random architectures (no
   controller; the controller is covered on PTB). The untrained model predicts about uniformly over WikiText-2's
   vocabulary."""
-  from nas_forgetting.data.text import load_corpus
-
   c = tiny_rnn_config(shared_data, "wikitext2", "random")
   c.train.draw_every = 0
   c.wpl.measure_forgetting = False
