@@ -6,9 +6,12 @@ Sub-packages (the arrow goes one way: experiments -> {models, importance, penalt
   importance   Fisher diagonals, MAS importances, accumulation across tasks (pure functions)
   penalties    quadratic consolidation penalties and their optax-style transform (pure functions)
   continual/   task-sequence runner, accuracy matrix, forgetting metrics
-  enas/        ENAS search spaces, controller, shared training, derive, ablations
-  dpnas/       DP-NAS net strings, state space, Q-learning, deep-prior evaluator
+  enas/        ENAS search state, tasks, search loop, REINFORCE, derive, modes, outputs
+  dpnas/       DP-NAS state space, Q-learning, search, deep-prior evaluator, fixed nets
   io/          run folders, checkpoints, metrics (JSONL/CSV/TensorBoard), plots, drawings
+  config_schema  override(config, values), the one way code changes declared config fields, and the value checks
+  experiments  experiment name -> run, validate_config, resume-safe fields
+  device_memory  a device's free memory and the host's available RAM
   distributed  several processes: jax.distributed.initialize, arrays placed over / gathered from every process's
                devices, which process writes the workdir (process 0)
 """
