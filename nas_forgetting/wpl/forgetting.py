@@ -11,11 +11,16 @@ Sign convention: **positive means forgetting** for every metric.
 The reference logs raw differences end - after for both (so its CNN "Mean difference" is negative when the model
 forgets); our accuracy figures are the negation of the reference's.
 
-Per epoch we report mean, max (worst), std (population, ddof=0) and median (robust to an architecture whose
-perplexity explodes) of the forgetting over the epoch's architectures, plus the mean metric at both times.
-`ForgettingTracker` collects one epoch at a time for a trainer; `write_forgetting_csv` and
-`plot_forgetting_comparison` write the CSV and the with/without-WPL figure (docs/results_wpl.md) through
-`nas_forgetting.io`. (Kendall's tau between shared-weight and stand-alone rankings is the ENAS rank-correlation
+Per epoch we report mean, max (worst), std (population, ddof=0), median (robust to an architecture whose
+perplexity explodes) and the fraction of architectures that got worse (forgetting > 0) over the epoch's
+architectures, plus the mean metric at both times. `ForgettingTracker` collects one epoch at a time for a trainer;
+`write_forgetting_csv` and `plot_forgetting_comparison` write the CSV and the with/without-WPL figure
+(docs/results_wpl.md) through `nas_forgetting.io`.
+
+The paper's full definition, for a round in which every architecture is evaluated after every burst, is
+`round_forgetting_summary` over the (architectures x bursts) matrix of metrics: each architecture's metric right
+after its own burst versus right after the NEXT architecture's burst ("after_next/...") and at the end of the round
+("end/..."). (Kendall's tau between shared-weight and stand-alone rankings is the ENAS rank-correlation
 mode's: `nas_forgetting.enas.modes.kendall_tau_b`.)
 """
 
@@ -30,8 +35,11 @@ from nas_forgetting.errors import DataError
 from nas_forgetting.io import metrics as metrics_lib
 from nas_forgetting.io import plots
 
-SUMMARY_KEYS = ("mean_diff", "max_diff", "std_diff", "median_diff", "mean_after_burst", "mean_end_of_epoch",
-                "num_architectures")
+SUMMARY_KEYS = ("mean_diff", "max_diff", "std_diff", "median_diff", "frac_worse", "mean_after_burst",
+                "mean_end_of_epoch", "num_architectures")
+# The two comparisons of a round (`round_forgetting_summary`), each prefixing forgetting_summary's keys.
+ROUND_VIEWS = ("after_next", "end")
+ROUND_SUMMARY_KEYS = tuple(f"{view}/{k}" for view in ROUND_VIEWS for k in SUMMARY_KEYS)
 
 
 def forgetting_differences(after_burst: Sequence[float], end_of_epoch: Sequence[float], *,
@@ -49,7 +57,8 @@ def forgetting_differences(after_burst: Sequence[float], end_of_epoch: Sequence[
 
 def forgetting_summary(after_burst: Sequence[float], end_of_epoch: Sequence[float], *,
                        higher_is_better: bool) -> dict[str, float]:
-  """mean/max/std/median of the forgetting and the mean metric before/after, for one epoch (keys: SUMMARY_KEYS)."""
+  """mean/max/std/median of the forgetting, the fraction of architectures with forgetting > 0, and the mean metric
+  before/after, for one epoch (keys: SUMMARY_KEYS)."""
   diff = forgetting_differences(after_burst, end_of_epoch, higher_is_better=higher_is_better)
   if diff.size == 0:
     raise DataError("forgetting summary of an epoch without any architecture")
@@ -58,10 +67,43 @@ def forgetting_summary(after_burst: Sequence[float], end_of_epoch: Sequence[floa
       "max_diff": float(np.max(diff)),
       "std_diff": float(np.std(diff)),
       "median_diff": float(np.median(diff)),
+      "frac_worse": float(np.mean(diff > 0)),
       "mean_after_burst": float(np.mean(after_burst)),
       "mean_end_of_epoch": float(np.mean(end_of_epoch)),
       "num_architectures": int(diff.size),
   }
+
+
+def round_views(metrics: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(after own burst, after the next architecture's burst, end of round) from a round's metric matrix.
+
+  Args:
+    metrics: shape (n, n); metrics[i, t] is the metric of the round's i-th architecture on the fixed validation
+      batch after burst t, where burst t trains architecture t (training order), n >= 2.
+
+  Returns:
+    metrics[i, i] for every i (n values), metrics[i, i + 1] for i < n - 1 (the last architecture has no next
+    burst in its round: n - 1 values), and metrics[i, n - 1] for every i (n values).
+  """
+  m = np.asarray(metrics, np.float64)
+  if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] < 2:
+    raise DataError(f"round metrics have shape {m.shape}; expected (n, n) with n >= 2: architectures in training "
+                    "order x the burst after which each was evaluated")
+  n = m.shape[0]
+  return np.diagonal(m).copy(), m[np.arange(n - 1), np.arange(1, n)], m[:, -1].copy()
+
+
+def round_forgetting_summary(metrics: Any, *, higher_is_better: bool) -> dict[str, float]:
+  """The paper's forgetting for one round (keys: ROUND_SUMMARY_KEYS; `metrics` as in `round_views`).
+
+  "after_next/<k>" compares each architecture after its own burst with after the next architecture's burst (the
+  round's last architecture has none and is left out); "end/<k>" with the end of the round; <k> are SUMMARY_KEYS
+  (mean_after_burst / mean_end_of_epoch are the mean metric at the two compared times).
+  """
+  own, after_next, end = round_views(metrics)
+  views = {"after_next": (own[:-1], after_next), "end": (own, end)}
+  return {f"{view}/{k}": v for view in ROUND_VIEWS
+          for k, v in forgetting_summary(*views[view], higher_is_better=higher_is_better).items()}
 
 
 class ForgettingTracker:

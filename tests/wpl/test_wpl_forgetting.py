@@ -17,6 +17,7 @@ def test_accuracy_forgetting_is_drop():
   diffs = np.array([0.2, 0.0, -0.1])
   assert s["std_diff"] == pytest.approx(math.sqrt(np.mean((diffs - diffs.mean()) ** 2)))
   assert s["median_diff"] == pytest.approx(0.0)
+  assert s["frac_worse"] == pytest.approx(1 / 3)  # an unchanged architecture did not get worse
   assert s["mean_after_burst"] == pytest.approx(2.2 / 3)
   assert s["mean_end_of_epoch"] == pytest.approx(2.1 / 3)
   assert s["num_architectures"] == 3
@@ -80,3 +81,67 @@ def test_forgetting_csv_and_comparison_plot(tmp_path):
   assert (tmp_path / "forgetting.png").stat().st_size > 1000
   with pytest.raises(DataError, match="statistic"):
     forgetting.plot_forgetting_comparison(tmp_path / "x.png", runs, statistic="median")
+
+
+def _round_robin_losses(optima, lr, w0):
+  """One shared weight w; architecture i has loss (w - optima[i])**2 and one SGD step (jax.grad) as its burst,
+  bursts in the order of `optima`; every architecture's loss after every burst: the (architectures x bursts) matrix."""
+  import jax
+  import jax.numpy as jnp
+
+  losses = [lambda w, c=c: (w - c) ** 2 for c in optima]
+  w, columns = jnp.float32(w0), []
+  for loss in losses:
+    w = w - lr * jax.grad(loss)(w)
+    columns.append([float(f(w)) for f in losses])
+  return np.array(columns).T
+
+
+def test_round_forgetting_two_architectures_by_hand():
+  """w0 = 0, A's optimum 1, B's optimum -1, lr 0.25, one step each, A then B.
+  A's burst: w = 0 - 0.25 * 2 * (0 - 1) = 0.5; loss A = 0.25, loss B = 2.25.
+  B's burst: w = 0.5 - 0.25 * 2 * (0.5 + 1) = -0.25; loss A = 1.5625, loss B = 0.5625.
+  A: after own 0.25, after next (B) 1.5625, end 1.5625 -> forgot 1.3125; B: after own 0.5625 = end -> 0."""
+  m = _round_robin_losses([1.0, -1.0], lr=0.25, w0=0.0)
+  np.testing.assert_allclose(m, [[0.25, 1.5625], [2.25, 0.5625]], rtol=1e-6)
+  s = forgetting.round_forgetting_summary(m, higher_is_better=False)
+  assert set(s) == set(forgetting.ROUND_SUMMARY_KEYS)
+  assert s["after_next/mean_diff"] == pytest.approx(1.3125)
+  assert s["after_next/median_diff"] == pytest.approx(1.3125)
+  assert s["after_next/frac_worse"] == 1.0
+  assert s["after_next/num_architectures"] == 1  # B has no next burst in the round
+  assert s["after_next/mean_after_burst"] == pytest.approx(0.25)
+  assert s["after_next/mean_end_of_epoch"] == pytest.approx(1.5625)
+  assert s["end/mean_diff"] == pytest.approx(1.3125 / 2)
+  assert s["end/median_diff"] == pytest.approx(1.3125 / 2)
+  assert s["end/frac_worse"] == 0.5
+  assert s["end/num_architectures"] == 2
+
+
+def test_round_forgetting_after_next_differs_from_end():
+  """Three architectures (optima 1, -1, 1), lr 0.25, w0 = 0: w = 0.5, -0.25, 0.375 after the three bursts.
+  A: own (0.5-1)^2 = 0.25, after B (-1.25)^2 = 1.5625, end (-0.625)^2 = 0.390625.
+  B: own (0.75)^2 = 0.5625, after C = end = (1.375)^2 = 1.890625.  C: own = end = 0.390625."""
+  m = _round_robin_losses([1.0, -1.0, 1.0], lr=0.25, w0=0.0)
+  own, after_next, end = forgetting.round_views(m)
+  np.testing.assert_allclose(own, [0.25, 0.5625, 0.390625], rtol=1e-6)
+  np.testing.assert_allclose(after_next, [1.5625, 1.890625], rtol=1e-6)
+  np.testing.assert_allclose(end, [0.390625, 1.890625, 0.390625], rtol=1e-6)
+  s = forgetting.round_forgetting_summary(m, higher_is_better=False)
+  assert s["after_next/mean_diff"] == pytest.approx((1.3125 + 1.328125) / 2)
+  assert s["after_next/frac_worse"] == 1.0
+  assert s["end/mean_diff"] == pytest.approx((0.140625 + 1.328125 + 0.0) / 3)
+  assert s["end/median_diff"] == pytest.approx(0.140625)
+  assert s["end/frac_worse"] == pytest.approx(2 / 3)
+  # An accuracy-like metric (higher is better) flips the sign: the same matrix "improved" where the loss rose.
+  acc = forgetting.round_forgetting_summary(-m, higher_is_better=True)
+  assert acc["end/mean_diff"] == pytest.approx(s["end/mean_diff"])
+
+
+def test_round_forgetting_rejects_bad_shapes():
+  with pytest.raises(DataError, match=r"expected \(n, n\) with n >= 2"):
+    forgetting.round_views(np.zeros((2, 3)))
+  with pytest.raises(DataError, match=r"expected \(n, n\) with n >= 2"):
+    forgetting.round_views(np.zeros((1, 1)))
+  with pytest.raises(DataError, match="non-finite"):
+    forgetting.round_forgetting_summary([[1.0, np.nan], [1.0, 1.0]], higher_is_better=False)
