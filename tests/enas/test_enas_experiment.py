@@ -146,7 +146,7 @@ def test_random_search_on_wikitext2(shared_data, tmp_path):
 
 def test_derive_reference_logits_samples_without_squashing(shared_data, tmp_path):
   """controller.derive_reference_logits changes the derive sampler only: it samples with the same parameters from
-  the controller without tanh_c (logits / temperature, checked by hand in test_enas_controller)."""
+  the controller without tanh_c (logits / temperature, checked by hand in tests/models/test_models_controller.py)."""
   c = tiny_rnn_config(shared_data)
   runs = {}
   for option in (False, True):
