@@ -79,5 +79,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.sweep.memory_fraction = 0.5  # share of the free device memory the grid may use (chunk=0)
   c.sweep.cpu_memory_budget = 1 << 31  # bytes the grid may use on devices that report no memory statistics (CPU)
   c.checkpoint = ml_collections.ConfigDict()
-  c.checkpoint.max_to_keep = 2  # checkpoints kept per method (one is written after every epoch)
+  c.checkpoint.max_to_keep = 2  # checkpoints kept per method
+  # when a single run (not a sweep) saves its checkpoint: 'epoch' (after every epoch) | 'task' (after each task's last
+  # epoch, and at a train.stop_after_epochs stop; a run killed mid-task resumes from that task's start, with the
+  # numbers and logs of an uninterrupted run, and redoes its epochs). 'task' saves time when epochs are short
+  c.checkpoint.every = "epoch"
   return c

@@ -28,7 +28,8 @@ from nas_forgetting import config_schema as cc
 from nas_forgetting import importance as imp
 from nas_forgetting.continual import metrics as cm
 from nas_forgetting.continual import sweep_report
-from nas_forgetting.continual.runner import MAS_ACCUMULATIONS, METHODS, OPTIMIZERS, MethodRun, parse_method
+from nas_forgetting.continual.runner import (CHECKPOINT_EVERY, MAS_ACCUMULATIONS, METHODS, OPTIMIZERS, MethodRun,
+                                            parse_method)
 from nas_forgetting.data.datasets import validate_data_config
 from nas_forgetting.data.tasks import KINDS, SCENARIOS, load_task_stream
 from nas_forgetting.errors import ConfigError
@@ -97,6 +98,7 @@ def validate_config(config) -> None:
   cc.integer(config, "importance.chunk_size", minimum=1)
   cc.integer(config, "importance.num_examples", minimum=0)
   cc.integer(config, "checkpoint.max_to_keep", minimum=1)
+  cc.choice(config, "checkpoint.every", CHECKPOINT_EVERY)
   _validate_sweep(config)
   if any(parse_method(m)[0] == "mas_local" for m in methods) and config.model.batch_norm:
     raise ConfigError("method 'mas_local' (local Hebbian MAS) needs model.batch_norm=False")
@@ -129,6 +131,9 @@ def _validate_sweep(config) -> None:
   if seeds and config.train.stop_after_epochs:
     raise ConfigError(f"train.stop_after_epochs={config.train.stop_after_epochs} stops single runs; a sweep "
                       "(sweep.seeds set) runs to its end (it resumes from its checkpoints when killed)")
+  if seeds and config.checkpoint.every != "epoch":
+    raise ConfigError(f"checkpoint.every={config.checkpoint.every!r} applies to single runs; a sweep (sweep.seeds "
+                      "set) checkpoints after every epoch (use checkpoint.every='epoch')")
   cc.number(config, "sweep.validation_fraction", minimum=0.0, below=1.0)
   cc.integer(config, "sweep.chunk", minimum=0)
   cc.boolean(config, "sweep.shard")

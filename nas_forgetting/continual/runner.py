@@ -3,7 +3,8 @@
 `run_method(config, tasks, method, workdir) -> dict` trains `method` on `tasks` (a list of `data.tasks.Task`) and
 writes into `workdir`: `metrics.jsonl` + `tensorboard/` (per epoch: train/loss, train/penalty, train/grad_norm,
 train/update_norm, train/param_norm; per task: eval/task_j/accuracy, eval/avg_accuracy_seen, importance/*),
-`accuracy_matrix.csv`, `summary.json`, `per_task.csv` and the plots, and `checkpoints/` (one per epoch).
+`accuracy_matrix.csv`, `summary.json`, `per_task.csv` and the plots, and `checkpoints/` (per epoch or per task:
+`checkpoint.every`).
 
 Accuracy matrix: R[i][j] = test accuracy on task j after training tasks 0..i. After each task EVERY task is
 evaluated, the unseen ones too (j > i), so R is full and forward transfer is available; the metrics of
@@ -37,16 +38,18 @@ quantity, the step (counted over the whole run, from 0) and the task (before the
 Optimiser state is re-initialised at the start of every task when `train.reset_optimizer` (as the references,
 which build a new optimiser per task). Frozen layers (`model.frozen`) get zero updates.
 
-Checkpoint/resume: the checkpoint (saved after every epoch) holds params, BatchNorm statistics, optimiser state,
-the SI path integral, anchors, importance, the parameters at the task's start, R and the baseline so far, the
-next (task, epoch) and the run's PRNG key. Epoch e of task t draws its batches from fold_in(fold_in(key, t), e),
-so a resumed run replays exactly the epochs an uninterrupted run would: the final numbers are identical.
-`train.stop_after_epochs` > 0 stops after that many epochs of this call (as if killed; the checkpoint remains).
-Each epoch logs its records (step = epochs trained so far) and then saves checkpoint `step`; a resumed run drops the
-records logged after its checkpoint (`MetricsLogger(purge_step=...)`, TensorBoard included), so its logs equal an
-uninterrupted run's. `summary.json` is written last of the outputs: a method whose checkpoint is at the end of the
-stream and whose summary.json exists is finished, and a relaunch says so and writes nothing. The checkpoint also
-carries the seconds spent training so far, so "seconds" is the run's total over all its launches.
+Checkpoint/resume: the checkpoint holds params, BatchNorm statistics, optimiser state, the SI path integral, anchors,
+importance, the parameters at the task's start, R and the baseline so far, the next (task, epoch) and the run's PRNG
+key. It is saved after every epoch (`checkpoint.every='epoch'`) or after each task's last epoch ('task'), and in both
+at a `train.stop_after_epochs` stop. Epoch e of task t draws its batches from fold_in(fold_in(key, t), e), so a
+resumed run replays exactly the epochs an uninterrupted run would: the final numbers are identical ('task': a run
+killed mid-task redoes that task's epochs from its start). `train.stop_after_epochs` > 0 stops after that many
+epochs of this call (as if killed; the checkpoint remains). Each epoch logs its records (step = epochs trained so
+far) and then saves checkpoint `step` when one is due; a resumed run drops the records logged after its checkpoint
+(`MetricsLogger(purge_step=...)`, TensorBoard included), so its logs equal an uninterrupted run's. `summary.json`
+is written last of the outputs: a method whose checkpoint is at the end of the stream and whose summary.json exists
+is finished, and a relaunch says so and writes nothing. The checkpoint also carries the seconds spent training so
+far, so "seconds" is the run's total over all its launches.
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ PyTree = Any
 METHODS = ("finetune", "joint", "l2", "ewc", "online_ewc", "mas", "mas_local", "si")
 OPTIMIZERS = ("sgd", "momentum", "adam")
 MAS_ACCUMULATIONS = ("sum", "replace", "recompute_all")
+CHECKPOINT_EVERY = ("epoch", "task")  # checkpoint.every: after every epoch, or after each task's last epoch
 SUMMARY_FILE = "summary.json"  # written last of a method's outputs: its presence marks a finished method
 
 
@@ -260,6 +264,8 @@ class MethodRun:
     self.num_tasks = len(self.tasks)
     self.model = _model_for(config, self.tasks)
     make_optimizer(config.train)  # checks train.optimizer
+    if config.checkpoint.every not in CHECKPOINT_EVERY:
+      raise ConfigError(f"checkpoint.every={config.checkpoint.every!r}; expected one of {', '.join(CHECKPOINT_EVERY)}")
     if strength is None:
       strength = 0.0 if name in ("finetune", "joint") else float(config.strength[name])
     self.strength = strength
@@ -510,6 +516,7 @@ class MethodRun:
     total_epochs = int(offsets[-1])
     done_before = int(offsets[start_task] + start_epoch) if start_task < self.num_tasks else total_epochs
     stop_after = self.config.train.stop_after_epochs
+    every_epoch = self.config.checkpoint.every == "epoch"
     ran, stopped, t0, seconds_before = 0, False, time.time(), float(state["seconds"])
 
     # Records logged after the restored checkpoint (a run killed between logging and saving) are dropped.
@@ -542,13 +549,14 @@ class MethodRun:
             state["task"], state["epoch"] = np.int32(t + 1), np.int32(0)
           else:
             state["task"], state["epoch"] = np.int32(t), np.int32(e + 1)
-          state["seconds"] = np.float64(seconds_before + time.time() - t0)
-          checkpointer.save(step, state)
           bar.update(1)
           bar.set_postfix(task=t, loss=f"{m['loss']:.3f}")
           ran += 1
-          if stop_after and ran >= stop_after:
-            stopped = True
+          stopped = bool(stop_after) and ran >= stop_after
+          if every_epoch or e + 1 == self.epochs[t] or stopped:
+            state["seconds"] = np.float64(seconds_before + time.time() - t0)
+            checkpointer.save(step, state)
+          if stopped:
             break
         if stopped:
           break

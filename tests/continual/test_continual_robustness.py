@@ -16,7 +16,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _two_tasks(tiny_config, methods=("ewc",), **train):
-  config = tiny_config(epochs=1, **train)
+  config = tiny_config(**{"epochs": 1, **train})
   config.stream.num_tasks = 2
   config.methods = methods
   return config
@@ -62,6 +62,7 @@ def test_nan_strength_past_validation_is_caught_inside_the_epoch(tiny_config, tm
     ("importance.mas_batch_size", 200, "applies to importance.mas_estimator='batch' only"),
     ("seed", -1, "seed=-1"),
     ("checkpoint.max_to_keep", 0, "checkpoint.max_to_keep=0"),
+    ("checkpoint.every", "step", "checkpoint.every='step'; expected one of epoch, task"),
     ("stream.classes_per_task", 0, "stream.classes_per_task=0"),
     ("data.train_size", -2, "data.train_size=-2"),
     ("data.num_classes", 10, "applies to source 'idx' only"),
@@ -175,3 +176,48 @@ def test_killed_at_every_write_boundary_resumes_to_the_uninterrupted_outputs(tin
     experiment.run(config, str(workdir))
     assert _outputs(workdir, config.methods) == expected, f"killed after write {k}"
   assert write_faults.count(lambda: experiment.run(config, str(full))) == 0  # finished: nothing written
+
+
+def test_checkpoint_every_task_is_refused_with_a_sweep(tiny_config):
+  config = tiny_config()
+  config.sweep.seeds = (0, 1)
+  config.checkpoint.every = "task"
+  with pytest.raises(ConfigError, match="checkpoint.every='task' applies to single runs"):
+    experiment.validate_config(config)
+
+
+def _checkpoint_steps(workdir, method):
+  return sorted(int(p.name) for p in (workdir / method / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def test_checkpoint_every_task_killed_mid_task_resumes_to_the_uninterrupted_outputs(tiny_config, write_faults,
+                                                                                    tmp_path):
+  # 2 tasks of 2 epochs: a checkpoint only after epochs 2 and 4 (the tasks' ends), so a kill mid-task restarts it.
+  config = _two_tasks(tiny_config, epochs=2)
+  config.checkpoint.every = "task"
+  full = tmp_path / "full"
+  writes = write_faults.count(lambda: experiment.run(config, str(full)))
+  expected = _outputs(full, config.methods)
+  assert _checkpoint_steps(full, "ewc") == [2, 4]
+  # task 0: epoch 0's record (1), epoch 1's two records (2, 3), checkpoint 2 (4); task 1 likewise (5-8); outputs
+  assert writes == 15
+  for k in (1, 5, 7):  # mid-task 0 (no checkpoint yet), mid-task 1, between task 1's records and its checkpoint
+    workdir = tmp_path / f"kill_{k}"
+    assert write_faults.kill_after(k, lambda: experiment.run(config, str(workdir)))
+    experiment.run(config, str(workdir))
+    assert _outputs(workdir, config.methods) == expected, f"killed after write {k}"
+
+
+def test_checkpoint_every_task_stopped_mid_task_resumes_to_the_uninterrupted_outputs(tiny_config, tmp_path):
+  # A stop saves its epoch's checkpoint even mid-task; launches of one epoch each end with the uninterrupted outputs.
+  config = _two_tasks(tiny_config, epochs=2)
+  config.checkpoint.every = "task"
+  experiment.run(config, str(tmp_path / "full"))
+  config.train.stop_after_epochs = 1
+  launches = []
+  while not launches or launches[-1]["stopped"]:
+    launches.append(experiment.run(config, str(tmp_path / "stopped")))
+    if len(launches) == 1:
+      assert _checkpoint_steps(tmp_path / "stopped", "ewc") == [1]  # the stop after epoch 0 of task 0
+  assert len(launches) == 5  # 4 epochs, one per launch, then the last launch finds the stream trained
+  assert _outputs(tmp_path / "stopped", config.methods) == _outputs(tmp_path / "full", config.methods)
