@@ -8,9 +8,15 @@ Commands:
   python launch.py --config configs/wpl_enas_ptb.py --workdir /tmp/wpl_enas_ptb           # paper-size, GPU
   python launch.py --config configs/wpl_enas_ptb.py:quick --workdir /tmp/wpl_enas_ptb_q   # ~2-3 min, 2 CPU cores
   python launch.py --config configs/wpl_enas_ptb.py:quick,nowpl --workdir /tmp/nowpl_q     # same budget, no WPL
+  python launch.py --config configs/wpl_enas_ptb.py:quick,strict --workdir /tmp/wpl_strict     # round-robin forgetting
+  python launch.py --config configs/wpl_enas_ptb.py:quick,strict,nowpl --workdir /tmp/nowpl_strict
 Variants (commas): quick (small model, 3 epochs of 8 architectures x 5 batches); tiny (test-sized: 2 epochs of 3
 architectures x 3 batches); nowpl (WPL off, everything else identical: the baseline of the with/without comparison;
-forgetting is measured in both); any variant of configs/enas_ptb.py (wikitext2, flexible, derive, ...).
+forgetting is measured in both); strict / loose (mode 'multi_model', `nas_forgetting.enas.multi_model`: 4 architectures
+sampled once from the seed, trained round-robin on fresh shared weights, every one scored after every burst; strict
+stops when the round's mean validation perplexity has not improved for 3 rounds (at most 60 rounds), loose runs 5
+rounds; outputs multi_model/{metrics,forgetting}.csv with the forgetting after the next burst and at round end;
+no figures measured yet); any variant of configs/enas_ptb.py (wikitext2, flexible, derive, ...).
 Outputs: as configs/enas_ptb.py, plus forgetting.csv (per epoch mean/max/std/median of the perplexity increase of
 each architecture between right after its burst and the epoch end; > 0 = forgetting) and forgetting/* and wpl/*
 scalars in TensorBoard. Expected: with WPL the mean forgetting per epoch is lower than without (the paper: ENAS PTB
@@ -21,6 +27,7 @@ A paper-size epoch (420 shared + 2000 controller steps) takes minutes on a GPU a
 import ml_collections
 
 from configs import enas_ptb
+from nas_forgetting.config_schema import override
 from nas_forgetting.enas import config as enas_config
 from nas_forgetting.wpl.state import reference_rnn_wpl_config
 
@@ -31,13 +38,21 @@ SIZES = {"quick": {"wpl": {"num_batch_per_iter": 5, "alpha_decay_after": 2}, "tr
          "tiny": {"wpl": {"num_batch_per_iter": 3, "alpha_decay_after": 2}, "data": {"eval_max_tokens": 3000},
                   "controller": {"steps_per_epoch": 2}, "train": {"max_epoch": 2, "log_every": 3, "draw_every": 0}}}
 ARCHS_PER_EPOCH = {"quick": 8, "tiny": 3}  # sampled architectures (bursts) per epoch
+# Round-robin settings of mode 'multi_model' (the paper's strict and loose convergence), applied last.
+CONVERGENCE = {"strict": {"num_archs": 4, "max_rounds": 60, "patience": 3},
+               "loose": {"num_archs": 4, "max_rounds": 5, "patience": 0}}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # wpl.estimator stays 'empirical' (per-sequence Fisher, 1.17x a plain step with the burst amortised: BENCHMARKS.md);
   # 'batch' (square of the batch-mean gradient) reproduces the reference's estimate.
-  return enas_config.wpl_config(
-      enas_ptb.get_config, arg,
+  variants = enas_config.split_variants(arg)
+  c = enas_config.wpl_config(
+      enas_ptb.get_config, ",".join(v for v in variants if v not in CONVERGENCE),
       wpl=reference_rnn_wpl_config(),  # alpha 60, clip 10, decay 1 after epoch 15, reset every 2 epochs, 7 batches
       reference=REFERENCE, archs_per_epoch=60, base_sizes=enas_ptb.SIZES, sizes=SIZES,
       size_archs_per_epoch=ARCHS_PER_EPOCH)
+  for setting in (v for v in variants if v in CONVERGENCE):
+    c.mode = "multi_model"
+    override(c, {"multi_model": CONVERGENCE[setting]})
+  return c

@@ -2,8 +2,8 @@
 
 `default_config(network, data, **groups)` returns the whole experiment config (the shape every ENAS config file
 has: experiment, seed, mode, network, load_workdir, dag_path and the groups data, search, rnn or cnn (the
-network's own), shared, controller, train, wpl). Each group starts from its `default_*_config()` (the public
-PyTorch ENAS defaults for the recurrent search; the micro-CNN fields default to the ENAS paper's micro search at
+network's own), shared, controller, train, multi_model, wpl). Each group starts from its `default_*_config()` (the
+public PyTorch ENAS defaults for the recurrent search; the micro-CNN fields default to the ENAS paper's micro search at
 reduced width) and takes per-experiment overrides as a mapping, e.g.
 `default_config("micro_cnn", data, shared={"lr": 0.05})`. Unknown fields are rejected, so a config file can only
 change what is declared here; config files apply further group overrides (size variants such as `quick`) with
@@ -29,7 +29,7 @@ from nas_forgetting.wpl.state import validate_wpl_config
 
 # Variants that select a mode of nas_forgetting.enas.experiment (the config files accept them by name).
 MODE_VARIANTS = ("derive", "evaluate", "train_scratch", "single", "ablation_activation", "ablation_node",
-                 "rank_correlation")
+                 "rank_correlation", "multi_model")
 
 
 def default_data_config(**overrides: Any) -> ml_collections.ConfigDict:
@@ -137,16 +137,26 @@ def default_train_config(**overrides: Any) -> ml_collections.ConfigDict:
   return cc.override(c, overrides, group="train")
 
 
+def default_multi_model_config(**overrides: Any) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()  # mode 'multi_model' only (nas_forgetting.enas.multi_model)
+  c.num_archs = 4  # architectures sampled once from the seed, trained round-robin in bursts of wpl.num_batch_per_iter
+  c.max_rounds = 20  # rounds (one burst per architecture each)
+  c.patience = 0  # > 0 ("strict"): stop when the mean end-of-round metric has not improved for this many rounds;
+  #                 0 ("loose"): run max_rounds rounds
+  return cc.override(c, overrides, group="multi_model")
+
+
 _GROUPS = {"search": default_search_config, "rnn": default_rnn_config, "cnn": default_cnn_config,
-           "shared": default_shared_config, "controller": default_controller_config, "train": default_train_config}
+           "shared": default_shared_config, "controller": default_controller_config, "train": default_train_config,
+           "multi_model": default_multi_model_config}
 NETWORK_GROUP = {"rnn": "rnn", "micro_cnn": "cnn"}  # the model group of each network (a config has its own only)
 
 
 def default_config(network: str, data: ml_collections.ConfigDict, **groups: Mapping[str, Any]
                    ) -> ml_collections.ConfigDict:
   """The whole ENAS config for `network` ('rnn' | 'micro_cnn') with the `data` group given; `groups` maps group
-  names (search, shared, controller, train, and the network's own model group: rnn or cnn) to overrides of their
-  defaults. The other network's model group is not part of the config."""
+  names (search, shared, controller, train, multi_model, and the network's own model group: rnn or cnn) to
+  overrides of their defaults. The other network's model group is not part of the config."""
   if network not in NETWORK_GROUP:
     raise ConfigError(f"network={network!r}; expected one of {', '.join(NETWORK_GROUP)}")
   names = [g for g in _GROUPS if g not in NETWORK_GROUP.values() or g == NETWORK_GROUP[network]]
@@ -158,7 +168,7 @@ def default_config(network: str, data: ml_collections.ConfigDict, **groups: Mapp
   c.experiment = "enas"  # experiment registry name
   c.seed = 12345  # seed of every random draw (weights, architectures, dropout, data order)
   c.mode = "train"  # train | derive | evaluate | train_scratch | single | ablation_activation | ablation_node |
-  #                   rank_correlation (ablations: rnn only)
+  #                   rank_correlation | multi_model (ablations: rnn only)
   c.network = network  # rnn (language model) | micro_cnn (image classifier)
   c.load_workdir = ""  # trained run read by derive/evaluate/train_scratch/ablation_*/rank_correlation ('' = this
   #                      workdir)
@@ -216,7 +226,7 @@ def wpl_config(base_get_config: Callable[[str], ml_collections.ConfigDict], arg:
 # ----------------------------------------------------------------------------------------------------------------
 
 MODES = ("train", "derive", "evaluate", "train_scratch", "single", "ablation_activation", "ablation_node",
-         "rank_correlation")
+         "rank_correlation", "multi_model")
 NETWORKS = ("rnn", "micro_cnn")
 
 
@@ -324,6 +334,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   cc.integer(c, "train.rank_num_archs", minimum=2)
   cc.integer(c, "train.rank_epochs", minimum=1)
   cc.integer(c, "train.eval_batch_size", minimum=1)
+  cc.integer(c, "multi_model.num_archs", minimum=2)
+  cc.integer(c, "multi_model.max_rounds", minimum=1)
+  cc.integer(c, "multi_model.patience", minimum=0)
 
   # weight plasticity loss
 

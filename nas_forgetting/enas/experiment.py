@@ -12,7 +12,10 @@ Modes (`config.mode`):
   ablation_node        remove one node at a time (RNN only).
   rank_correlation     sample `train.rank_num_archs` architectures, score each with the shared weights and after
                        training it alone for `train.rank_epochs` epochs; Kendall tau between the two rankings.
-Modes other than train/single read the trained run from `load_workdir` ('' = this workdir).
+  multi_model          train `multi_model.num_archs` sampled architectures round-robin from fresh shared weights and
+                       measure their forgetting after every burst (<workdir>/multi_model;
+                       `nas_forgetting.enas.multi_model`).
+Modes other than train/single/multi_model read the trained run from `load_workdir` ('' = this workdir).
 
 Outputs under the workdir: metrics.jsonl and tensorboard/ on the shared-step axis (shared loss and perplexity or
 accuracy, WPL and forgetting statistics, evaluations of derived cells), controller/metrics.jsonl and
@@ -119,7 +122,8 @@ def print_result(run: Run, summary: dict[str, Any]) -> str:
   title = {"train": f"ENAS search ({wpl})", "derive": "ENAS derive", "evaluate": "ENAS evaluation",
            "train_scratch": "ENAS derived cell trained from scratch", "single": "ENAS cell trained alone",
            "rank_correlation": "ENAS rank correlation (shared weights vs trained alone)",
-           "ablation_activation": "ENAS activation ablation", "ablation_node": "ENAS node ablation"}[c.mode]
+           "ablation_activation": "ENAS activation ablation", "ablation_node": "ENAS node ablation",
+           "multi_model": "ENAS multi-model forgetting (round-robin)"}[c.mode]
   rows = {"data": summary.get("data_note", run.task.data_note), "network": _network_description(run)}
   if c.mode == "train":
     rows["schedule"] = (f"{c.train.max_epoch} epochs of {c.shared.steps_per_epoch or run.task.steps_per_pass} "
@@ -130,7 +134,11 @@ def print_result(run: Run, summary: dict[str, Any]) -> str:
   names = {f"eval/reward_split_{m}": f"reward-split {m}", f"eval/test_{m}": f"test {m}",
            "derive/best_reward": "best candidate reward", "kendall_tau": "Kendall tau",
            "forgetting/mean_diff_last_epoch": "forgetting, last epoch (mean diff)",
-           "forgetting/mean_diff_all_epochs": "forgetting, mean over epochs"}
+           "forgetting/mean_diff_all_epochs": "forgetting, mean over epochs",
+           "rounds": "rounds", "converged": "converged (strict patience)",
+           "forgetting/after_next/mean_diff_all_rounds": "forgetting after the next burst, mean over rounds",
+           "forgetting/end/mean_diff_all_rounds": "forgetting at round end, mean over rounds",
+           "forgetting/after_next/frac_worse_all_rounds": "fraction worse after the next burst, mean over rounds"}
   rows.update({label: summary[key] for key, label in names.items() if key in summary})
   if "rows" in summary:
     rows["table"] = {"rank_correlation": "rank/rank.csv"}.get(c.mode, f"ablations/{c.mode.split('_', 1)[-1]}.csv")

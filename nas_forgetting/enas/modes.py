@@ -1,4 +1,5 @@
-"""The ENAS modes that read a trained search (`load_workdir`) or train one cell alone, and rank correlation.
+"""The ENAS modes that read a trained search (`load_workdir`), train one cell alone or a fixed set round-robin, and
+rank correlation.
 
   derive               the best of `train.derive_num_sample` sampled cells, evaluated (`nas_forgetting.enas.derive`)
   evaluate             one cell (`dag_path`, else the derived one) with the trained shared weights
@@ -8,6 +9,8 @@
   ablation_node        one node removed at a time (RNN only)
   rank_correlation     `train.rank_num_archs` sampled cells scored with the shared weights and after training each
                        alone for `train.rank_epochs` epochs; Kendall's tau-b between the two rankings
+  multi_model          a fixed set of sampled cells trained round-robin from fresh shared weights, forgetting
+                       measured after every burst (`nas_forgetting.enas.multi_model`)
 Each mode is `mode(run, logs) -> results`; `run` in `nas_forgetting.enas.experiment` adds the summary around them.
 """
 
@@ -20,6 +23,7 @@ import jax
 import numpy as np
 from scipy import stats
 
+from nas_forgetting.enas import multi_model
 from nas_forgetting.enas import search_space as ss
 from nas_forgetting.enas import trainer as tr
 from nas_forgetting.enas.derive import best_of_samples, derive, report_arch
@@ -132,4 +136,5 @@ MODES: dict[str, Callable[[Run, Logs], dict[str, Any]]] = {
     "rank_correlation": rank_correlation,
     "ablation_activation": lambda run, logs: ablation(run, logs, "activation"),
     "ablation_node": lambda run, logs: ablation(run, logs, "node"),
+    "multi_model": multi_model.round_robin,
 }

@@ -1,0 +1,95 @@
+"""Multi-model forgetting made measurable: a fixed set of architectures trained round-robin on the shared weights.
+
+Mode 'multi_model' of the ENAS experiment. `multi_model.num_archs` architectures are sampled once (from the seed,
+with the untrained controller's policy) and trained in rounds: each round trains every architecture in turn for one
+burst of `wpl.num_batch_per_iter` shared steps (with the WPL penalty and Fisher update when WPL is on), and after
+every burst ALL the architectures are scored on one fixed validation batch (the first reward batch) by one compiled
+evaluation (the architectures are a traced array). Each round thus gives an (architectures x bursts) matrix, and
+`nas_forgetting.wpl.forgetting.round_forgetting_summary` its forgetting: after the next architecture's burst and at
+the round's end (mean, median, fraction that got worse; > 0 = forgetting).
+
+Stopping (`converged`): `multi_model.patience` = p > 0 ("strict" convergence) stops once the round's mean
+end-of-round metric (perplexity or accuracy, improving in the task's direction) has not improved on its best for p
+rounds; p = 0 ("loose") runs `multi_model.max_rounds` rounds. Both stop at `multi_model.max_rounds`.
+
+Outputs under <workdir>/multi_model/: archs.txt (the architectures, one per line, in training order), metrics.csv
+(round, arch, after_burst, metric: the rounds x architectures x bursts tensor in long form) and forgetting.csv
+(round and `ROUND_SUMMARY_KEYS`, one line per round); the per-round summaries also go to the run's metrics logs on
+the round axis.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nas_forgetting.enas.outputs import Logs
+from nas_forgetting.enas.state import Run, fresh_state
+from nas_forgetting.io.metrics import write_csv
+from nas_forgetting.numerics import check_finite
+from nas_forgetting.wpl import forgetting as forgetting_lib
+from nas_forgetting.wpl import state as wpl_lib
+
+
+def converged(round_scores: Sequence[float], *, patience: int, higher_is_better: bool) -> bool:
+  """The strict criterion: True when none of the last `patience` (> 0) rounds' scores improved on the best score of
+  the rounds before them (improving = higher, or lower, per `higher_is_better`); False while fewer than
+  `patience` + 1 rounds have been run, and always False for `patience` 0 (loose: a fixed number of rounds)."""
+  if patience <= 0 or len(round_scores) <= patience:
+    return False
+  scores = np.asarray(round_scores, np.float64)
+  before, recent = scores[:-patience], scores[-patience:]
+  return bool(np.max(recent) <= np.max(before)) if higher_is_better else bool(np.min(recent) >= np.min(before))
+
+
+def round_robin(run: Run, logs: Logs) -> dict[str, Any]:
+  """Trains the fixed architectures round-robin until convergence or `multi_model.max_rounds`; writes the outputs
+  named in the module docstring and returns the summary (rounds, whether the strict criterion stopped the run, the
+  last round's forgetting and the mean over rounds of each forgetting statistic)."""
+  c = run.config
+  mm = c.multi_model
+  state = fresh_state(run, jax.random.key(c.seed))
+  archs = run.sample(state.controller.params, jax.random.key(c.seed + 13), num_samples=mm.num_archs)
+  hp = run.task.wpl_hp
+  higher = run.task.higher_is_better
+  shared, wpl, rng = state.shared, state.wpl, state.rng
+  data = run.task.epoch_cursor(0)
+  batch = run.task.reward_batch(0)
+  out = run.workdir / "multi_model"
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "archs.txt").write_text("".join(f"{run.space.to_string(a)}\n" for a in np.asarray(archs)))
+  long_rows, rounds, round_scores, stopped = [], [], [], False
+  for r in range(mm.max_rounds):
+    lr = jnp.asarray(run.lr(r), jnp.float32)
+    if hp is not None:
+      wpl = wpl_lib.begin_epoch(wpl, r, hp)
+    columns = []
+    for i in range(mm.num_archs):
+      for _ in range(c.wpl.num_batch_per_iter):
+        rng, k_step = jax.random.split(rng)
+        shared, data, _ = run.task.shared_step(shared, data, archs[i], k_step, lr, wpl)
+      if hp is not None:
+        wpl = run.task.end_burst(wpl, shared.params, archs[i], data,
+                                 r * mm.num_archs + i if c.wpl.shared_valid_fisher else None)
+      columns.append(np.asarray(run.metric(shared.params, batch, archs), np.float64))
+    matrix = np.stack(columns, axis=1)  # [architecture, burst after which it was scored]
+    check_finite({f"multi_model/{run.task.metric}": matrix}, context=f"round {r} of the round-robin training")
+    long_rows += [{"round": r, "arch": i, "after_burst": t, run.task.metric: float(matrix[i, t])}
+                  for i in range(mm.num_archs) for t in range(mm.num_archs)]
+    row = {"round": r, **forgetting_lib.round_forgetting_summary(matrix, higher_is_better=higher)}
+    rounds.append(row)
+    logs.shared.log(r, {f"multi_model/{k}": float(row[k]) for k in forgetting_lib.ROUND_SUMMARY_KEYS})
+    round_scores.append(float(np.mean(matrix[:, -1])))
+    if converged(round_scores, patience=mm.patience, higher_is_better=higher):
+      stopped = True
+      break
+  write_csv(str(out / "metrics.csv"), long_rows, fieldnames=["round", "arch", "after_burst", run.task.metric])
+  write_csv(str(out / "forgetting.csv"), rounds, fieldnames=["round", *forgetting_lib.ROUND_SUMMARY_KEYS])
+  keys = [f"{view}/{k}" for view in forgetting_lib.ROUND_VIEWS for k in ("mean_diff", "median_diff", "frac_worse")]
+  best = max(round_scores) if higher else min(round_scores)
+  return {"rounds": len(rounds), "converged": stopped, f"best_mean_{run.task.metric}": best,
+          **{f"forgetting/{k}_last_round": float(rounds[-1][k]) for k in keys},
+          **{f"forgetting/{k}_all_rounds": float(np.mean([row[k] for row in rounds])) for k in keys}}

@@ -1,0 +1,63 @@
+"""Mode 'multi_model': the round-robin training of a fixed set of architectures, smoke-tested on the tiny strict
+setting of configs/wpl_enas_ptb.py (offline PTB), and the loose setting's config."""
+
+import numpy as np
+import pytest
+
+from configs import wpl_enas_ptb
+from nas_forgetting.enas import experiment
+from nas_forgetting.enas import modes
+from nas_forgetting.enas import multi_model
+from nas_forgetting.enas import outputs
+from nas_forgetting.enas.state import Run
+from nas_forgetting.io.metrics import read_csv
+from nas_forgetting.wpl.forgetting import ROUND_SUMMARY_KEYS, round_forgetting_summary
+
+
+def test_strict_and_loose_settings():
+  strict, loose = wpl_enas_ptb.get_config("strict"), wpl_enas_ptb.get_config("quick,loose,nowpl")
+  assert strict.mode == loose.mode == "multi_model"
+  assert strict.multi_model.patience > 0 and loose.multi_model.patience == 0
+  assert strict.wpl.enabled and not loose.wpl.enabled
+  for c in (strict, loose):
+    experiment.validate_config(c)
+
+
+def test_round_robin_writes_the_round_tensor_and_its_forgetting_with_one_compilation(shared_data, tmp_path):
+  c = wpl_enas_ptb.get_config("tiny,strict")
+  c.data.path = str(shared_data / "ptb")
+  c.multi_model.num_archs, c.multi_model.max_rounds = 3, 3
+  experiment.validate_config(c)
+  run = Run(c, tmp_path)
+  logs = outputs.open_logs(tmp_path)
+  try:
+    summary = modes.MODES["multi_model"](run, logs)
+  finally:
+    outputs.close_logs(logs)
+  experiment.print_result(run, summary)
+  # One compiled evaluation for all architectures, one compiled shared step for every architecture.
+  assert run.metric._cache_size() == 1 and run.task._step._cache_size() == 1
+  out = tmp_path / "multi_model"
+  rounds = summary["rounds"]
+  assert 1 <= rounds <= 3 and (summary["converged"] or rounds == 3)
+  assert len((out / "archs.txt").read_text().splitlines()) == 3
+  long_rows = read_csv(out / "metrics.csv")
+  assert len(long_rows) == rounds * 3 * 3
+  tensor = np.array([float(r["perplexity"]) for r in long_rows]).reshape(rounds, 3, 3)
+  assert np.all(np.isfinite(tensor)) and np.all(tensor > 1)
+  rows = read_csv(out / "forgetting.csv")
+  assert [int(r["round"]) for r in rows] == list(range(rounds))
+  for r, row in enumerate(rows):  # the CSV's summaries are those of the written tensor
+    expected = round_forgetting_summary(tensor[r], higher_is_better=False)
+    assert [float(row[k]) for k in ROUND_SUMMARY_KEYS] == pytest.approx([expected[k] for k in ROUND_SUMMARY_KEYS])
+  assert summary["forgetting/after_next/mean_diff_last_round"] == pytest.approx(float(rows[-1]["after_next/mean_diff"]))
+
+
+def test_strict_convergence_rule():
+  assert not multi_model.converged([5.0, 4.0, 4.5], patience=2, higher_is_better=False)  # round 1 improved
+  assert multi_model.converged([5.0, 4.0, 4.5, 4.2], patience=2, higher_is_better=False)  # 2 rounds above 4.0
+  assert not multi_model.converged([5.0, 4.0, 4.5, 3.9], patience=2, higher_is_better=False)
+  assert multi_model.converged([0.5, 0.6, 0.6], patience=1, higher_is_better=True)  # a tie is no improvement
+  assert not multi_model.converged([0.5, 0.6, 0.7], patience=1, higher_is_better=True)
+  assert not multi_model.converged([5.0, 6.0], patience=2, higher_is_better=False)  # too few rounds to judge
+  assert not multi_model.converged([5.0, 6.0, 7.0, 8.0], patience=0, higher_is_better=False)  # loose
