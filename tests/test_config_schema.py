@@ -2,6 +2,8 @@
 derived fields (FieldReferences) following their source unless set themselves; the value checks: each error names the
 field, its value and the bound."""
 
+import dataclasses
+
 import ml_collections
 import pytest
 
@@ -84,3 +86,17 @@ def test_checks_return_the_value_within_bounds():
   assert cc.integer(c, "seed", minimum=-1, maximum=-1) == -1
   assert cc.number(c, "rate", above=0.0, maximum=1.0) == 1.0
   assert cc.text(c, "name") == " " and cc.choice(c, "mode", ("x",)) == "x"
+
+
+def test_a_group_checked_alone_and_a_settings_object_are_named_with_their_group():
+  @dataclasses.dataclass(frozen=True)
+  class Settings:
+    epochs: int = 0
+
+  with pytest.raises(ConfigError, match=r"^evaluator\.epochs=0; expected an integer >= 1$"):
+    cc.integer(Settings(), "epochs", minimum=1, group="evaluator")
+  with pytest.raises(ConfigError, match=r"^data_sequence\.d1\.seed=-1; expected an integer >= 0$"):
+    cc.integer(ml_collections.ConfigDict({"seed": -1}), "seed", minimum=0, group="data_sequence.d1")
+  with pytest.raises(ConfigError, match=r"^wpl\.rate is missing from the config$"):
+    cc.number(Settings(), "rate", group="wpl")
+  assert cc.integer(Settings(), "epochs", minimum=0, group="evaluator") == 0

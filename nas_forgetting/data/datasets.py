@@ -46,7 +46,7 @@ from typing import NamedTuple
 import ml_collections
 import numpy as np
 
-from nas_forgetting.config_schema import override
+from nas_forgetting import config_schema as cc
 from nas_forgetting.data import embedded, embeddings, idx, image_folder, tfds_source, transforms
 from nas_forgetting.errors import ConfigError, DataError
 from nas_forgetting.paths import shared_data
@@ -104,7 +104,7 @@ def default_data_config(**overrides) -> ml_collections.ConfigDict:
   config.holdout_fraction = 0.2  # single-split sources with test_size 0: fraction carved out as test
   config.data_dir = ""  # tfds data folder ('' = tfds default)
   config.num_classes = 0  # idx only: number of classes (0 = 10, the MNIST family); a label outside it is an error
-  return override(config, overrides, group="data")
+  return cc.override(config, overrides, group="data")
 
 
 # The data sets stored offline under the shared data folder (`nas_forgetting.paths.shared_data`): folder ->
@@ -134,19 +134,12 @@ def validate_data_config(config, field: str = "data") -> None:
   if missing:
     raise ConfigError(f"{field} config lacks the fields {missing}; build it with "
                       f"nas_forgetting.data.datasets.default_data_config(**overrides) so every field is declared")
-  if config.source not in SOURCES:
-    raise ConfigError(f"unknown {field}.source {config.source!r}; valid sources: {', '.join(SOURCES)}")
+  cc.choice(config, "source", SOURCES, group=field)
   for name in ("train_size", "test_size", "image_size", "max_per_class", "seed", "num_classes"):
-    value = config[name]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-      raise ConfigError(f"{field}.{name}={value!r}; expected an integer >= 0")
-  if config.channels not in (0, 1, 3):
-    raise ConfigError(f"{field}.channels={config.channels!r}; expected 0 (as the source), 1 or 3")
-  if not isinstance(config.grayscale, bool):
-    raise ConfigError(f"{field}.grayscale={config.grayscale!r}; expected True or False")
-  fraction = config.holdout_fraction
-  if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < float(fraction) < 1.0:
-    raise ConfigError(f"{field}.holdout_fraction={fraction!r}; expected a number in (0, 1)")
+    cc.integer(config, name, minimum=0, group=field)
+  cc.choice(config, "channels", (0, 1, 3), group=field)  # 0 = as the source
+  cc.boolean(config, "grayscale", group=field)
+  cc.number(config, "holdout_fraction", above=0.0, below=1.0, group=field)
   if config.source in ("idx", "image_folder", "embeddings") and not str(config.path).strip():
     raise ConfigError(f"{field}.source={config.source!r} needs {field}.path (a folder); it is empty")
   if config.source == "tfds" and config.name not in _TFDS_NUM_CLASSES:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import math
 from typing import NamedTuple, Sequence
 
 import jax
@@ -41,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 
+from nas_forgetting import config_schema as cc
 from nas_forgetting.dpnas import classifier_training as ct
 from nas_forgetting.dpnas import prior_embedding as prepare
 from nas_forgetting.dpnas.eval_result import EvalResult, raise_if_diverged
@@ -59,6 +59,7 @@ SEED_BATCHING = ("auto", "vmap", "map")
 SPEED_FIELDS = ("embed_chunk_size", "memory_fraction", "cpu_memory_budget", "eval_batch_size", "bucket",
                 "seed_batching", "conv")
 CONVS = ("auto",) + dp.CONVS
+GROUP = "evaluator"  # the config group an `EvalConfig` is built from (named in its error messages)
 # Compile caches shared by every Evaluator of this process, keyed on a `CompileScope` (the frozen EvalConfig as a
 # whole, the data shapes and the devices) and what the function compiles (the net, the classifier's shapes), so no
 # setting can be left out of a key.
@@ -106,33 +107,24 @@ class EvalConfig:
   conv: str = "auto"  # convolutions: xla | matmul (a product per kernel offset) | auto (matmul on CPU, else xla)
 
   def __post_init__(self):
-    if self.bn_mode not in BN_MODES:
-      raise ConfigError(f"bn_mode={self.bn_mode!r}; expected one of {BN_MODES}")
-    if self.seed_batching not in SEED_BATCHING:
-      raise ConfigError(f"seed_batching={self.seed_batching!r}; expected one of {SEED_BATCHING}")
-    if self.conv not in CONVS:
-      raise ConfigError(f"conv={self.conv!r}; expected one of {CONVS}")
-    if self.bucket not in BUCKETS:
-      raise ConfigError(f"bucket={self.bucket!r}; expected one of {BUCKETS}")
-    dp.weight_initializer(self.weight_init)
-    for name in ("epochs", "batch_size", "reward_window", "bn_calibration_size", "eval_batch_size"):
-      if getattr(self, name) < 1:
-        raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
-    if self.early_stopping_epoch < 0:
-      raise ConfigError(f"early_stopping_epoch={self.early_stopping_epoch} must be >= 0 (0 disables)")
-    if self.embed_chunk_size < 0 or self.cpu_memory_budget < 1:
-      raise ConfigError(f"embed_chunk_size={self.embed_chunk_size} must be >= 0 (0 = automatic) and "
-                        f"cpu_memory_budget={self.cpu_memory_budget} >= 1")
-    ranges = {"learning_rate": (0.0, math.inf, False), "weight_decay": (0.0, math.inf, True),
-              "early_stopping_thresh": (0.0, math.inf, True), "bn_epsilon": (0.0, math.inf, True),
-              "dropout_rate": (0.0, 1.0, True), "memory_fraction": (0.0, 1.0, False)}
-    for name, (low, high, low_included) in ranges.items():
-      value = float(getattr(self, name))
-      ok = math.isfinite(value) and (value >= low if low_included else value > low) and value <= high
-      if not ok or (name == "dropout_rate" and value >= 1.0):
-        bound = "[" if low_included else "("
-        raise ConfigError(f"{name}={getattr(self, name)}; expected a finite number in {bound}{low:g}, {high:g}"
-                          f"{')' if name == 'dropout_rate' else ']'}")
+    """Every field checked here, so an object built directly is guarded as a config's `evaluator` group is."""
+    g = GROUP
+    for name in ("epochs", "batch_size", "reward_window", "bn_calibration_size", "eval_batch_size",
+                 "cpu_memory_budget"):
+      cc.integer(self, name, minimum=1, group=g)
+    for name in ("early_stopping_epoch", "embed_chunk_size"):  # 0 disables early stopping / sizes chunks by memory
+      cc.integer(self, name, minimum=0, group=g)
+    cc.number(self, "learning_rate", above=0.0, group=g)
+    for name in ("weight_decay", "early_stopping_thresh", "bn_epsilon"):
+      cc.number(self, name, minimum=0.0, group=g)
+    cc.number(self, "dropout_rate", minimum=0.0, below=1.0, group=g)
+    cc.number(self, "memory_fraction", above=0.0, maximum=1.0, group=g)
+    cc.choice(self, "weight_init", dp.WEIGHT_INITS, group=g)
+    cc.boolean(self, "full_training", group=g)
+    cc.choice(self, "bn_mode", BN_MODES, group=g)
+    cc.choice(self, "seed_batching", SEED_BATCHING, group=g)
+    cc.choice(self, "bucket", BUCKETS, group=g)
+    cc.choice(self, "conv", CONVS, group=g)
 
   def result_fields(self) -> dict:
     """The settings that change results, as a dict (`SPEED_FIELDS` change only speed and memory)."""

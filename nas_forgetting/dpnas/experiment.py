@@ -33,7 +33,6 @@ the quantity, the net and the seed.
 from __future__ import annotations
 
 import json
-import math
 import pathlib
 import time
 
@@ -52,7 +51,6 @@ from nas_forgetting.io.atomic import atomic_write_text
 from nas_forgetting.io.metrics import MetricsLogger
 from nas_forgetting.io.report import print_result_block
 from nas_forgetting.models import net_string as ns
-from nas_forgetting.models.deep_prior import WEIGHT_INITS
 
 TASKS = ("search", "fixed")
 SUMMARY_FILE = "summary.json"
@@ -69,54 +67,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   cc.boolean(config, "verbose")
   validate_data_config(config.data, "data")
 
-  e = "evaluator."
-  for name in ("epochs", "batch_size", "reward_window", "bn_calibration_size", "eval_batch_size",
-               "cpu_memory_budget"):
-    cc.integer(config, e + name, minimum=1)
-  for name in ("early_stopping_epoch", "embed_chunk_size"):
-    cc.integer(config, e + name, minimum=0)
-  cc.number(config, e + "learning_rate", above=0.0)
-  for name in ("weight_decay", "early_stopping_thresh", "bn_epsilon"):
-    cc.number(config, e + name, minimum=0.0)
-  cc.number(config, e + "dropout_rate", minimum=0.0, below=1.0)
-  cc.number(config, e + "memory_fraction", above=0.0, maximum=1.0)
-  cc.choice(config, e + "weight_init", WEIGHT_INITS)
-  cc.boolean(config, e + "full_training")
-  cc.choice(config, e + "bn_mode", ev.BN_MODES)
-  cc.choice(config, e + "seed_batching", ev.SEED_BATCHING)
-  cc.choice(config, e + "bucket", ev.BUCKETS)
-  cc.choice(config, e + "conv", ev.CONVS)
-  ev.EvalConfig.from_config(config.evaluator)  # unknown fields
+  ev.EvalConfig.from_config(config.evaluator)  # unknown fields; EvalConfig checks every value
 
-  s = "search_space."
-  for name in ("image_size", "num_classes", "max_fc", "min_conv"):
-    cc.integer(config, s + name, minimum=0)
-  for name in ("max_conv", "max_image_size", "max_fc_input", "large_kernel_stride"):
-    cc.integer(config, s + name, minimum=1)
+  # image_size / num_classes 0 take the data's values (`search_space`); SearchSpace checks every resolved value
+  for name in ("image_size", "num_classes"):
+    cc.integer(config, f"search_space.{name}", minimum=0)
+  space = SearchSpace.from_config(_space_fields(config, image_size=1, num_classes=1))
   for name in ("conv_sizes", "conv_features", "conv_strides", "pool_sizes", "pool_strides", "fc_sizes"):
-    cc.integers(config, s + name, minimum=1, allow_empty=name == "fc_sizes" and not config.search_space.max_fc)
-  if config.search_space.min_conv > config.search_space.max_conv:
-    raise ConfigError(f"search_space.min_conv={config.search_space.min_conv} exceeds search_space.max_conv="
-                      f"{config.search_space.max_conv}")
-  cc.boolean(config, s + "dedupe_k1_padding")
-  cc.boolean(config, s + "reference_feasibility")
-  SearchSpace.from_config({**dict(config.search_space), "image_size": 28, "num_classes": 10})  # unknown fields
+    if not getattr(space, name) and (name != "fc_sizes" or space.max_fc):  # a space built directly may omit pooling
+      raise ConfigError(f"search_space.{name}=(); expected a non-empty sequence of integers >= 1")
 
   q = "search."
-  schedule = config.search.schedule
-  pairs_ok = not isinstance(schedule, str) and len(schedule) > 0
-  try:
-    pairs = [(float(eps), n) for eps, n in schedule] if pairs_ok else []
-  except (TypeError, ValueError):
-    pairs_ok = False
-  if not pairs_ok or any(not (math.isfinite(eps) and 0.0 <= eps <= 1.0) or isinstance(n, bool) or not isinstance(n, int)
-                         or n < 0 for eps, n in pairs) or not any(n > 0 for _, n in pairs):
-    raise ConfigError(f"search.schedule={schedule!r}; expected (epsilon in [0, 1], count >= 0) pairs with at "
-                      "least one count >= 1")
-  cc.integer(config, q + "replay_number", minimum=1)
-  cc.number(config, q + "q_learning_rate", above=0.0, maximum=1.0)
-  cc.number(config, q + "q_discount_factor", minimum=0.0, maximum=1.0)
-  cc.number(config, q + "init_utility")
+  q_config = sr.QConfig.from_config(config.search)  # QConfig checks the Q-learning fields and the schedule
   for name in ("seeds_per_architecture", "plot_every", "plot_window"):
     cc.integer(config, q + name, minimum=1)
   cc.integer(config, q + "max_architectures", minimum=0)
@@ -130,7 +92,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       if not pathlib.Path(value).expanduser().is_file():
         raise ConfigError(f"search.{name}={value!r}: no such file")
     cc.integer(config, q + "continue_ite", minimum=1)
-    sr.check_continue(sr.read_schedule(schedule), config.search.continue_epsilon, config.search.continue_ite,
+    sr.check_continue(q_config.schedule, config.search.continue_epsilon, config.search.continue_ite,
                       prefix="search.continue_")
 
   f = "fixed."
@@ -165,18 +127,24 @@ def load_split_data(config: ml_collections.ConfigDict) -> ev.SplitData:
                       splits.train.num_classes)
 
 
+def _space_fields(config: ml_collections.ConfigDict, *, image_size: int, num_classes: int) -> dict:
+  """The fields of `config.search_space` with image_size / num_classes 0 replaced by the given values."""
+  fields = dict(config.search_space)
+  for name, actual in (("image_size", image_size), ("num_classes", num_classes)):
+    fields[name] = fields[name] or actual
+  return fields
+
+
 def search_space(config: ml_collections.ConfigDict, data: ev.SplitData) -> SearchSpace:
   """The search space of `config.search_space`; image_size / num_classes 0 are taken from the data, other values
   must agree with the data (ConfigError naming the field)."""
-  fields = dict(config.search_space)
-  for name, actual, what in (("image_size", data.train_x.shape[1], "image size"),
-                             ("num_classes", data.num_classes, "number of classes")):
-    if fields[name] == 0:
-      fields[name] = int(actual)
-    elif fields[name] != actual:
-      raise ConfigError(f"search_space.{name}={fields[name]} disagrees with the data's {what} {actual}; leave it 0 "
+  actual = {"image_size": int(data.train_x.shape[1]), "num_classes": int(data.num_classes)}
+  for name, what in (("image_size", "image size"), ("num_classes", "number of classes")):
+    value = config.search_space[name]
+    if value not in (0, actual[name]):
+      raise ConfigError(f"search_space.{name}={value} disagrees with the data's {what} {actual[name]}; leave it 0 "
                         f"to take it from the data")
-  return SearchSpace.from_config(fields)
+  return SearchSpace.from_config(_space_fields(config, **actual))
 
 
 def data_description(config: ml_collections.ConfigDict, data: ev.SplitData | None = None) -> str:
@@ -247,8 +215,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   log = print if config.verbose else None
   s = config.search
   if config.task == "search":
-    q_config = sr.QConfig(schedule=sr.read_schedule(s.schedule), replay_number=s.replay_number,
-                          learning_rate=s.q_learning_rate, discount=s.q_discount_factor, init_utility=s.init_utility)
+    q_config = sr.QConfig.from_config(s)
     continue_from = None
     if s.continue_search:
       continue_from = sr.ContinueFrom(s.q_values_csv_path, s.replay_buffer_csv_path, s.continue_epsilon,

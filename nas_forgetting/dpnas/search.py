@@ -42,8 +42,10 @@ import pathlib
 import time
 from typing import Callable, Sequence
 
+import ml_collections
 import numpy as np
 
+from nas_forgetting import config_schema as cc
 from nas_forgetting import distributed
 from nas_forgetting.dpnas import logs
 from nas_forgetting.dpnas import q_learning as ql
@@ -60,30 +62,48 @@ DIVERGED_FILE = "diverged.csv"
 DIVERGED_COLUMNS = ("row", "net", "seed", "quantity", "reason")
 GENERATIONS_DIR = "state"
 PLOT_STEM = "moving_average_reward"
+GROUP = "search"  # the config group a `QConfig` is built from (named in its error messages)
 
 
 @dataclasses.dataclass(frozen=True)
 class QConfig:
-  """Q-learning settings (reference defaults)."""
+  """Q-learning settings (reference defaults); the fields of the config's `search` group of the same names."""
 
   schedule: tuple = ql.reference_epsilon_schedule()  # ((epsilon, rewarded architectures), ...)
   replay_number: int = 50
-  learning_rate: float = 0.1
-  discount: float = 1.0
+  q_learning_rate: float = 0.1
+  q_discount_factor: float = 1.0
   init_utility: float = 0.15  # the reference starts every Q-value at the early-stopping threshold
 
   def __post_init__(self):
-    schedule = tuple((float(e), int(n)) for e, n in self.schedule)
-    object.__setattr__(self, "schedule", schedule)
-    if not schedule or any(not 0.0 <= e <= 1.0 or n < 0 for e, n in schedule):
-      raise ConfigError(f"schedule {schedule}: expected (epsilon in [0, 1], count >= 0) pairs")
-    if self.replay_number < 1:
-      raise ConfigError(f"replay_number={self.replay_number} must be >= 1")
-    for name, low, high in (("learning_rate", 0.0, 1.0), ("discount", 0.0, 1.0),
-                            ("init_utility", -math.inf, math.inf)):
-      value = float(getattr(self, name))
-      if not (math.isfinite(value) and low <= value <= high):
-        raise ConfigError(f"Q-learning {name}={value}; expected a finite number in [{low}, {high}]")
+    """Every field checked here, so an object built directly is guarded as the config's `search` group is; the
+    schedule is stored as ((float epsilon, int count), ...)."""
+    object.__setattr__(self, "schedule", _checked_schedule(self.schedule))
+    cc.integer(self, "replay_number", minimum=1, group=GROUP)
+    cc.number(self, "q_learning_rate", above=0.0, maximum=1.0, group=GROUP)
+    cc.number(self, "q_discount_factor", minimum=0.0, maximum=1.0, group=GROUP)
+    cc.number(self, "init_utility", group=GROUP)
+
+  @classmethod
+  def from_config(cls, search: ml_collections.ConfigDict) -> "QConfig":
+    """The Q-learning settings of a config's `search` group (which holds the search loop's fields too)."""
+    return cls(**{f.name: search[f.name] for f in dataclasses.fields(cls)})
+
+
+def _checked_schedule(schedule) -> tuple:
+  """`schedule` as ((epsilon, count), ...); ConfigError unless it is (epsilon in [0, 1], integer count >= 0) pairs
+  with at least one count >= 1."""
+  pairs = None
+  if not isinstance(schedule, (str, bytes)):
+    try:
+      pairs = [(float(eps), n) for eps, n in schedule]
+    except (TypeError, ValueError):
+      pairs = None
+  if (not pairs or any(not (math.isfinite(eps) and 0.0 <= eps <= 1.0) or isinstance(n, bool) or not isinstance(n, int)
+                       or n < 0 for eps, n in pairs) or not any(n > 0 for _, n in pairs)):
+    raise ConfigError(f"{GROUP}.schedule={schedule!r}; expected (epsilon in [0, 1], count >= 0) pairs with at least "
+                      "one count >= 1")
+  return tuple(pairs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,7 +287,7 @@ class Search:
         self.trained += 1
       self.buffer.append(row)
     ql.replay_update(self.table, self.buffer, self.rng, replay_number=self.q.replay_number,
-                     learning_rate=self.q.learning_rate, discount=self.q.discount)
+                     learning_rate=self.q.q_learning_rate, discount=self.q.q_discount_factor)
     self.position = self._normalise(index, ite + (1 if row.reward > 0 else 0))
     if self.metrics is not None:
       self.metrics.log(len(self.buffer) - 1, {
@@ -381,8 +401,3 @@ def evaluator_fn(evaluator, seeds_per_architecture: int = 1) -> Callable[[str, i
                         float(np.mean([r.acc_test_last for r in results])))
 
   return evaluate
-
-
-def read_schedule(pairs: Sequence[Sequence[float]]) -> tuple:
-  """A schedule from a config list like [[1.0, 1500], [0.9, 100], ...]."""
-  return tuple((float(e), int(n)) for e, n in pairs)

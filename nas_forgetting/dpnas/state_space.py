@@ -30,10 +30,12 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple, Sequence
 
+from nas_forgetting import config_schema as cc
 from nas_forgetting.models import net_string as ns
 from nas_forgetting.errors import ArchitectureError, ConfigError
 
 LAYER_TYPES = ("start", "conv", "wrn", "max_pool", "fc")
+GROUP = "search_space"  # the config group a `SearchSpace` is built from (named in its error messages)
 
 
 class State(NamedTuple):
@@ -72,19 +74,20 @@ class SearchSpace:
   reference_feasibility: bool = False  # True: the reference's check, which never rejects nets with FC layers
 
   def __post_init__(self):
+    """Every field checked here, so a space built directly is guarded as a config's `search_space` group is (the
+    config's image_size / num_classes 0, "take it from the data", is resolved before a space is built, and a config
+    must list at least one value per search list)."""
+    g = GROUP
+    for name in ("image_size", "num_classes", "max_conv", "max_image_size", "max_fc_input", "large_kernel_stride"):
+      cc.integer(self, name, minimum=1, group=g)
+    for name in ("max_fc", "min_conv"):
+      cc.integer(self, name, minimum=0, group=g)
+    if self.min_conv > self.max_conv:
+      raise ConfigError(f"{g}.min_conv={self.min_conv} exceeds {g}.max_conv={self.max_conv}")
     for name in ("conv_sizes", "conv_features", "conv_strides", "pool_sizes", "pool_strides", "fc_sizes"):
-      values = tuple(int(v) for v in getattr(self, name))
-      object.__setattr__(self, name, values)
-      if any(v < 1 for v in values):
-        raise ConfigError(f"search space {name}={values}: every entry must be >= 1")
-    for name in ("image_size", "num_classes", "large_kernel_stride"):
-      if getattr(self, name) < 1:
-        raise ConfigError(f"search space {name}={getattr(self, name)} must be >= 1")
-    if not 0 <= self.min_conv <= self.max_conv:
-      raise ConfigError(f"search space needs 0 <= min_conv <= max_conv, got min_conv={self.min_conv}, "
-                        f"max_conv={self.max_conv}")
-    if self.max_fc < 0:
-      raise ConfigError(f"search space max_fc={self.max_fc} must be >= 0")
+      object.__setattr__(self, name, cc.integers(self, name, minimum=1, group=g))  # empty: e.g. no pooling
+    cc.boolean(self, "dedupe_k1_padding", group=g)
+    cc.boolean(self, "reference_feasibility", group=g)
 
   @classmethod
   def from_config(cls, config) -> "SearchSpace":

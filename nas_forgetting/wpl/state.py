@@ -49,7 +49,6 @@ built from the `wpl` config group with `WPLHyperParams.from_config`; `default_wp
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -57,12 +56,13 @@ import jax.numpy as jnp
 import ml_collections
 
 from nas_forgetting import penalties
-from nas_forgetting.config_schema import override
-from nas_forgetting.errors import ArchitectureError, ConfigError
+from nas_forgetting import config_schema as cc
+from nas_forgetting.errors import ArchitectureError
 
 PyTree = Any
 
 FISHER_ESTIMATORS = ("exact", "sampled", "empirical", "batch")
+GROUP = "wpl"  # the config group of the WPL fields (named in error messages)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -122,29 +122,18 @@ def default_wpl_config(**overrides: Any) -> ml_collections.ConfigDict:
   config.reference_scaling = False
   config.measure_forgetting = True
   config.reset_fisher_without_gradient = False
-  override(config, overrides, group="wpl")
+  cc.override(config, overrides, group=GROUP)
   validate_wpl_config(config)
   return config
 
 
 def validate_wpl_config(config: ml_collections.ConfigDict) -> "WPLHyperParams":
   """Checks every field of a `wpl` group (types, ranges, finiteness, choices); ConfigError names the first bad one.
-  Returns the hyper-parameters."""
-  for name in ("enabled", "momentum", "shared_valid_fisher", "shared_ce_fisher", "reference_scaling",
-               "measure_forgetting", "reset_fisher_without_gradient"):
-    if name in config and not isinstance(config[name], bool):
-      raise ConfigError(f"wpl.{name}={config[name]!r}; expected True or False")
-  for name, minimum in (("alpha_decay_after", 0), ("set_fisher_zero_per_iter", None), ("start_using_fisher", 0),
-                        ("num_batch_per_iter", 1)):
-    value = config[name]
-    if isinstance(value, bool) or not isinstance(value, int):
-      raise ConfigError(f"wpl.{name}={value!r}; expected an integer")
-    if minimum is not None and value < minimum:
-      raise ConfigError(f"wpl.{name}={value}; expected an integer >= {minimum}")
-  for name in ("alpha_fisher", "alpha_decay", "lambda_fisher", "fisher_clip_by_norm"):
-    value = config[name]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-      raise ConfigError(f"wpl.{name}={value!r}; expected a finite number")
+  Returns the hyper-parameters (`WPLHyperParams.from_config` checks the fields they hold)."""
+  for name in ("enabled", "shared_valid_fisher", "shared_ce_fisher", "measure_forgetting"):
+    cc.boolean(config, name, group=GROUP)
+  cc.integer(config, "num_batch_per_iter", minimum=1, group=GROUP)
+  cc.choice(config, "estimator", FISHER_ESTIMATORS, group=GROUP)
   return WPLHyperParams.from_config(config)
 
 
@@ -193,32 +182,26 @@ class WPLHyperParams(NamedTuple):
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "WPLHyperParams":
-    """Validated hyper-parameters from a `wpl` config group (see `default_wpl_config`)."""
-    hp = cls(alpha_fisher=float(config.alpha_fisher), alpha_decay=float(config.alpha_decay),
-             alpha_decay_after=int(config.alpha_decay_after), lambda_fisher=float(config.lambda_fisher),
-             momentum=bool(config.momentum), fisher_clip_by_norm=float(config.fisher_clip_by_norm),
-             set_fisher_zero_per_iter=int(config.set_fisher_zero_per_iter),
-             start_using_fisher=int(config.start_using_fisher), reference_scaling=bool(config.reference_scaling),
-             reset_fisher_without_gradient=bool(config.get("reset_fisher_without_gradient", False)))
-    hp.validate()
-    if config.estimator not in FISHER_ESTIMATORS:
-      raise ConfigError(f"wpl.estimator={config.estimator!r}; expected one of {', '.join(FISHER_ESTIMATORS)}")
-    if int(config.num_batch_per_iter) < 1:
-      raise ConfigError(f"wpl.num_batch_per_iter={config.num_batch_per_iter}; expected >= 1")
-    return hp
+    """Validated hyper-parameters from a `wpl` config group (see `default_wpl_config`); a group without
+    `reset_fisher_without_gradient` gets its default (False)."""
+    values = {name: cc.get(config, name, group=GROUP) for name in cls._fields
+              if name in config or name != "reset_fisher_without_gradient"}
+    return cls(**values).validate()
 
-  def validate(self) -> None:
-    """Raises ConfigError naming the first out-of-range field."""
-    if self.alpha_fisher < 0:
-      raise ConfigError(f"wpl.alpha_fisher={self.alpha_fisher}; expected >= 0")
-    if self.alpha_decay < 0:
-      raise ConfigError(f"wpl.alpha_decay={self.alpha_decay}; expected >= 0")
-    if not 0.0 < self.lambda_fisher <= 1.0 and self.momentum:
-      raise ConfigError(f"wpl.lambda_fisher={self.lambda_fisher}; the momentum form needs 0 < lambda_fisher <= 1")
-    if self.lambda_fisher <= 0:
-      raise ConfigError(f"wpl.lambda_fisher={self.lambda_fisher}; expected > 0")
-    if self.fisher_clip_by_norm < 0:
-      raise ConfigError(f"wpl.fisher_clip_by_norm={self.fisher_clip_by_norm}; expected >= 0 (0 = no clipping)")
+  def validate(self) -> "WPLHyperParams":
+    """Checks every field (ConfigError naming the first bad one, as `wpl.<name>`); returns them as float / int /
+    bool."""
+    for name in ("momentum", "reference_scaling", "reset_fisher_without_gradient"):
+      cc.boolean(self, name, group=GROUP)
+    cc.integer(self, "alpha_decay_after", minimum=0, group=GROUP)
+    cc.integer(self, "set_fisher_zero_per_iter", group=GROUP)  # <= 0: never reset
+    cc.integer(self, "start_using_fisher", minimum=0, group=GROUP)
+    cc.number(self, "alpha_fisher", minimum=0.0, group=GROUP)
+    cc.number(self, "alpha_decay", minimum=0.0, group=GROUP)
+    cc.number(self, "lambda_fisher", above=0.0, maximum=1.0 if self.momentum else None, group=GROUP)  # momentum: EMA
+    cc.number(self, "fisher_clip_by_norm", minimum=0.0, group=GROUP)  # 0 = no clipping
+    return self._replace(**{name: float(getattr(self, name)) for name in
+                            ("alpha_fisher", "alpha_decay", "lambda_fisher", "fisher_clip_by_norm")})
 
 
 # ----------------------------------------------------------------------------------------------------------------

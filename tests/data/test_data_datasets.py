@@ -61,7 +61,7 @@ def test_two_split_sources_subsample_each_split(tmp_path):
 def test_config_errors():
   with pytest.raises(ConfigError, match="unknown data config field 'size'; valid fields: .*train_size"):
     datasets.default_data_config(size=3)
-  with pytest.raises(ConfigError, match="unknown data.source 'web'; valid sources: embedded, tfds, idx, image_folder"):
+  with pytest.raises(ConfigError, match="data.source='web'; expected one of embedded, tfds, idx, image_folder"):
     datasets.load_dataset(datasets.default_data_config(source="web"))
   with pytest.raises(ConfigError, match="data.name='digits' for source 'embedded'; known: font_digits"):
     datasets.load_dataset(datasets.default_data_config(name="digits"))
@@ -72,9 +72,9 @@ def test_config_errors():
   # validated without reading anything, each field named under the group it sits in
   with pytest.raises(ConfigError, match=r"data_sequence.d1.seed=-1; expected an integer >= 0"):
     datasets.validate_data_config(datasets.default_data_config(seed=-1), "data_sequence.d1")
-  with pytest.raises(ConfigError, match=r"data.holdout_fraction=nan; expected a number in \(0, 1\)"):
+  with pytest.raises(ConfigError, match=r"data.holdout_fraction=nan; expected a finite number > 0 and < 1"):
     datasets.validate_data_config(datasets.default_data_config(holdout_fraction=float("nan")))
-  with pytest.raises(ConfigError, match=r"data.channels=2; expected 0 \(as the source\), 1 or 3"):
+  with pytest.raises(ConfigError, match=r"data.channels=2; expected one of 0, 1, 3"):
     datasets.validate_data_config(datasets.default_data_config(channels=2))
   with pytest.raises(ConfigError, match="data.source='image_folder' needs data.path"):
     datasets.validate_data_config(datasets.default_data_config(source="image_folder", path=" "))

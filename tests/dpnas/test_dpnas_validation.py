@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from nas_forgetting.dpnas import evaluator as ev
 from nas_forgetting.dpnas import experiment
 from nas_forgetting.dpnas import logs
 from nas_forgetting.models import net_string as ns
@@ -52,7 +53,8 @@ BAD = {  # field -> (value, text of the message)
     "search.seeds_per_architecture": (0, "search.seeds_per_architecture=0"),
     "search.plot_every": (0, "search.plot_every=0"),
     "search.max_architectures": (-1, "search.max_architectures=-1"),
-    "search_space.max_conv": (0, "search_space.max_conv=0"),
+    "search_space.max_conv": (0, "search_space.max_conv=0; expected an integer >= 1"),
+    "search_space.image_size": (-1, "search_space.image_size=-1; expected an integer >= 0"),
     "search_space.conv_sizes": ((), "search_space.conv_sizes=()"),
     "search_space.pool_strides": ((2, 0), "search_space.pool_strides"),
     "search_space.max_image_size": (0, "search_space.max_image_size=0"),
@@ -76,6 +78,26 @@ def test_a_bad_value_is_refused_naming_the_field_before_the_workdir_exists(field
   with pytest.raises(ConfigError):
     experiment.run(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
+
+
+def test_settings_objects_built_directly_are_checked_with_their_config_names():
+  """EvalConfig, SearchSpace and QConfig check their own fields (validate_config relies on them)."""
+  cases = [(lambda: ev.EvalConfig(epochs=0), "evaluator.epochs=0; expected an integer >= 1"),
+           (lambda: ev.EvalConfig(memory_fraction=1.5), "evaluator.memory_fraction=1.5; expected a finite number > 0 "
+                                                        "and <= 1"),
+           (lambda: SearchSpace(image_size=0), "search_space.image_size=0; expected an integer >= 1"),
+           (lambda: SearchSpace(conv_sizes=(3, 2.5)), r"search_space.conv_sizes=\(3, 2.5\): \[2.5\] not integers >= 1"),
+           (lambda: sr.QConfig(q_learning_rate=0.0), "search.q_learning_rate=0.0; expected a finite number > 0 and "
+                                                     "<= 1"),
+           (lambda: sr.QConfig(schedule=((0.5, True),)), "search.schedule=.*expected \\(epsilon in \\[0, 1\\], "
+                                                           "count >= 0\\) pairs with at least one count >= 1")]
+  for build, message in cases:
+    with pytest.raises(ConfigError, match=message):
+      build()
+  # image_size 0 in a config means "the data's size": accepted there, resolved before a SearchSpace is built
+  config = dpnas_mnist.get_config("quick")
+  config.search_space.image_size = 0
+  experiment.validate_config(config)
 
 
 def test_task_and_continue_settings_are_checked_together(tmp_path):

@@ -185,8 +185,11 @@ def test_bad_masks_and_configs_raise_named_errors():
     wpl.default_wpl_config(alpha=3.0)
   with pytest.raises(ConfigError, match="wpl.estimator"):
     wpl.default_wpl_config(estimator="mean")
-  with pytest.raises(ConfigError, match="wpl.lambda_fisher"):
-    wpl.default_wpl_config(lambda_fisher=1.5)
+  with pytest.raises(ConfigError, match=r"^wpl.lambda_fisher=1.5; expected a finite number > 0 and <= 1$"):
+    wpl.default_wpl_config(lambda_fisher=1.5)  # the momentum form is an average
+  assert wpl.default_wpl_config(lambda_fisher=1.5, momentum=False).lambda_fisher == 1.5
+  with pytest.raises(ConfigError, match=r"^wpl.momentum=1; expected True or False$"):
+    wpl.WPLHyperParams(momentum=1).validate()
 
 
 def test_reference_presets():
