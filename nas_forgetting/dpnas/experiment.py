@@ -60,7 +60,9 @@ _MAX_SEED = (2 ** 31 - 1) // 1000 - 1  # task-2 seeds are seed * 1000 + k (int32
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Checks every value of a resolved dpnas config before any work; ConfigError naming the field."""
+  """Checks every value of a resolved dpnas config before any work; ConfigError naming the field. The `evaluator`,
+  `search_space` and Q-learning fields are checked by the objects built from them (EvalConfig, SearchSpace, QConfig
+  check their own fields), the others here."""
   cc.choice(config, "task", TASKS)
   cc.integer(config, "seed", minimum=0, maximum=_MAX_SEED)
   cc.number(config, "val_fraction", above=0.0, below=1.0)
