@@ -19,7 +19,8 @@ rounds; outputs multi_model/{metrics,forgetting}.csv with the forgetting after t
 one seed, quick size, 2 CPU cores at load ~6: strict stops after 19 rounds with WPL (48 s) and 11 without (36 s),
 at a fixed-batch perplexity of ~760 / ~830, far from converged, and the mean forgetting after the next burst is
 negative in both arms (-10.8 / -7.2 perplexity; 42 % / 45 % of the architectures got worse): training any
-architecture still helps the others at this size, and patience 3 stops on the batch's noise); any variant of configs/enas_ptb.py (wikitext2, flexible, derive, ...).
+architecture still helps the others at this size, and patience 3 stops on the batch's noise); any variant of
+configs/enas_ptb.py (wikitext2, flexible, derive, ...).
 Outputs: as configs/enas_ptb.py, plus forgetting.csv (per epoch mean/max/std/median of the perplexity increase of
 each architecture between right after its burst and the epoch end; > 0 = forgetting) and forgetting/* and wpl/*
 scalars in TensorBoard. Expected: with WPL the mean forgetting per epoch is lower than without (the paper: ENAS PTB
