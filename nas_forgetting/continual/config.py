@@ -20,7 +20,7 @@ def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.experiment = "continual"  # dispatch key of launch.py
   c.seed = 0  # seeds the stream, the initialisation, the batch order and importance sampling
-  c.methods = ("finetune", "ewc", "mas")  # run in order, each in <workdir>/<method>/; see runner.METHODS
+  c.methods = ("finetune", "ewc", "mas")  # run in order, each in <workdir>/<method>/; see methods.METHODS
   c.data = default_data_config()  # the data set (permuted/split streams) or the first data set (sequence)
   # stream.kind='sequence': the data sets after `data`, in key order (e.g. {'d1_fashion': <data config>})
   c.data_sequence = ml_collections.ConfigDict()

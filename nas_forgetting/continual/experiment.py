@@ -28,8 +28,8 @@ from nas_forgetting import config_schema as cc
 from nas_forgetting import importance as imp
 from nas_forgetting.continual import metrics as cm
 from nas_forgetting.continual import sweep_report
-from nas_forgetting.continual.runner import (CHECKPOINT_EVERY, MAS_ACCUMULATIONS, METHODS, OPTIMIZERS, MethodRun,
-                                            parse_method)
+from nas_forgetting.continual.methods import CHECKPOINT_EVERY, MAS_ACCUMULATIONS, METHODS, OPTIMIZERS, parse_method
+from nas_forgetting.continual.runner import MethodRun
 from nas_forgetting.data.datasets import validate_data_config
 from nas_forgetting.data.tasks import KINDS, SCENARIOS, load_task_stream
 from nas_forgetting.errors import ConfigError

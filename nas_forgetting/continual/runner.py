@@ -54,7 +54,6 @@ far, so "seconds" is the run's total over all its launches.
 
 from __future__ import annotations
 
-import collections
 import functools
 import json
 import pathlib
@@ -72,140 +71,19 @@ from nas_forgetting import numerics
 from nas_forgetting import penalties
 from nas_forgetting.continual import metrics as cm
 from nas_forgetting.continual import steps
+from nas_forgetting.continual import stream_model as sm
+from nas_forgetting.continual.methods import CHECKPOINT_EVERY, MAS_ACCUMULATIONS, make_optimizer, parse_method
 from nas_forgetting.data import batching
 from nas_forgetting.data.tasks import Task
 from nas_forgetting.errors import CheckpointError, ConfigError
-from nas_forgetting.models import build_model, trainable_mask
+from nas_forgetting.models import trainable_mask
 
 PyTree = Any
 
-METHODS = ("finetune", "joint", "l2", "ewc", "online_ewc", "mas", "mas_local", "si")
-OPTIMIZERS = ("sgd", "momentum", "adam")
-MAS_ACCUMULATIONS = ("sum", "replace", "recompute_all")
-CHECKPOINT_EVERY = ("epoch", "task")  # checkpoint.every: after every epoch, or after each task's last epoch
 SUMMARY_FILE = "summary.json"  # written last of a method's outputs: its presence marks a finished method
-
 
 def _identity(x):
   return x
-
-
-def parse_method(spec: str) -> tuple[str, float | None]:
-  """'ewc' -> ('ewc', None) (strength from config.strength); 'ewc@1e4' -> ('ewc', 10000.0).
-
-  The '@strength' form lets one run compare several strengths of a method (each in its own folder)."""
-  name, _, strength = spec.partition("@")
-  if name not in METHODS:
-    raise ConfigError(f"unknown continual method {spec!r}; valid methods: {', '.join(METHODS)} (optionally "
-                      "'<method>@<strength>', e.g. 'ewc@1e4')")
-  if not strength:
-    return name, None
-  if name in ("finetune", "joint"):
-    raise ConfigError(f"method {spec!r}: {name} has no penalty strength")
-  try:
-    value = float(strength)
-  except ValueError:
-    raise ConfigError(f"method {spec!r}: strength {strength!r} is not a number") from None
-  if not np.isfinite(value) or value < 0:
-    raise ConfigError(f"method {spec!r}: strength must be a finite number >= 0")
-  return name, value
-
-
-def check_method(method: str) -> None:
-  parse_method(method)
-
-
-def make_optimizer(train_config) -> optax.GradientTransformation:
-  """optax optimiser from `train.optimizer` ('sgd' | 'momentum' | 'adam'), `learning_rate`, `momentum`."""
-  name, lr = train_config.optimizer, train_config.learning_rate
-  if name == "sgd":
-    return optax.sgd(lr)
-  if name == "momentum":
-    return optax.sgd(lr, momentum=train_config.momentum)
-  if name == "adam":
-    return optax.adam(lr)
-  raise ConfigError(f"unknown train.optimizer {name!r}; valid choices: {', '.join(OPTIMIZERS)}")
-
-
-def _pad_rows(array: np.ndarray, size: int) -> np.ndarray:
-  pad = size - array.shape[0]
-  return np.concatenate([array, np.zeros((pad,) + array.shape[1:], array.dtype)]) if pad else array
-
-
-def _task_arrays(tasks: Sequence[Task], indices: Sequence[int], split: str, size: int) -> tuple[steps.TaskData, int]:
-  """The union of `split` of tasks[indices], padded to `size` rows, and its real size."""
-  images = np.concatenate([getattr(tasks[t], split).images for t in indices])
-  labels = np.concatenate([getattr(tasks[t], split).labels for t in indices])
-  heads = np.concatenate([np.full(len(getattr(tasks[t], split).labels), tasks[t].head, np.int32) for t in indices])
-  outs = np.concatenate([np.full(len(getattr(tasks[t], split).labels), tasks[t].num_outputs, np.int32)
-                         for t in indices])
-  n = len(labels)
-  data = steps.TaskData(*(jnp.asarray(_pad_rows(a, size)) for a in (images, labels.astype(np.int32), heads, outs)))
-  return data, n
-
-
-# Compiled pieces (model functions, optimiser, jitted steps) shared by the runs of one process whose settings are
-# equal, so that a relaunch (or the next test) reuses them instead of compiling again. Keys are built from the
-# config values the piece depends on; the cache keeps the most recent few.
-_CACHE: collections.OrderedDict = collections.OrderedDict()
-_CACHE_SIZE = 32
-
-
-def _cached(key: tuple, build):
-  if key in _CACHE:
-    _CACHE.move_to_end(key)
-    return _CACHE[key]
-  value = build()
-  _CACHE[key] = value
-  while len(_CACHE) > _CACHE_SIZE:
-    _CACHE.popitem(last=False)
-  return value
-
-
-def _model_for(config, tasks: Sequence[Task]) -> "_Model":
-  """The (cached) `_Model` of `config.model` for this stream's heads."""
-  num_heads = len(tasks) if config.stream.scenario == "task" else 1
-  num_outputs = max(t.num_outputs for t in tasks)
-  heads = sorted({t.head for t in tasks})
-  if heads[-1] >= num_heads:
-    raise ConfigError(f"task heads {heads} do not fit the model's {num_heads} heads (scenario "
-                      f"{config.stream.scenario!r})")
-  key = ("model", config.model.to_json(sort_keys=True), num_outputs, num_heads)
-  return _cached(key, lambda: _Model(config.model, num_outputs, num_heads))
-
-
-class _Model:
-  """The Flax module and its apply functions (training/evaluation and importance)."""
-
-  def __init__(self, model_config, num_outputs: int, num_heads: int):
-    self.num_heads = num_heads
-    self.num_outputs = num_outputs
-    self.key = (model_config.to_json(sort_keys=True), num_outputs, num_heads)
-    self.module = build_model(model_config, num_outputs=self.num_outputs, num_heads=num_heads)
-    module = self.module
-
-    def apply(variables, x, heads, train, rng):
-      if train:
-        out, updates = module.apply(variables, x, heads, train=True, mutable=["batch_stats"],
-                                    rngs={"dropout": rng})
-        return out, updates.get("batch_stats", variables["batch_stats"])
-      return module.apply(variables, x, heads, train=False), variables["batch_stats"]
-
-    def importance_apply(tree, x):
-      """Logits of head `tree['head']` (a float leaf, so the importance code sees one pytree of floats)."""
-      variables = {"params": tree["params"], "batch_stats": tree["batch_stats"]}
-      head = tree["head"].astype(jnp.int32)
-      logits = module.apply(variables, x, head, train=False)
-      n = jnp.broadcast_to(tree["num_outputs"].astype(jnp.int32), (x.shape[0],))
-      return steps.mask_logits(logits, n)
-
-    self.apply = apply
-    self.importance_apply = importance_apply
-
-  def init(self, rng, example: jax.Array) -> tuple[PyTree, PyTree]:
-    """(params, batch_stats) of a fresh model (batch_stats = {} without BatchNorm)."""
-    variables = self.module.init({"params": rng, "dropout": rng}, example, 0)
-    return variables["params"], variables.get("batch_stats", {})
 
 
 def _tree_zeros(tree: PyTree, slots: int | None = None) -> PyTree:
@@ -222,21 +100,6 @@ def _set_slot(stack: PyTree, slot: jax.Array, tree: PyTree) -> PyTree:
 @jax.jit
 def _get_slot(stack: PyTree, slot: jax.Array) -> PyTree:
   return jax.tree.map(lambda a: a[slot], stack)
-
-
-@jax.jit
-def _epoch_keys(rng: jax.Array, task: jax.Array, epoch: jax.Array) -> tuple[jax.Array, jax.Array]:
-  key = jax.random.fold_in(jax.random.fold_in(rng, task), epoch)
-  k_batches, k_steps = jax.random.split(key)
-  return k_batches, k_steps
-
-
-@functools.partial(jax.jit, static_argnums=(1, 2, 3))
-def _padded_batch_indices(key: jax.Array, n: int, batch_size: int, max_batches: int) -> tuple[jax.Array, jax.Array]:
-  idx = batching.epoch_batch_indices(key, n, batch_size)
-  rows = idx.shape[0]
-  idx = jnp.concatenate([idx, jnp.zeros((max_batches - rows, batch_size), jnp.int32)])
-  return idx, jnp.arange(max_batches) < rows
 
 
 @jax.jit
@@ -262,7 +125,7 @@ class MethodRun:
     self.config, self.tasks, self.method, self.label = config, list(tasks), name, method
     self.workdir = pathlib.Path(workdir)
     self.num_tasks = len(self.tasks)
-    self.model = _model_for(config, self.tasks)
+    self.model = sm.model_for(config, self.tasks)
     make_optimizer(config.train)  # checks train.optimizer
     if config.checkpoint.every not in CHECKPOINT_EVERY:
       raise ConfigError(f"checkpoint.every={config.checkpoint.every!r}; expected one of {', '.join(CHECKPOINT_EVERY)}")
@@ -292,7 +155,7 @@ class MethodRun:
     eb = config.train.eval_batch_size
     test_max = max(len(t.test.labels) for t in self.tasks)
     self.test_size = -(-test_max // eb) * eb
-    self.test = [_task_arrays(self.tasks, [j], "test", self.test_size) for j in range(self.num_tasks)]
+    self.test = [sm.task_arrays(self.tasks, [j], "test", self.test_size) for j in range(self.num_tasks)]
     self.max_traces = max_traces
 
   # -- state -----------------------------------------------------------------------------------------------------
@@ -323,7 +186,7 @@ class MethodRun:
 
       return tx, make, slots, jax.jit(tx.init)
 
-    self.tx, make, slots, self._opt_init = _cached(("tx",) + self.tx_key, build)
+    self.tx, make, slots, self._opt_init = sm.cached(("tx",) + self.tx_key, build)
     state = make(rng, example)
     state.update(slots(state["params"], num_slots))
     state.update(accuracy=np.zeros((self.num_tasks, self.num_tasks), np.float32),
@@ -443,7 +306,7 @@ class MethodRun:
 
   def _batch_indices(self, key, n: int) -> tuple[jax.Array, jax.Array]:
     """This epoch's batch-index matrix padded to `max_batches` rows, and the rows' validity."""
-    return _padded_batch_indices(key, n, self.batch_size, self.max_batches)
+    return steps.padded_batch_indices(key, n, self.batch_size, self.max_batches)
 
   # -- main loop -------------------------------------------------------------------------------------------------
 
@@ -453,17 +316,17 @@ class MethodRun:
     make_epoch = lambda: steps.make_epoch_fn(self.model.apply, self.tx, penalty_fn=self.penalty_fn,
                                              use_si=self.method == "si", max_traces=self.max_traces)
     if self.max_traces is None:
-      self.epoch_fn = _cached(("epoch",) + self.tx_key + (self.penalty_fn, self.method == "si"), make_epoch)
+      self.epoch_fn = sm.cached(("epoch",) + self.tx_key + (self.penalty_fn, self.method == "si"), make_epoch)
     else:  # counting traces needs a function of its own
       self.epoch_fn = make_epoch()
     eb = self.config.train.eval_batch_size
-    self.eval_fn = _cached(("eval",) + self.model.key + (eb,), lambda: steps.make_eval_fn(self.model.apply, eb))
+    self.eval_fn = sm.cached(("eval",) + self.model.key + (eb,), lambda: steps.make_eval_fn(self.model.apply, eb))
 
   def train_epoch(self, state: dict, t: int, e: int, data: steps.TaskData, n: int) -> tuple[dict, dict]:
     """Epoch e of task t (data: the task's padded training arrays, n real examples): the new state and the epoch's
     metrics (means over its steps; see `steps.make_epoch_fn`). A non-finite loss, penalty, gradient or update norm
     or parameter raises `DivergenceError` naming it, the step (of the whole run) and the task."""
-    k_batches, k_steps = _epoch_keys(state["rng"], jnp.int32(t), jnp.int32(e))
+    k_batches, k_steps = steps.epoch_keys(state["rng"], jnp.int32(t), jnp.int32(e))
     idx, valid = self._batch_indices(k_batches, n)
     carry = steps.Carry(state["params"], state["batch_stats"], state["opt_state"], state["si_path"])
     carry, metrics, checks = self.epoch_fn(carry, data, idx, valid, k_steps, state["anchors"], state["importance"],
@@ -524,7 +387,7 @@ class MethodRun:
       bar = progress(total=total_epochs - done_before, desc=f"{self.label}", unit="epoch")
       for t in range(start_task, self.num_tasks):
         indices = list(range(t + 1)) if self.method == "joint" else [t]
-        data, n = _task_arrays(self.tasks, indices, "train", self.train_size)
+        data, n = sm.task_arrays(self.tasks, indices, "train", self.train_size)
         first = start_epoch if t == start_task else 0
         if first == 0:
           state["start_params"] = state["params"]

@@ -23,6 +23,7 @@ with a `DivergenceError` naming the quantity, the step and the task. No host syn
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple
 
 import chex
@@ -31,6 +32,7 @@ import jax.numpy as jnp
 import optax
 
 from nas_forgetting import numerics
+from nas_forgetting.data import batching
 
 PyTree = Any
 NEG_INF = -1e9
@@ -161,3 +163,18 @@ def make_eval_fn(apply_fn: Callable, eval_batch_size: int) -> Callable:
     return jnp.sum(correct) / n
 
   return jax.jit(accuracy)
+
+
+@jax.jit
+def epoch_keys(rng: jax.Array, task: jax.Array, epoch: jax.Array) -> tuple[jax.Array, jax.Array]:
+  key = jax.random.fold_in(jax.random.fold_in(rng, task), epoch)
+  k_batches, k_steps = jax.random.split(key)
+  return k_batches, k_steps
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def padded_batch_indices(key: jax.Array, n: int, batch_size: int, max_batches: int) -> tuple[jax.Array, jax.Array]:
+  idx = batching.epoch_batch_indices(key, n, batch_size)
+  rows = idx.shape[0]
+  idx = jnp.concatenate([idx, jnp.zeros((max_batches - rows, batch_size), jnp.int32)])
+  return idx, jnp.arange(max_batches) < rows

@@ -52,6 +52,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from nas_forgetting import distributed
 from nas_forgetting.continual import runner as rn
 from nas_forgetting.continual import steps
+from nas_forgetting.continual import stream_model as sm
+from nas_forgetting.continual.methods import parse_method
 from nas_forgetting.data.tasks import Task
 from nas_forgetting.device_memory import free_device_memory
 from nas_forgetting.errors import ConfigError
@@ -77,7 +79,7 @@ def member_label(method: str, strength: float) -> str:
 def grid(config, method: str) -> list[tuple[int, float]]:
   """The (seed, strength) members of `method`'s sweep, seed-major: `sweep.seeds` x `sweep.strengths.<method>`
   (empty: the method's one strength, from '<method>@<strength>' or `config.strength`; finetune/joint: 0)."""
-  name, strength = rn.parse_method(method)
+  name, strength = parse_method(method)
   if name in ("finetune", "joint"):
     strengths = (0.0,)
   else:
@@ -142,8 +144,8 @@ def _grid_batch_indices(rngs, task, epoch, n: int, batch_size: int, max_batches:
   """Per member: the epoch's step key and its padded batch-index matrix (the single run's `_epoch_keys` and
   `_padded_batch_indices`); the rows' validity, the same for every member."""
   def one(rng):
-    k_batches, k_steps = rn._epoch_keys(rng, task, epoch)  # pylint: disable=protected-access
-    idx, valid = rn._padded_batch_indices(k_batches, n, batch_size, max_batches)  # pylint: disable=protected-access
+    k_batches, k_steps = steps.epoch_keys(rng, task, epoch)
+    idx, valid = steps.padded_batch_indices(k_batches, n, batch_size, max_batches)
     return idx, valid, k_steps
   idx, valid, k_steps = jax.vmap(one)(rngs)
   return idx, valid[0], k_steps
@@ -172,7 +174,7 @@ class GridRun:
                validation: Sequence[Task] | None = None, max_traces: int | None = None):
     if not members:
       raise ConfigError(f"the sweep of method {method!r} has no members (sweep.seeds is empty)")
-    name, _ = rn.parse_method(method)
+    name, _ = parse_method(method)
     self.method, self.members = name, list(members)
     self.runs = [rn.MethodRun(member_config(config, seed), tasks, member_label(name, strength), "",
                               max_traces=None) for seed, strength in self.members]
@@ -187,7 +189,7 @@ class GridRun:
     if validation is not None:
       eb = config.train.eval_batch_size
       size = -(-max(len(v.test.labels) for v in validation) // eb) * eb
-      self.validation = [rn._task_arrays(validation, [j], "test", size)  # pylint: disable=protected-access
+      self.validation = [sm.task_arrays(validation, [j], "test", size)
                          for j in range(self.num_tasks)]
 
   def _place(self, tree, *, replicated: bool = False):
@@ -217,13 +219,13 @@ class GridRun:
     f = self.first
     if self.max_traces is None:
       key = ("grid_epoch",) + f.tx_key + (f.penalty_fn, f.method == "si")
-      self.epoch_fn = rn._cached(key, lambda: make_grid_epoch(f.epoch_fn))  # pylint: disable=protected-access
+      self.epoch_fn = sm.cached(key, lambda: make_grid_epoch(f.epoch_fn))
     else:
       self.epoch_fn = make_grid_epoch(f.epoch_fn, self.max_traces)
     key = ("grid_eval",) + f.model.key + (f.config.train.eval_batch_size,)
-    self.eval_fn = rn._cached(key, lambda: make_grid_eval(f.eval_fn))  # pylint: disable=protected-access
-    self.opt_init = rn._cached(("grid_opt_init",) + f.tx_key,  # pylint: disable=protected-access
-                               lambda: jax.jit(jax.vmap(f._opt_init)))  # pylint: disable=protected-access
+    self.eval_fn = sm.cached(key, lambda: make_grid_eval(f.eval_fn))
+    self.opt_init = sm.cached(("grid_opt_init",) + f.tx_key,
+                               lambda: jax.jit(jax.vmap(f._opt_init)))
     self.test = [(self._place(d, replicated=True), n) for d, n in f.test]
     if self.validation is not None:
       self.validation = [(self._place(d, replicated=True), n) for d, n in self.validation]
@@ -245,7 +247,7 @@ class GridRun:
     checks = jax.device_get(distributed.to_host(checks))
     first_step = int(f.first_steps[t] + e * f.steps_per_epoch[t])
     for i, (r, (seed, _)) in enumerate(zip(self.runs, self.members)):
-      r._check_finite(_member(checks, i), first_step,  # pylint: disable=protected-access
+      r._check_finite(_member(checks, i), first_step,
                       f"task {t} ({f.tasks[t].name}), epoch {e} of method {r.label!r}, seed {seed} (sweep member {i})")
     return dict(state, params=carry.params, batch_stats=carry.batch_stats, opt_state=carry.opt_state,
                 si_path=carry.si_path)
@@ -256,14 +258,14 @@ class GridRun:
     fn = self.first.task_importance_fn()
     task_importance = None
     if fn is not None:  # vmapped: each member on its own importance subset, with its own key
-      data = [r._importance_data(t) for r in self.runs]  # pylint: disable=protected-access
+      data = [r._importance_data(t) for r in self.runs]
       data = tuple(jnp.stack([np.asarray(d[k]) for d in data]) for k in (0, 1))
       task_importance = jax.vmap(lambda member, d: fn(member, t, d))(stacked, data)
     for i, r in enumerate(self.runs):
       member = {k: _member(stacked[k], i) for k in GRID_KEYS}
       member["rng"] = stacked["rng"][i]
       own = None if task_importance is None else _member(task_importance, i)
-      new.append(r._consolidate(member, t, own))  # pylint: disable=protected-access
+      new.append(r._consolidate(member, t, own))
     return dict(state, **self._place({k: _stack([s[k] for s in new]) for k in GRID_KEYS}))
 
   def run(self, checkpoint_dir=None) -> dict:
@@ -287,7 +289,7 @@ class GridRun:
     offsets = np.concatenate([[0], np.cumsum(f.epochs)]).astype(int)
     for t in range(start_task, self.num_tasks):
       indices = list(range(t + 1)) if self.method == "joint" else [t]
-      data, n = rn._task_arrays(f.tasks, indices, "train", f.train_size)  # pylint: disable=protected-access
+      data, n = sm.task_arrays(f.tasks, indices, "train", f.train_size)
       data = self._place(data, replicated=True)
       first = start_epoch if t == start_task else 0
       if first == 0:

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from nas_forgetting.continual import metrics as cm
-from nas_forgetting.continual import runner as rn
+from nas_forgetting.continual.methods import parse_method
 from nas_forgetting.continual.sweep import run_method, split_validation
 from nas_forgetting.data.tasks import Task
 from nas_forgetting.io import plots
@@ -50,7 +50,7 @@ def best_strengths(table: Sequence[dict]) -> dict[str, float]:
   """Per penalised method, the strength of the highest mean validation average accuracy (first on ties)."""
   best: dict[str, dict] = {}
   for row in table:
-    if rn.parse_method(row["method"])[0] in ("finetune", "joint"):
+    if parse_method(row["method"])[0] in ("finetune", "joint"):
       continue
     if row["method"] not in best or row["validation_avg_accuracy_mean"] > best[row["method"]][
         "validation_avg_accuracy_mean"]:

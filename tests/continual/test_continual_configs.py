@@ -11,7 +11,7 @@ import pytest
 
 from nas_forgetting.continual import config as continual_config
 from nas_forgetting.continual import experiment
-from nas_forgetting.continual.runner import parse_method
+from nas_forgetting.continual.methods import parse_method
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
 CONFIGS = {

@@ -10,7 +10,8 @@ import pytest
 
 from nas_forgetting.continual import config as continual_config
 from nas_forgetting.continual import experiment
-from nas_forgetting.continual.runner import MethodRun, parse_method
+from nas_forgetting.continual.methods import parse_method
+from nas_forgetting.continual.runner import MethodRun
 from nas_forgetting.data.datasets import default_data_config, load_dataset
 from nas_forgetting.dpnas import evaluator as ev
 from nas_forgetting.dpnas.embeddings import store_embeddings

@@ -9,7 +9,8 @@ import pytest
 
 from nas_forgetting import penalties
 from nas_forgetting.continual import experiment, steps
-from nas_forgetting.continual.runner import MethodRun, _task_arrays
+from nas_forgetting.continual.runner import MethodRun
+from nas_forgetting.continual.stream_model import task_arrays
 
 STRENGTH = 3.0
 # value = FACTOR * strength * sum importance * (params - anchor)^2 (summed over slots): EWC / online EWC / L2 have
@@ -58,7 +59,7 @@ def test_logged_penalty_is_the_penalties_module_value_at_the_strength(method, ti
   # Learning rate 0: the parameters stay put, so every step's penalty, and the epoch's logged mean, is the value at
   # the state's parameters.
   run, state, tasks = _setup(method, tiny_config, tmp_path, learning_rate=0.0)
-  data, n = _task_arrays(tasks, [1], "train", run.train_size)
+  data, n = task_arrays(tasks, [1], "train", run.train_size)
   _, metrics = run.train_epoch(state, 1, 0, data, n)
   expected = _analytic(method, state["params"], state["anchors"], state["importance"], run.num_slots)
   np.testing.assert_allclose(metrics["penalty"], expected, rtol=1e-4)
@@ -82,7 +83,7 @@ def test_penalty_gradient_moves_parameters_by_lr_strength_importance_displacemen
   run, state, tasks = _setup(method, tiny_config, tmp_path, learning_rate=lr)
   plain, _, _ = _setup("ewc", tiny_config, tmp_path / "plain", learning_rate=lr)
   plain_fn = steps.make_epoch_fn(plain.model.apply, plain.tx, penalty_fn=None, use_si=False)
-  data, n = _task_arrays(tasks, [1], "train", run.train_size)
+  data, n = task_arrays(tasks, [1], "train", run.train_size)
   idx, valid = jnp.arange(16, dtype=jnp.int32)[None], jnp.ones((1,), bool)
   carry = steps.Carry(state["params"], state["batch_stats"], state["opt_state"], state["si_path"])
   args = (data, idx, valid, jax.random.key(0), state["anchors"], state["importance"], jnp.float32(STRENGTH))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from nas_forgetting.continual import experiment, metrics
+from nas_forgetting.continual.methods import make_optimizer, parse_method
 from nas_forgetting.continual.runner import MethodRun
 from nas_forgetting.errors import ConfigError
 from nas_forgetting.io.metrics import read_csv, read_jsonl
@@ -107,7 +108,6 @@ def test_unknown_method_is_rejected(tmp_path, tiny_config):
 
 
 def test_method_specs_and_bad_options(tiny_config):
-  from nas_forgetting.continual.runner import make_optimizer, parse_method
   assert parse_method("ewc") == ("ewc", None)
   assert parse_method("ewc@1e4") == ("ewc", 1e4)
   for bad, match in [("ewc@abc", "not a number"), ("finetune@1", "no penalty"), ("sgd", "valid methods"),
