@@ -76,6 +76,11 @@ from nas_forgetting.continual.methods import CHECKPOINT_EVERY, MAS_ACCUMULATIONS
 from nas_forgetting.data import batching
 from nas_forgetting.data.tasks import Task
 from nas_forgetting.errors import CheckpointError, ConfigError
+from nas_forgetting.io import plots
+from nas_forgetting.io.atomic import atomic_write_text
+from nas_forgetting.io.checkpoint import Checkpointer
+from nas_forgetting.io.metrics import MetricsLogger, write_csv
+from nas_forgetting.io.progress import progress
 from nas_forgetting.models import trainable_mask
 
 PyTree = Any
@@ -195,7 +200,6 @@ class MethodRun:
     return state
 
   def _checkpointer(self):
-    from nas_forgetting.io.checkpoint import Checkpointer
     return Checkpointer(self.workdir / "checkpoints", max_to_keep=self.config.checkpoint.max_to_keep)
 
   # -- pieces ----------------------------------------------------------------------------------------------------
@@ -349,9 +353,6 @@ class MethodRun:
                           context=f"the end of {context}")
 
   def run(self) -> dict:
-    from nas_forgetting.io.metrics import MetricsLogger
-    from nas_forgetting.io.progress import progress
-
     self.workdir.mkdir(parents=True, exist_ok=True)
     state = self.fresh_state()
     self.build_steps()
@@ -439,10 +440,6 @@ def write_method_outputs(workdir: pathlib.Path, method: str, accuracy: np.ndarra
                          task_names: Sequence[str], *, seconds: float) -> dict:
   """accuracy_matrix.csv, per_task.csv, the heatmap/curves PNGs, then summary.json (last: it marks the method
   finished; `seconds` is the training time over all launches); returns the summary."""
-  from nas_forgetting.io import plots
-  from nas_forgetting.io.atomic import atomic_write_text
-  from nas_forgetting.io.metrics import write_csv
-
   t = accuracy.shape[0]
   rows = [{"after_task": i, **{f"task_{j}": float(accuracy[i, j]) for j in range(t)}} for i in range(t)]
   write_csv(workdir / "accuracy_matrix.csv", rows, ["after_task"] + [f"task_{j}" for j in range(t)])
