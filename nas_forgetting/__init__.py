@@ -12,6 +12,7 @@ Sub-packages (the arrow goes one way: experiments -> {models, importance, penalt
   config_schema  override(config, values), the one way code changes declared config fields, and the value checks
   experiments  experiment name -> run, validate_config, resume-safe fields
   device_memory  a device's free memory and the host's available RAM
+  progress     progress bars (tqdm with ETA), a leaf that data/ and the experiments both use
   distributed  several processes: jax.distributed.initialize, arrays placed over / gathered from every process's
                devices, which process writes the workdir (process 0)
 """

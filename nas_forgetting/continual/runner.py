@@ -80,7 +80,7 @@ from nas_forgetting.io import plots
 from nas_forgetting.io.atomic import atomic_write_text
 from nas_forgetting.io.checkpoint import Checkpointer
 from nas_forgetting.io.metrics import MetricsLogger, write_csv
-from nas_forgetting.io.progress import progress
+from nas_forgetting.progress import progress
 from nas_forgetting.models import trainable_mask
 
 PyTree = Any

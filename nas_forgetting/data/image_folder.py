@@ -28,7 +28,7 @@ import pathlib
 import numpy as np
 
 from nas_forgetting.errors import DataError
-from nas_forgetting.io.progress import progress
+from nas_forgetting.progress import progress
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 SPLIT_ALIASES = {"train": ("train",), "test": ("test", "val", "valid", "validation")}

@@ -43,7 +43,7 @@ from nas_forgetting.errors import ArchitectureError, CheckpointError, ConfigErro
 from nas_forgetting.io import plots
 from nas_forgetting.io.atomic import atomic_write_text
 from nas_forgetting.io.checkpoint import Checkpointer
-from nas_forgetting.io.progress import progress
+from nas_forgetting.progress import progress
 
 FIXED_FILE = "fixed_net.csv"
 CHOSEN_FILE = "chosen_to_train.csv"

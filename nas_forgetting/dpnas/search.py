@@ -53,7 +53,7 @@ from nas_forgetting.dpnas.state_space import SearchSpace
 from nas_forgetting.errors import ArchitectureError, CheckpointError, ConfigError, DataError, DivergenceError
 from nas_forgetting.io.atomic import atomic_write_text
 from nas_forgetting.io.metrics import MetricsLogger
-from nas_forgetting.io.progress import progress
+from nas_forgetting.progress import progress
 
 STATE_FILE = "search_state.json"
 REPLAY_FILE = "replay_buffer.csv"

@@ -30,7 +30,7 @@ from nas_forgetting.errors import CheckpointError, ConfigError
 from nas_forgetting.io.atomic import atomic_write_text
 from nas_forgetting.io.checkpoint import Checkpointer
 from nas_forgetting.io.metrics import MetricsLogger
-from nas_forgetting.io.progress import progress
+from nas_forgetting.progress import progress
 from nas_forgetting.numerics import check_finite
 from nas_forgetting.wpl import forgetting as forgetting_lib
 from nas_forgetting.wpl import state as wpl_lib

@@ -1,4 +1,4 @@
-"""Run outputs: run folders, checkpoints, metrics (JSONL, CSV, TensorBoard), plots, progress bars.
+"""Run outputs: run folders, checkpoints, metrics (JSONL, CSV, TensorBoard), plots (progress bars: nas_forgetting.progress).
 
 Modules (imported on their own, so that a light import does not pull in orbax or matplotlib):
   atomic       atomic file writes (temporary sibling + os.replace)
@@ -7,6 +7,5 @@ Modules (imported on their own, so that a light import does not pull in orbax or
                read_jsonl
   checkpoint   Checkpointer over orbax-checkpoint (typed PRNG keys, Python scalars, strict structure checks)
   report       result_block(): the result lines every run prints when it ends
-  progress     progress(): tqdm bars with ETA, off when $NAS_FORGETTING_NO_PROGRESS=1
   plots        accuracy-matrix heat map, per-task accuracy curves, line plots (matplotlib Agg; PNG/PDF)
 """

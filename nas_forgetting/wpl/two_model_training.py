@@ -25,7 +25,7 @@ from nas_forgetting import importance
 from nas_forgetting import numerics
 from nas_forgetting.data import batching
 from nas_forgetting.errors import ConfigError
-from nas_forgetting.io import progress as progress_lib
+from nas_forgetting import progress as progress_lib
 from nas_forgetting.wpl import state as wpl
 
 Layers = list  # a list of {"w": (in, out), "b": (out,)} dicts, input layer first

@@ -7,8 +7,9 @@ import subprocess
 import ml_collections
 import pytest
 
+from nas_forgetting import progress
 from nas_forgetting.errors import ConfigError
-from nas_forgetting.io import progress, run
+from nas_forgetting.io import run
 
 
 def _config():
