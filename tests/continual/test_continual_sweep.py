@@ -38,16 +38,25 @@ def ewc_grid(tasks):
   return config, members, sweep.GridRun(config, tasks, "ewc", members, max_traces=1).run()
 
 
+def _single_runs(config, tasks, method, members, folder):
+  """The independent single run of every grid member (seed, strength), in grid order."""
+  for i, (seed, strength) in enumerate(members):
+    yield MethodRun(sweep.member_config(config, seed), tasks, sweep.member_label(method, strength),
+                    folder / str(i)).run()
+
+
+def _assert_member_equals(grid, i, single):
+  """Grid member i's parameters and accuracy matrix equal its single run's (float tolerance)."""
+  chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], grid["params"]), single["params"], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(grid["accuracy"][i], single["accuracy"], atol=1e-6)
+
+
 def test_grid_equals_independent_single_runs(ewc_grid, tasks, tmp_path):
   config, members, result = ewc_grid
   assert members == [(0, 10.0), (0, 1000.0), (1, 10.0), (1, 1000.0)]
   assert result["accuracy"].shape == (4, 2, 2)
-  for i, (seed, strength) in enumerate(members):
-    single = MethodRun(sweep.member_config(config, seed), tasks, sweep.member_label("ewc", strength),
-                       tmp_path / str(i)).run()
-    chex.assert_trees_all_close(jax.tree.map(lambda a, i=i: a[i], result["params"]), single["params"],
-                                rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(result["accuracy"][i], single["accuracy"], atol=1e-6)
+  for i, single in enumerate(_single_runs(config, tasks, "ewc", members, tmp_path)):
+    _assert_member_equals(result, i, single)
     np.testing.assert_allclose(result["baseline"][i], single["baseline"], atol=1e-6)
   # the members differ: seeds change the initialisation, strengths the training
   flat = [np.concatenate([np.ravel(x[i]) for x in jax.tree.leaves(result["params"])]) for i in range(4)]
@@ -64,12 +73,8 @@ def test_mas_grid_importance_vmapped_equals_single_runs(tasks, tmp_path, monkeyp
   monkeypatch.setattr(imp, "mas_importance", lambda *a, **k: calls.append(1) or original(*a, **k))
   grid = sweep.GridRun(config, tasks, "mas", members, max_traces=1).run()
   assert len(calls) == 2  # one vmapped Omega per task for the 4 members
-  for i, (seed, strength) in enumerate(members):
-    single = MethodRun(sweep.member_config(config, seed), tasks, sweep.member_label("mas", strength),
-                       tmp_path / str(i)).run()
-    chex.assert_trees_all_close(jax.tree.map(lambda a, i=i: a[i], grid["params"]), single["params"],
-                                rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(grid["accuracy"][i], single["accuracy"], atol=1e-6)
+  for i, single in enumerate(_single_runs(config, tasks, "mas", members, tmp_path)):
+    _assert_member_equals(grid, i, single)
 
 
 def test_grid_sharded_over_devices_equals_one_device(ewc_grid, tasks):
