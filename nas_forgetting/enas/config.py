@@ -143,6 +143,11 @@ def default_multi_model_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.max_rounds = 20  # rounds (one burst per architecture each)
   c.patience = 0  # > 0 ("strict"): stop when the mean end-of-round metric has not improved for this many rounds;
   #                 0 ("loose"): run max_rounds rounds
+  c.eval_batches = 1  # every score is over the first this many reward batches (pooled: perplexity over all their
+  #                     tokens, mean accuracy); at most the task's number of distinct reward batches
+  c.stand_alone = False  # also train each architecture alone (fresh shared weights, no WPL, the same bursts and
+  #                        learning rates it got in the round-robin) and report Kendall's tau between its ranking
+  #                        with the shared weights and alone (doubles the run's training)
   return cc.override(c, overrides, group="multi_model")
 
 
@@ -337,6 +342,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   cc.integer(c, "multi_model.num_archs", minimum=2)
   cc.integer(c, "multi_model.max_rounds", minimum=1)
   cc.integer(c, "multi_model.patience", minimum=0)
+  cc.integer(c, "multi_model.eval_batches", minimum=1)
+  cc.boolean(c, "multi_model.stand_alone")
 
   # weight plasticity loss
 

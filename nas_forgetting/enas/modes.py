@@ -21,7 +21,6 @@ from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
-from scipy import stats
 
 from nas_forgetting.enas import multi_model
 from nas_forgetting.enas import search_space as ss
@@ -33,30 +32,7 @@ from nas_forgetting.enas.state import Run, load_trained
 from nas_forgetting.errors import DataError
 from nas_forgetting.io import plots
 from nas_forgetting.io.metrics import write_csv
-
-
-def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
-  """Kendall's tau-b rank correlation of two paired samples (ties handled; NaN when one sample is constant).
-
-  tau_b = (n_c - n_d) / sqrt((n_0 - n_x) (n_0 - n_y)), n_0 = n(n-1)/2 pairs, n_x / n_y the pairs tied in x / y,
-  computed by `scipy.stats.kendalltau(variant='b')` (this function adds the input checks and the NaN contract).
-  Scores must be oriented the same way (e.g. both accuracies, or both negative perplexities).
-
-  A constant sample (every pair tied: n_x = n_0 or n_y = n_0, e.g. all architectures scoring the same perplexity
-  with shared weights) ranks nothing, and tau_b is undefined (0/0): the result is then NaN, not 0 (which would
-  claim "no agreement"). Callers test it with `math.isnan` and report it as undefined; it is safe to log:
-  `nas_forgetting.io.MetricsLogger` writes NaN to the JSONL (read back as NaN by `read_jsonl`) and to TensorBoard,
-  and it prints as 'nan'.
-  """
-  x = np.asarray(x, np.float64)
-  y = np.asarray(y, np.float64)
-  if x.ndim != 1 or x.shape != y.shape:
-    raise DataError(f"kendall_tau_b needs two 1-D samples of equal length; got shapes {x.shape} and {y.shape}")
-  if x.size < 2:
-    raise DataError(f"kendall_tau_b needs at least 2 pairs; got {x.size}")
-  if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-    raise DataError("kendall_tau_b got a non-finite score")
-  return float(stats.kendalltau(x, y, variant="b").statistic)
+from nas_forgetting.statistics import kendall_tau_b
 
 
 def derive_mode(run: Run, logs: Logs) -> dict[str, Any]:

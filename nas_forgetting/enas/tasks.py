@@ -194,6 +194,11 @@ class RnnTask:
   def steps_per_pass(self) -> int:
     return self.windows_train
 
+  @property
+  def reward_batches(self) -> int:
+    """The number of distinct reward batches (`reward_batch(k)` repeats with period this)."""
+    return self.windows_reward
+
   def reward_batch(self, k: int):
     return (self.reward, jnp.asarray((k % self.windows_reward) * self.bptt, jnp.int32))
 
@@ -280,6 +285,11 @@ class CnnTask:
 
   def monitored(self, params):
     return wpl_masks.cnn_monitored(params)
+
+  @property
+  def reward_batches(self) -> int:
+    """The number of non-overlapping reward batches (`reward_batch(k)` for k below this)."""
+    return max(len(self.reward_labels) // self.reward_batch_size, 1)
 
   def reward_batch(self, k: int):
     n = len(self.reward_labels)

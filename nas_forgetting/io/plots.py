@@ -159,8 +159,9 @@ def accuracy_curves(matrix, path: PathLike, *, task_names: Sequence[str] | None 
 def line_plot(path: PathLike, series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, xlabel: str,
               ylabel: str, title: str = "", logx: bool = False, logy: bool = False,
               ylim: tuple[float, float] | None = None, markers: bool = False,
+              bands: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
               figsize: tuple[float, float] = (6.4, 4.8), dpi: int = 100) -> list[pathlib.Path]:
-  """Lines y(x), one per named series, with a legend (NaN values are gaps).
+  """Lines y(x), one per named series, with a legend (NaN values are gaps), and optional shaded bands.
 
   Args:
     path: output .png or .pdf.
@@ -169,10 +170,15 @@ def line_plot(path: PathLike, series: Mapping[str, tuple[Sequence[float], Sequen
     logx, logy: logarithmic axes.
     ylim: fixed y range.
     markers: draw a marker at every point.
+    bands: {label: (low, high)}: a band shaded in the colour of the series of that label, over its x values
+      (e.g. an interval over seeds).
     figsize, dpi: size in inches and pixels per inch.
   """
   if not series:
     raise DataError(f"line_plot({path!s}): no series to draw")
+  bands = dict(bands or {})
+  if set(bands) - set(series):
+    raise DataError(f"line_plot({path!s}): bands {sorted(set(bands) - set(series))} name no series")
   fig = new_figure(figsize, dpi)
   ax = fig.add_subplot()
   for label, xy in series.items():
@@ -181,7 +187,13 @@ def line_plot(path: PathLike, series: Mapping[str, tuple[Sequence[float], Sequen
     x, y = (np.asarray(v, np.float64).reshape(-1) for v in xy)
     if x.shape != y.shape:
       raise DataError(f"line_plot({path!s}): series {label!r} has {x.size} x values and {y.size} y values")
-    ax.plot(x, y, label=str(label), marker="." if markers else None)
+    (line,) = ax.plot(x, y, label=str(label), marker="." if markers else None)
+    if label in bands:
+      low, high = (np.asarray(v, np.float64).reshape(-1) for v in bands[label])
+      if low.shape != x.shape or high.shape != x.shape:
+        raise DataError(f"line_plot({path!s}): the band of {label!r} has {low.size} / {high.size} values for "
+                        f"{x.size} x values")
+      ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
   if logx:
     ax.set_xscale("log")
   if logy:

@@ -21,7 +21,7 @@ The paper's full definition, for a round in which every architecture is evaluate
 `round_forgetting_summary` over the (architectures x bursts) matrix of metrics: each architecture's metric right
 after its own burst versus right after the NEXT architecture's burst ("after_next/...") and at the end of the round
 ("end/..."). (Kendall's tau between shared-weight and stand-alone rankings is the ENAS rank-correlation
-mode's: `nas_forgetting.enas.modes.kendall_tau_b`.)
+mode's: `nas_forgetting.statistics.kendall_tau_b`.)
 """
 
 from __future__ import annotations

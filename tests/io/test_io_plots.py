@@ -69,6 +69,21 @@ def test_line_plot_writes_png_of_requested_size(tmp_path):
   assert sorted(p.name for p in path.parent.iterdir()) == ["l.png"]  # No temporary left behind.
 
 
+def test_line_plot_band_is_shaded_in_its_series_colour(tmp_path):
+  x = np.arange(10.0)
+  plain = _pixels(plots.line_plot(tmp_path / "plain.png", {"a": (x, x)}, xlabel="x", ylabel="y")[0])
+  banded = _pixels(plots.line_plot(tmp_path / "band.png", {"a": (x, x)}, xlabel="x", ylabel="y",
+                                   bands={"a": (x - 3, x + 3)})[0])
+  changed = np.any(plain != banded, axis=-1)
+  assert changed.mean() > 0.05  # a band covers a visible share of the axes
+  r, g, b = (banded[changed].astype(float).mean(axis=0))
+  assert b > r and b > g  # tinted with the first series' colour (matplotlib's default blue)
+  with pytest.raises(DataError, match=r"bands \['z'\] name no series"):
+    plots.line_plot(tmp_path / "x.png", {"a": (x, x)}, xlabel="x", ylabel="y", bands={"z": (x, x)})
+  with pytest.raises(DataError, match="the band of 'a' has 2 / 2 values for 10 x values"):
+    plots.line_plot(tmp_path / "x.png", {"a": (x, x)}, xlabel="x", ylabel="y", bands={"a": ([0, 1], [1, 2])})
+
+
 def test_bad_input_is_named(tmp_path):
   with pytest.raises(DataError, match=r"shape \(3,\)"):
     plots.accuracy_curves(np.ones(3), tmp_path / "x.png")
