@@ -23,11 +23,22 @@ cores). Expected results (seed 0, measured; tests/continual/test_continual_confi
   permuted_mnist.py:class_quick   online_ewc average accuracy 29.5 %, forgetting -2.0 %
 """
 
-from configs.split_mnist import quick, reduced_mnist
+from configs.split_mnist import quick, reduced_mnist, sweep
+
+SWEEP_GRID = {  # the log grids of the sweep variants (task-IL and class-IL alike): 4 strengths per method
+    "ewc": (1e1, 1e2, 1e3, 1e4),
+    "online_ewc": (1e1, 1e2, 1e3, 1e4),
+    "si": (1e-2, 1e-1, 1e0, 1e1),
+    "mas": (1e-2, 1e-1, 1e0, 1e1),
+}
+SWEEP_EPOCHS = 2  # epochs per task of the sweep variants (the single runs train 4)
+VARIANTS = ("task", "domain", "class", "quick", "domain_quick", "class_quick", "sweep", "class_sweep")
 
 
 def get_config(arg: str | None = None):
   variant = arg or "task"
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown variant {arg!r} of configs/permuted_mnist.py; valid: {', '.join(VARIANTS)}")
   config = reduced_mnist("permuted")  # the setting shared with configs/split_mnist.py
   config.strength.ewc = 500.0
   config.strength.online_ewc = 500.0
@@ -35,11 +46,11 @@ def get_config(arg: str | None = None):
   config.strength.mas = 0.3
   if variant in ("domain", "domain_quick"):
     config.stream.scenario = "domain"
-  if variant in ("class", "class_quick"):
+  if variant in ("class", "class_quick", "class_sweep"):
     config.stream.scenario = "class"  # one head over 10 classes per task: task t's digit y is class 10 t + y
   if variant in ("quick", "domain_quick", "class_quick"):
     quick(config, "online_ewc")
-  elif variant not in ("task", "domain", "class"):
-    raise ValueError(f"unknown variant {arg!r} of configs/permuted_mnist.py; valid: task, domain, class, quick, "
-                     "domain_quick, class_quick")
+  if variant in ("sweep", "class_sweep"):
+    sweep(config, SWEEP_GRID)
+    config.train.epochs = SWEEP_EPOCHS
   return config

@@ -5,6 +5,9 @@ Command (reduced scale, offline, real MNIST test split carved into 8,000 train /
   python launch.py --config configs/split_mnist.py:class --workdir /tmp/split_mnist_c  # class-IL
   python launch.py --config configs/split_mnist.py:domain --workdir /tmp/split_mnist_d # domain-IL
   python launch.py --config configs/split_mnist.py:quick --workdir /tmp/split_mnist_q  # smoke test (seconds)
+  python launch.py --config configs/split_mnist.py:sweep --workdir /tmp/split_mnist_sweep          # task-IL sweep
+  python launch.py --config configs/split_mnist.py:class_sweep --workdir /tmp/split_mnist_csweep   # class-IL sweep
+  python launch.py --config configs/split_mnist.py:sweep_quick --workdir /tmp/split_mnist_sq       # sweep smoke test
 
 Expected figure and its source: van de Ven & Tolias (2019), "Three scenarios for continual learning", Table 2
 (full MNIST, 60k train, MLP 2x400, Adam lr 1e-3, 2,000 iterations per task of batch 128): average task-IL test
@@ -16,6 +19,17 @@ fine-tuning too; only replay methods escape. A faithful reproduction shows both.
 Here (reduced scale): the same network and optimiser with 8k training images (~1,600 per task) and 2k test
 images carved from the 10k MNIST test split, 4 epochs per task (~50 iterations per task). Expected time: about
 2-3 minutes on 2 CPU cores for the six methods (measured 127-143 s). Measured numbers: docs/results_continual.md.
+
+Sweep variants `sweep` (task-IL) and `class_sweep` (class-IL): the same setting and the six methods, each run for
+seeds 0-4 (initialisation, batch order and importance subset; the task stream is seed 0's) in one compiled program
+per method (`nas_forgetting.continual.sweep`), the penalties over log grids (SWEEP_GRID: EWC and online EWC lambda
+1e1..1e5, SI c 1e-1..1e3, MAS lambda 1e-3..1e1, one value per decade); 0.1 of each task's training data is held
+out as the validation split on which each method's best strength is picked (the members train on the other 0.9;
+the test split is never used for the choice). Outputs: sweep_summary.csv (mean +- std over seeds per strength, the
+best marked), sweep_members.csv, <method>/sweep_accuracy.csv, sweep_strength.png. Measured: `sweep` 8.4 min wall
+on the 2 shared CPU cores (425 s user CPU, 4.3 GB peak memory). `sweep_quick`: fine-tuning and EWC at 1e2 and 1e4,
+seeds 0 and 1, at the quick scale below (about 15 s). Results: docs/results_continual.md, "Sweeps over strengths
+and seeds".
 
 Quick variants (smoke tests: EWC alone, 500 / 200 images, 2 tasks, MLP 32, one epoch; 5-10 s each on 2 CPU cores,
 most of it compilation). Expected results (seed 0, measured; tests/continual/test_continual_configs.py reruns them):
@@ -60,18 +74,43 @@ def quick(config: ml_collections.ConfigDict, method: str) -> None:
   config.importance.num_examples = 64
 
 
+def sweep(config: ml_collections.ConfigDict, strengths: dict[str, tuple[float, ...]],
+          seeds: tuple[int, ...] = (0, 1, 2, 3, 4)) -> None:
+  """The sweep variants (here and in configs/permuted_mnist.py): every method of `config.methods` for each of
+  `seeds`, each penalised method over its `strengths` (a log grid), 0.1 of each task's training data held out as
+  the validation split that picks each method's best strength (the test split is never used for it)."""
+  config.sweep.seeds = tuple(seeds)
+  for method, grid in strengths.items():
+    config.sweep.strengths[method] = tuple(float(s) for s in grid)
+  config.sweep.validation_fraction = 0.1
+
+
+SWEEP_GRID = {  # the log grids of the sweep variants (task-IL and class-IL alike)
+    "ewc": (1e1, 1e2, 1e3, 1e4, 1e5),
+    "online_ewc": (1e1, 1e2, 1e3, 1e4, 1e5),
+    "si": (1e-1, 1e0, 1e1, 1e2, 1e3),
+    "mas": (1e-3, 1e-2, 1e-1, 1e0, 1e1),
+}
+VARIANTS = ("task", "class", "domain", "quick", "class_quick", "domain_quick", "sweep", "class_sweep", "sweep_quick")
+
+
 def get_config(arg: str | None = None):
   variant = arg or "task"
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown variant {arg!r} of configs/split_mnist.py; valid: {', '.join(VARIANTS)}")
   config = reduced_mnist("split")
   config.strength.ewc = 5000.0  # van de Ven & Tolias' EWC lambda for Split MNIST
   config.strength.online_ewc = 5000.0
-  if variant in ("class", "class_quick"):
+  if variant in ("class", "class_quick", "class_sweep"):
     config.stream.scenario = "class"  # same strengths as task-IL (one 10-way head over all classes)
   if variant in ("domain", "domain_quick"):
     config.stream.scenario = "domain"  # same strengths; one 2-way head, labels 0/1 by position in the task
   if variant in ("quick", "class_quick", "domain_quick"):
     quick(config, "ewc")
-  elif variant not in ("task", "class", "domain"):
-    raise ValueError(f"unknown variant {arg!r} of configs/split_mnist.py; valid: task, class, domain, quick, "
-                     "class_quick, domain_quick")
+  if variant in ("sweep", "class_sweep"):
+    sweep(config, SWEEP_GRID)
+  if variant == "sweep_quick":  # the sweep at smoke-test scale: fine-tuning and EWC, 2 seeds x 2 strengths
+    quick(config, "ewc")
+    config.methods = ("finetune", "ewc")
+    sweep(config, {"ewc": (1e2, 1e4)}, seeds=(0, 1))
   return config

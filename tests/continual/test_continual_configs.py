@@ -2,6 +2,7 @@
 its docstring states for its quick variants are what the run gives."""
 
 import collections
+import csv
 import importlib.util
 import pathlib
 import re
@@ -11,13 +12,15 @@ import pytest
 
 from nas_forgetting.continual import config as continual_config
 from nas_forgetting.continual import experiment
+from nas_forgetting.continual import sweep
 from nas_forgetting.continual.methods import parse_method
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
 CONFIGS = {
     "quickstart": (None, "quick"),
-    "split_mnist": (None, "class", "domain", "quick", "class_quick", "domain_quick"),
-    "permuted_mnist": (None, "domain", "class", "quick", "domain_quick", "class_quick"),
+    "split_mnist": (None, "class", "domain", "quick", "class_quick", "domain_quick", "sweep", "class_sweep",
+                    "sweep_quick"),
+    "permuted_mnist": (None, "domain", "class", "quick", "domain_quick", "class_quick", "sweep", "class_sweep"),
     "mas_demo": (None, "sequence", "reference", "local", "quick"),
     "mas_image_folder": (None, "quick"),
     "ewc_mnist_fashion": (None, "quick"),
@@ -100,3 +103,65 @@ def test_stated_quick_results_are_parsed():
 def test_other_quick_variants_give_their_stated_results(name, variant, tmp_path, shared_data):
   out = experiment.run(load(name).get_config(variant), str(tmp_path))
   check_stated(name, variant, out)
+
+
+SIX_METHODS = ("finetune", "ewc", "online_ewc", "si", "mas", "joint")
+
+
+def decades(first, last):
+  """The log grid first, 10 first, ..., last (powers of ten)."""
+  return tuple(10.0 ** k for k in range(round(np.log10(first)), round(np.log10(last)) + 1))
+
+
+# (config, variant): scenario, epochs per task, and the grid of each penalised method, as the docstrings state them
+SWEEP_VARIANTS = {
+    ("split_mnist", "sweep"): ("task", 4, {"ewc": decades(1e1, 1e5), "online_ewc": decades(1e1, 1e5),
+                                           "si": decades(1e-1, 1e3), "mas": decades(1e-3, 1e1)}),
+    ("split_mnist", "class_sweep"): ("class", 4, {"ewc": decades(1e1, 1e5), "online_ewc": decades(1e1, 1e5),
+                                                  "si": decades(1e-1, 1e3), "mas": decades(1e-3, 1e1)}),
+    ("permuted_mnist", "sweep"): ("task", 2, {"ewc": decades(1e1, 1e4), "online_ewc": decades(1e1, 1e4),
+                                              "si": decades(1e-2, 1e1), "mas": decades(1e-2, 1e1)}),
+    ("permuted_mnist", "class_sweep"): ("class", 2, {"ewc": decades(1e1, 1e4), "online_ewc": decades(1e1, 1e4),
+                                                     "si": decades(1e-2, 1e1), "mas": decades(1e-2, 1e1)}),
+}
+
+
+@pytest.mark.parametrize("name, variant", sorted(SWEEP_VARIANTS))
+def test_sweep_variants_resolve_to_their_grids(name, variant):
+  scenario, epochs, grids = SWEEP_VARIANTS[(name, variant)]
+  config = load(name).get_config(variant)
+  single = load(name).get_config("class" if scenario == "class" else None)
+  assert config.stream.scenario == scenario and config.train.epochs == epochs
+  assert tuple(config.methods) == SIX_METHODS
+  assert tuple(config.sweep.seeds) == (0, 1, 2, 3, 4) and config.sweep.validation_fraction == 0.1
+  assert {m: tuple(v) for m, v in config.sweep.strengths.items() if v} == grids
+  for method in SIX_METHODS:  # 5 seeds x the method's grid (fine-tuning and joint: the 5 seeds)
+    strengths = grids.get(method, (0.0,))
+    assert sweep.grid(config, method) == [(s, l) for s in range(5) for l in strengths]
+  # everything else is the single run's setting (data, network, optimiser, importance)
+  for group in ("data", "stream", "model", "importance"):
+    assert config[group].to_dict() == single[group].to_dict(), group
+  assert {k: v for k, v in config.train.items() if k != "epochs"} == \
+      {k: v for k, v in single.train.items() if k != "epochs"}
+
+
+def test_sweep_quick_runs_through_launch(tmp_path, shared_data):
+  import launch  # pylint: disable=import-outside-toplevel
+  config = load("split_mnist").get_config("sweep_quick")
+  assert tuple(config.sweep.seeds) == (0, 1) and tuple(config.sweep.strengths.ewc) == (1e2, 1e4)
+  workdir = pathlib.Path(launch.run(config, str(tmp_path / "run")))
+  table = read_csv(workdir / "sweep_summary.csv")
+  assert [(r["method"], float(r["strength"]), int(r["seeds"])) for r in table] == \
+      [("finetune", 0.0, 2), ("ewc", 1e2, 2), ("ewc", 1e4, 2)]
+  assert sum(r["best"] == "True" for r in table) == 1 and table[0]["best"] == "False"
+  members = read_csv(workdir / "sweep_members.csv")
+  assert [(r["method"], int(r["seed"])) for r in members] == [("finetune", 0), ("finetune", 1)] + [("ewc", 0)] * 2 + \
+      [("ewc", 1)] * 2
+  for row in members:
+    assert 0.5 < float(row["avg_accuracy"]) <= 1.0  # two-class tasks: above chance
+  assert (workdir / "sweep_strength.png").stat().st_size > 0
+
+
+def read_csv(path):
+  with open(path, newline="", encoding="utf-8") as fh:
+    return list(csv.DictReader(fh))
