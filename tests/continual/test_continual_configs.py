@@ -120,9 +120,9 @@ SWEEP_VARIANTS = {
     ("split_mnist", "class_sweep"): ("class", 4, {"ewc": decades(1e1, 1e5), "online_ewc": decades(1e1, 1e5),
                                                   "si": decades(1e-1, 1e3), "mas": decades(1e-3, 1e1)}),
     ("permuted_mnist", "sweep"): ("task", 2, {"ewc": decades(1e1, 1e4), "online_ewc": decades(1e1, 1e4),
-                                              "si": decades(1e-2, 1e1), "mas": decades(1e-2, 1e1)}),
+                                              "si": decades(1e0, 1e3), "mas": decades(1e-3, 1e0)}),
     ("permuted_mnist", "class_sweep"): ("class", 2, {"ewc": decades(1e1, 1e4), "online_ewc": decades(1e1, 1e4),
-                                                     "si": decades(1e-2, 1e1), "mas": decades(1e-2, 1e1)}),
+                                                     "si": decades(1e0, 1e3), "mas": decades(1e-3, 1e0)}),
 }
 
 
