@@ -26,8 +26,10 @@ per method (`nas_forgetting.continual.sweep`), the penalties over log grids (SWE
 1e1..1e5, SI c 1e-1..1e3, MAS lambda 1e-3..1e1, one value per decade); 0.1 of each task's training data is held
 out as the validation split on which each method's best strength is picked (the members train on the other 0.9;
 the test split is never used for the choice). Outputs: sweep_summary.csv (mean +- std over seeds per strength, the
-best marked), sweep_members.csv, <method>/sweep_accuracy.csv, sweep_strength.png. Measured: `sweep` 8.4 min wall
-on the 2 shared CPU cores (425 s user CPU, 4.3 GB peak memory). `sweep_quick`: fine-tuning and EWC at 1e2 and 1e4,
+best marked), sweep_members.csv, <method>/sweep_accuracy.csv, sweep_strength.png. Measured wall on the 2 shared
+CPU cores: `sweep` 8.4 min (425 s user CPU, 4.3 GB peak memory), `class_sweep` 12.4 min (409 s user CPU; the
+machine was loaded). In class-IL the validation split picks EWC, online EWC and SI at the top of their grids (see
+the docs). `sweep_quick`: fine-tuning and EWC at 1e2 and 1e4,
 seeds 0 and 1, at the quick scale below (about 15 s). Results: docs/results_continual.md, "Sweeps over strengths
 and seeds".
 
