@@ -143,8 +143,9 @@ def default_multi_model_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.max_rounds = 20  # rounds (one burst per architecture each)
   c.patience = 0  # > 0 ("strict"): stop when the mean end-of-round metric has not improved for this many rounds;
   #                 0 ("loose"): run max_rounds rounds
-  c.eval_batches = 1  # every score is over the first this many reward batches (pooled: perplexity over all their
-  #                     tokens, mean accuracy); at most the task's number of distinct reward batches
+  c.eval_width = 1  # the fixed validation batch every score uses is this many reward batches wide (RNN: the reward
+  #                  split's first window over eval_width x shared.batch_size columns; CNN: the first
+  #                  eval_width x controller.reward_batch_size held-out images)
   c.stand_alone = False  # also train each architecture alone (fresh shared weights, no WPL, the same bursts and
   #                        learning rates it got in the round-robin) and report Kendall's tau between its ranking
   #                        with the shared weights and alone (doubles the run's training)
@@ -342,12 +343,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
   cc.integer(c, "multi_model.num_archs", minimum=2)
   cc.integer(c, "multi_model.max_rounds", minimum=1)
   cc.integer(c, "multi_model.patience", minimum=0)
-  cc.integer(c, "multi_model.eval_batches", minimum=1)
+  cc.integer(c, "multi_model.eval_width", minimum=1)
   cc.boolean(c, "multi_model.stand_alone")
 
   # weight plasticity loss
 
   validate_wpl_config(c.wpl)
+  if c.network != "rnn" and c.wpl.monitor != "edges":
+    raise ConfigError(f"wpl.monitor={c.wpl.monitor!r} is available for the RNN supernet only; the micro-CNN's WPL "
+                      "monitors its edge ops ('edges')")
   if c.wpl.enabled and c.wpl.estimator not in enas_fisher.ENAS_ESTIMATORS:
     raise ConfigError(f"wpl.estimator={c.wpl.estimator!r} is not available for the ENAS supernets; expected one of "
                       f"{', '.join(enas_fisher.ENAS_ESTIMATORS)}")

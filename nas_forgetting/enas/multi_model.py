@@ -3,8 +3,8 @@
 Mode 'multi_model' of the ENAS experiment. `multi_model.num_archs` architectures are sampled once (from the seed,
 with the untrained controller's policy) and trained in rounds: each round trains every architecture in turn for one
 burst of `wpl.num_batch_per_iter` shared steps (with the WPL penalty and Fisher update when WPL is on), and after
-every burst ALL the architectures are scored on the same fixed validation data (the first `multi_model.eval_batches`
-reward batches, pooled: `pooled_scores`) by one compiled evaluation (the architectures are a traced array). Each round thus gives an (architectures x bursts) matrix, and
+every burst ALL the architectures are scored on the same fixed validation batch (`multi_model.eval_width` reward
+batches wide: the task's `score_batch`) by one compiled evaluation (the architectures are a traced array). Each round thus gives an (architectures x bursts) matrix, and
 `nas_forgetting.wpl.forgetting.round_forgetting_summary` its forgetting: after the next architecture's burst and at
 the round's end (mean, median, fraction that got worse; > 0 = forgetting).
 
@@ -32,7 +32,6 @@ import numpy as np
 
 from nas_forgetting.enas.outputs import Logs
 from nas_forgetting.enas.state import Run, fresh_state
-from nas_forgetting.errors import ConfigError
 from nas_forgetting.io.metrics import write_csv
 from nas_forgetting.numerics import check_finite
 from nas_forgetting.statistics import kendall_tau_b
@@ -49,14 +48,6 @@ def converged(round_scores: Sequence[float], *, patience: int, higher_is_better:
   scores = np.asarray(round_scores, np.float64)
   before, recent = scores[:-patience], scores[-patience:]
   return bool(np.max(recent) <= np.max(before)) if higher_is_better else bool(np.min(recent) >= np.min(before))
-
-
-def pooled_scores(run: Run, params: Any, archs: Any, num_batches: int) -> np.ndarray:
-  """Each architecture's metric over the first `num_batches` reward batches, pooled: the perplexity over all their
-  tokens (exp of the mean log perplexity: the batches hold equally many tokens), or the mean accuracy."""
-  values = np.stack([np.asarray(run.metric(params, run.task.reward_batch(k), archs), np.float64)
-                     for k in range(num_batches)])
-  return np.exp(np.mean(np.log(values), axis=0)) if run.task.metric == "perplexity" else np.mean(values, axis=0)
 
 
 def train_bursts(run: Run, shared: Any, data: Any, arch: Any, rng: jax.Array, lrs: Sequence[float],
@@ -78,9 +69,8 @@ def round_robin(run: Run, logs: Logs) -> dict[str, Any]:
   and test metrics and, with `multi_model.stand_alone`, Kendall's tau against their stand-alone ranking)."""
   c = run.config
   mm = c.multi_model
-  if mm.eval_batches > run.task.reward_batches:
-    raise ConfigError(f"multi_model.eval_batches={mm.eval_batches} exceeds the {run.task.reward_batches} distinct "
-                      "reward batches of the data")
+  score_batch = run.task.score_batch(mm.eval_width)
+  score = lambda params: np.asarray(run.metric(params, score_batch, archs), np.float64)
   init = jax.random.key(c.seed)
   state = fresh_state(run, init)
   archs = run.sample(state.controller.params, jax.random.key(c.seed + 13), num_samples=mm.num_archs)
@@ -103,7 +93,7 @@ def round_robin(run: Run, logs: Logs) -> dict[str, Any]:
       if hp is not None:
         wpl = run.task.end_burst(wpl, shared.params, archs[i], data,
                                  r * mm.num_archs + i if c.wpl.shared_valid_fisher else None)
-      columns.append(pooled_scores(run, shared.params, archs, mm.eval_batches))
+      columns.append(score(shared.params))
     matrix = np.stack(columns, axis=1)  # [architecture, burst after which it was scored]
     check_finite({f"multi_model/{m}": matrix}, context=f"round {r} of the round-robin training")
     long_rows += [{"round": r, "arch": i, "after_burst": t, m: float(matrix[i, t])}
@@ -126,7 +116,7 @@ def round_robin(run: Run, logs: Logs) -> dict[str, Any]:
     for i, row in enumerate(final):
       alone, _, _ = train_bursts(run, fresh_state(run, init).shared, run.task.epoch_cursor(0), archs[i],
                                  jax.random.key(c.seed + 17), lrs)
-      row[f"alone_{m}"] = float(pooled_scores(run, alone.params, archs, mm.eval_batches)[i])
+      row[f"alone_{m}"] = float(score(alone.params)[i])
     result["kendall_tau"] = kendall_tau_b([row[f"shared_{m}"] for row in final], [row[f"alone_{m}"] for row in final])
   write_csv(str(out / "final.csv"), final)
   keys = [f"{view}/{k}" for view in forgetting_lib.ROUND_VIEWS for k in ("mean_diff", "median_diff", "frac_worse")]

@@ -66,9 +66,9 @@ def _rnn_functions(model, bptt, ar_alpha, tar_beta, grad_clip, l2_reg, momentum,
     inputs, targets = tr.lm_window(data, start, bptt)
     fisher = enas_fisher.rnn_fisher(params, inputs, targets, arch, wpl_state, model=model, estimator=wpl_estimator,
                                     shared_ce_fisher=wpl_ce_fisher, ar_alpha=ar_alpha, tar_beta=tar_beta,
-                                    l2_reg=l2_reg, wpl_hp=wpl_hp)
-    return wpl_lib.end_burst(wpl_state, wpl_masks.rnn_monitored(params), fisher,
-                             wpl_masks.rnn_active_mask(arch, model.num_blocks), wpl_hp)
+                                    l2_reg=l2_reg, wpl_hp=wpl_hp, monitor=wpl_hp.monitor)
+    view = wpl_masks.rnn_monitored(params, wpl_hp.monitor)
+    return wpl_lib.end_burst(wpl_state, view, fisher, wpl_masks.rnn_active_mask(arch, model.num_blocks, view), wpl_hp)
 
   return optimizer, step, reward_fn, score_fn, (jax.jit(end_burst) if wpl_hp is not None else None)
 
@@ -134,6 +134,7 @@ class RnnTask:
     self.vocab_size = len(corpus.vocab)
     self.bptt = c.shared.bptt
     self.train = jnp.asarray(batchify(train, c.shared.batch_size))
+    self.reward_tokens = np.asarray(reward)
     self.reward = jnp.asarray(batchify(reward, c.shared.batch_size))
     self.reward_eval = jnp.asarray(batchify(reward, c.train.eval_batch_size))
     if c.data.eval_max_tokens > 0:  # evaluate on a prefix of the test split (smoke runs); 0 = all of it
@@ -188,16 +189,22 @@ class RnnTask:
     return self._end_burst(wpl_state, params, data, start, arch)
 
   def monitored(self, params):
-    return wpl_masks.rnn_monitored(params)
+    return wpl_masks.rnn_monitored(params, self.wpl_hp.monitor)
 
   @property
   def steps_per_pass(self) -> int:
     return self.windows_train
 
-  @property
-  def reward_batches(self) -> int:
-    """The number of distinct reward batches (`reward_batch(k)` repeats with period this)."""
-    return self.windows_reward
+  def score_batch(self, width: int):
+    """A validation batch `width` reward batches wide, for scores on more data in one evaluation: the first window
+    of the reward split cut into `width` x shared.batch_size columns (the pooled data of mode 'multi_model')."""
+    columns = width * self.batch_size
+    data = self.reward_tokens[:len(self.reward_tokens) // columns * columns]
+    if len(data) // columns < self.bptt + 1:
+      raise ConfigError(f"a validation batch {width} reward batches wide ({columns} columns) leaves "
+                        f"{len(data) // columns} tokens per column of the {len(self.reward_tokens)}-token reward "
+                        f"split; need at least bptt + 1 = {self.bptt + 1}")
+    return (jnp.asarray(batchify(data, columns)), jnp.asarray(0, jnp.int32))
 
   def reward_batch(self, k: int):
     return (self.reward, jnp.asarray((k % self.windows_reward) * self.bptt, jnp.int32))
@@ -286,10 +293,14 @@ class CnnTask:
   def monitored(self, params):
     return wpl_masks.cnn_monitored(params)
 
-  @property
-  def reward_batches(self) -> int:
-    """The number of non-overlapping reward batches (`reward_batch(k)` for k below this)."""
-    return max(len(self.reward_labels) // self.reward_batch_size, 1)
+  def score_batch(self, width: int):
+    """A validation batch `width` reward batches wide (the first width x reward_batch_size held-out images), for
+    scores on more data in one evaluation (mode 'multi_model')."""
+    n = width * self.reward_batch_size
+    if n > len(self.reward_labels):
+      raise ConfigError(f"a validation batch {width} reward batches wide needs {n} images; the reward split holds "
+                        f"{len(self.reward_labels)}")
+    return self.reward_images[:n], self.reward_labels[:n]
 
   def reward_batch(self, k: int):
     n = len(self.reward_labels)

@@ -96,8 +96,8 @@ def wpl_rnn_penalty(params: Any, arch: jax.Array, wpl_state: wpl_lib.WPLState | 
   """The WPL penalty of an RNN architecture over its active edges (0. without WPL, i.e. `wpl_hp` None)."""
   if wpl_hp is None:
     return jnp.float32(0.0)
-  return wpl_lib.penalty(wpl_state, wpl_masks.rnn_monitored(params), wpl_masks.rnn_active_mask(arch, num_blocks),
-                         wpl_hp)
+  view = wpl_masks.rnn_monitored(params, wpl_hp.monitor)
+  return wpl_lib.penalty(wpl_state, view, wpl_masks.rnn_active_mask(arch, num_blocks, view), wpl_hp)
 
 
 def wpl_cnn_penalty(params: Any, arch: jax.Array, wpl_state: wpl_lib.WPLState | None,

@@ -70,9 +70,9 @@ def _plus(grads: PyTree, extra: PyTree | None) -> PyTree:
 def rnn_fisher(params: PyTree, inputs: jax.Array, targets: jax.Array, arch: jax.Array,
                wpl_state: wpl.WPLState | None = None, *, model: EnasRnn, estimator: str = "empirical",
                shared_ce_fisher: bool = True, ar_alpha: float = 0.0, tar_beta: float = 0.0, l2_reg: float = 0.0,
-               wpl_hp: wpl.WPLHyperParams | None = None) -> dict[str, jax.Array]:
-  """Fisher estimate over `masks.rnn_monitored(params)` from one window (inputs, targets: (T, B) token ids),
-  each column starting from a zero hidden state.
+               wpl_hp: wpl.WPLHyperParams | None = None, monitor: str = "edges") -> dict[str, jax.Array]:
+  """Fisher estimate over `masks.rnn_monitored(params, monitor)` from one window (inputs, targets: (T, B) token
+  ids), each column starting from a zero hidden state.
 
   The loss is the mean token cross-entropy (`shared_ce_fisher=True`), or the full training loss of
   `enas.trainer.rnn_shared_step` (`shared_ce_fisher=False`): cross-entropy + AR (`ar_alpha`) + TAR (`tar_beta`)
@@ -89,6 +89,8 @@ def rnn_fisher(params: PyTree, inputs: jax.Array, targets: jax.Array, arch: jax.
   pre-activations (sequences are independent, so the gradient of the sum at sequence b's probes is that of its own
   loss), and F = mean_b (G_b + r)^2 over the N - 1 edges the cell reads, scattered into the (E, H, 2H) edge stack.
   Memory: the (N - 1, B, H, 2H) per-sequence gradients of the read edges (not of all E edges).
+  With `monitor='all'` the weights outside the edges (embedding, decoder bias, node 0's input and recurrent
+  weights) get theirs from one backward pass per sequence (`vmap` over the B columns): B copies of them in memory.
   """
   _check_estimator(estimator)
   if shared_ce_fisher:
@@ -96,15 +98,15 @@ def rnn_fisher(params: PyTree, inputs: jax.Array, targets: jax.Array, arch: jax.
   n, h = model.num_blocks, model.hidden_size
   time, batch = inputs.shape
   hidden = jnp.zeros((batch, h), jnp.float32)
-  reg = _parameter_terms_grad(masks.rnn_monitored(params), masks.rnn_active_mask(arch, n), wpl_state,
-                              l2_reg=l2_reg, wpl_hp=wpl_hp)
+  view = masks.rnn_monitored(params, monitor)
+  reg = _parameter_terms_grad(view, masks.rnn_active_mask(arch, n, view), wpl_state, l2_reg=l2_reg, wpl_hp=wpl_hp)
 
   def loss(p, probes=None):  # mean over the window and the columns, = mean over columns of each column's loss
     logits, _, extras = model.apply({"params": p}, inputs, hidden, arch, train=False, edge_probes=probes)
     return rnn_lm_loss(logits, targets, extras, ar_alpha=ar_alpha, tar_beta=tar_beta)[0], extras
 
   if estimator == "batch":
-    return jax.tree.map(jnp.square, _plus(masks.rnn_monitored(jax.grad(lambda p: loss(p)[0])(params)), reg))
+    return jax.tree.map(jnp.square, _plus(masks.rnn_monitored(jax.grad(lambda p: loss(p)[0])(params), monitor), reg))
 
   edges = params["edges"]
   reg_edges = None if reg is None else jnp.concatenate([reg["edges_c"], reg["edges_h"]], axis=-1)
@@ -122,7 +124,19 @@ def rnn_fisher(params: PyTree, inputs: jax.Array, targets: jax.Array, arch: jax.
     if reg_edges is not None:
       per_sequence = per_sequence + reg_edges[rows][:, None]
     fisher = fisher.at[rows].set(jnp.mean(jnp.square(per_sequence), axis=1))
-  return masks.rnn_monitored({"edges": fisher})
+  out = masks.rnn_monitored({"edges": fisher})
+  if monitor == "all":
+    shared = {k: v for k, v in params.items() if k != "edges"}
+
+    def column_loss(weights, x, y):  # one sequence's loss (its column alone: columns are independent)
+      logits, _, extras = model.apply({"params": {**weights, "edges": edges}}, x[:, None], hidden[:1], arch,
+                                      train=False)
+      return rnn_lm_loss(logits, y[:, None], extras, ar_alpha=ar_alpha, tar_beta=tar_beta)[0]
+
+    per_sequence = jax.vmap(jax.grad(column_loss), in_axes=(None, 1, 1))(shared, inputs, targets)
+    out["shared"] = jax.tree.map(lambda g, r: jnp.mean(jnp.square(g + r), axis=0), per_sequence,
+                                 reg["shared"] if reg is not None else jax.tree.map(jnp.zeros_like, shared))
+  return out
 
 
 def cnn_fisher(params: PyTree, images: jax.Array, labels: jax.Array, arch: jax.Array,

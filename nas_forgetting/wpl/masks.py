@@ -8,7 +8,9 @@ jnp on the traced architecture, so one compilation serves all architectures.
 RNN supernet (`models.enas_rnn.EnasRnn`): as in the reference, the per-edge hidden-to-hidden weights W^c_ij and
 W^h_ij; they are stored stacked as `edges[e] = [W^c | W^h]` and viewed as two leaves `edges_c`, `edges_h` of shape
 (E, H, H), so that norm clipping treats each edge's W^c and W^h as separate tensors, like the reference. Node 0's
-input and recurrent weights, the embedding/decoder are not monitored (nor in the reference).
+input and recurrent weights and the embedding/decoder are not monitored (nor in the reference), unless
+`monitor='all'` (`wpl.monitor`): then the view also holds them under "shared" (one tensor each, active for every
+architecture, since every architecture uses them).
 
 Micro-CNN supernet (`models.enas_cnn.EnasCnn`): the separable-convolution weights of every edge of every cell
 (`dw3`, `pw3`, `dw5`, `pw5`, indexed [node, slot, input id, ...]); an edge's sep-conv-3x3 weights are active when
@@ -33,13 +35,19 @@ CNN_DEPTHWISE_WEIGHTS = ("dw3", "dw5")  # present in every supernet; pw3/pw5 onl
 _CELL_PREFIXES = ("normal_", "reduction_")
 
 
-def rnn_monitored(params: Mapping[str, Any]) -> dict[str, Any]:
-  """The per-edge W^c (`edges_c`) and W^h (`edges_h`) views of an EnasRnn parameter dict."""
+def rnn_monitored(params: Mapping[str, Any], monitor: str = "edges") -> dict[str, Any]:
+  """The per-edge W^c (`edges_c`) and W^h (`edges_h`) views of an EnasRnn parameter dict, and with
+  `monitor='all'` every other parameter under "shared"."""
   if "edges" not in params:
     raise ArchitectureError(f"RNN parameters have no 'edges' entry; found {', '.join(sorted(params))}")
+  if monitor not in ("edges", "all"):
+    raise ArchitectureError(f"monitor={monitor!r}; expected 'edges' or 'all'")
   edges = params["edges"]
   h = edges.shape[-1] // 2
-  return {"edges_c": edges[..., :h], "edges_h": edges[..., h:]}
+  view = {"edges_c": edges[..., :h], "edges_h": edges[..., h:]}
+  if monitor == "all":
+    view["shared"] = {k: v for k, v in params.items() if k != "edges"}
+  return view
 
 
 def rnn_active_edges(arch: jnp.ndarray, num_blocks: int) -> jnp.ndarray:
@@ -53,10 +61,14 @@ def rnn_active_edges(arch: jnp.ndarray, num_blocks: int) -> jnp.ndarray:
   return jnp.zeros((num_edges,), bool).at[edge_rows(arch, num_blocks)].max(arch[1:, 1] >= 0)
 
 
-def rnn_active_mask(arch: jnp.ndarray, num_blocks: int) -> dict[str, jnp.ndarray]:
-  """Masks for `rnn_monitored(params)`."""
+def rnn_active_mask(arch: jnp.ndarray, num_blocks: int, view: Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """Masks for `rnn_monitored(params, monitor)` = `view` (needed only with monitor='all': every "shared" tensor is
+  active for every architecture)."""
   active = rnn_active_edges(arch, num_blocks)
-  return {"edges_c": active, "edges_h": active}
+  mask = {"edges_c": active, "edges_h": active}
+  if view is not None and "shared" in view:
+    mask["shared"] = {k: jnp.ones((), bool) for k in view["shared"]}
+  return mask
 
 
 def _cell_names(params: Mapping[str, Any]) -> list[str]:

@@ -62,6 +62,7 @@ from nas_forgetting.errors import ArchitectureError
 PyTree = Any
 
 FISHER_ESTIMATORS = ("exact", "sampled", "empirical", "batch")
+MONITORS = ("edges", "all")  # the ENAS RNN weights WPL covers (`nas_forgetting.wpl.masks.rnn_monitored`)
 GROUP = "wpl"  # the config group of the WPL fields (named in error messages)
 
 
@@ -97,6 +98,10 @@ def default_wpl_config(**overrides: Any) -> ml_collections.ConfigDict:
                               apply the penalty without alpha (the reference's behaviour; reproduction only).
     measure_forgetting        evaluate every architecture of an epoch right after its burst and at the end of the
                               epoch on a fixed validation batch, and log the forgetting statistics.
+    monitor                   which shared weights of the ENAS RNN supernet WPL covers: 'edges' (default, as the
+                              reference: the per-edge cell weights) or 'all' (also the weights every architecture
+                              shares: embedding, decoder bias, node 0's input and recurrent weights; they are active
+                              for every architecture). `nas_forgetting.wpl.masks`.
     reset_fisher_without_gradient
                               False (default): a tensor of the architecture that gets no gradient from its loss (the
                               gradient is identically zero over the tensor, e.g. an op whose output never reaches the
@@ -122,6 +127,7 @@ def default_wpl_config(**overrides: Any) -> ml_collections.ConfigDict:
   config.reference_scaling = False
   config.measure_forgetting = True
   config.reset_fisher_without_gradient = False
+  config.monitor = "edges"
   cc.override(config, overrides, group=GROUP)
   validate_wpl_config(config)
   return config
@@ -179,13 +185,14 @@ class WPLHyperParams(NamedTuple):
   start_using_fisher: int = 0
   reference_scaling: bool = False
   reset_fisher_without_gradient: bool = False
+  monitor: str = "edges"
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "WPLHyperParams":
     """Validated hyper-parameters from a `wpl` config group (see `default_wpl_config`); a group without
-    `reset_fisher_without_gradient` gets its default (False)."""
+    `reset_fisher_without_gradient` or `monitor` gets its default (False, 'edges')."""
     values = {name: cc.get(config, name, group=GROUP) for name in cls._fields
-              if name in config or name != "reset_fisher_without_gradient"}
+              if name in config or name not in ("reset_fisher_without_gradient", "monitor")}
     return cls(**values).validate()
 
   def validate(self) -> "WPLHyperParams":
@@ -193,6 +200,7 @@ class WPLHyperParams(NamedTuple):
     bool."""
     for name in ("momentum", "reference_scaling", "reset_fisher_without_gradient"):
       cc.boolean(self, name, group=GROUP)
+    cc.choice(self, "monitor", MONITORS, group=GROUP)
     cc.integer(self, "alpha_decay_after", minimum=0, group=GROUP)
     cc.integer(self, "set_fisher_zero_per_iter", group=GROUP)  # <= 0: never reset
     cc.integer(self, "start_using_fisher", minimum=0, group=GROUP)

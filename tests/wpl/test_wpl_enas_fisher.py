@@ -40,13 +40,13 @@ def _rnn_case(max_hidden_norm=25.0, next_hidden="average", n=5, v=7, h=4, t=3, b
   return model, params, inputs, targets
 
 
-def _rnn_column_grads(model, params, inputs, targets, arch, *, ar_alpha=0.0, tar_beta=0.0):
+def _rnn_column_grads(model, params, inputs, targets, arch, *, ar_alpha=0.0, tar_beta=0.0, monitor="edges"):
   """Oracle: per-sequence gradients of the monitored weights by `vmap(grad)` over batch columns."""
   def column_loss(p, x, y):  # x, y: (T,)
     logits, _, extras = model.apply({"params": p}, x[:, None], jnp.zeros((1, model.hidden_size)), arch, train=False)
     return rnn_lm_loss(logits, y[:, None], extras, ar_alpha=ar_alpha, tar_beta=tar_beta)[0]
-  return jax.vmap(lambda x, y: masks.rnn_monitored(jax.grad(column_loss)(params, x, y)), in_axes=(1, 1))(inputs,
-                                                                                                      targets)
+  return jax.vmap(lambda x, y: masks.rnn_monitored(jax.grad(column_loss)(params, x, y), monitor),
+                  in_axes=(1, 1))(inputs, targets)
 
 
 @pytest.mark.parametrize("max_hidden_norm, next_hidden", [(25.0, "average"), (0.3, "last_node")])
@@ -73,6 +73,32 @@ def test_rnn_per_layer_fisher_equals_per_sequence_vmap_grad(max_hidden_norm, nex
     active = np.asarray(masks.rnn_active_edges(arch, model.num_blocks))
     for leaf in emp.values():
       assert float(jnp.abs(leaf[~active]).max()) == 0.0 and float(jnp.abs(leaf[active]).max()) > 0.0
+
+
+def test_rnn_fisher_of_every_shared_weight_with_monitor_all():
+  """monitor='all': the view adds embedding, decoder bias and node 0's weights under "shared", always active; their
+  `empirical` estimate is mean_b (per-sequence vmap(grad))^2 and `batch` is (mean_b g_b)^2, like the edges'; the
+  edges' estimate is the same as with monitor='edges'; and the WPL penalty then covers the shared weights too."""
+  model, params, inputs, targets = _rnn_case()
+  for arch in RNN_ARCHS[:2]:
+    emp, bat, edges_only = (enas_fisher.rnn_fisher(params, inputs, targets, arch, model=model, estimator=e,
+                                                   monitor=m)
+                            for e, m in (("empirical", "all"), ("batch", "all"), ("empirical", "edges")))
+    grads = _rnn_column_grads(model, params, inputs, targets, arch, monitor="all")
+    assert sorted(emp["shared"]) == ["b_x", "decoder_bias", "embedding", "w_h", "w_x"]
+    chex.assert_trees_all_close(emp, jax.tree.map(lambda g: jnp.mean(g ** 2, axis=0), grads), rtol=1e-4, atol=1e-11)
+    chex.assert_trees_all_close(bat, jax.tree.map(lambda g: jnp.mean(g, axis=0) ** 2, grads), rtol=1e-4, atol=1e-11)
+    chex.assert_trees_all_close({k: emp[k] for k in ("edges_c", "edges_h")}, edges_only, rtol=1e-6)
+    assert all(float(jnp.max(f)) > 0 for f in jax.tree.leaves(emp["shared"]))
+  view = masks.rnn_monitored(params, "all")
+  mask = masks.rnn_active_mask(RNN_ARCHS[0], model.num_blocks, view)
+  assert all(bool(m) for m in jax.tree.leaves(mask["shared"]))
+  hp = wpl.WPLHyperParams.from_config(wpl.default_wpl_config(alpha_fisher=2.0, monitor="all"))
+  state = wpl.init_wpl_state(view)
+  state = state._replace(fisher=jax.tree.map(jnp.ones_like, state.fisher))
+  moved = dict(params, embedding=params["embedding"] + 0.5)  # only a shared weight moves
+  penalty = wpl.penalty(state, masks.rnn_monitored(moved, "all"), mask, hp)
+  assert float(penalty) == pytest.approx(2.0 / 2 * 0.25 * params["embedding"].size, rel=1e-5)  # alpha/2 sum F d^2
 
 
 def _wpl_state(view, scale=0.5):
