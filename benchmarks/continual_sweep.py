@@ -24,7 +24,9 @@ its own compilation):
 `launches_over_sweep_launch` is the user-level ratio (both sides whole processes); `sequential_over_sweep` the
 conservative in-process one (the sequential side already shares one compilation). With `--rounds N` every side runs
 N times, the order of the sides reversed every other round; each side reports every round's time, the min and the
-median, and the ratios are given on medians and on minima (the top-level `*_s` figures are the medians).
+median, and the ratios are given on medians and on minima (the top-level `*_s` figures are the medians). The
+1-minute load average is recorded at the start and end of every side (on a shared machine the sides may run under
+different loads).
 
 Prints one JSON object: the times and ratios; the largest differences between accuracy matrices (sweep vs
 sequential, overall and per member: float rounding of the vmapped products, amplified by training; launches vs
@@ -38,6 +40,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import pathlib
 import platform
 import statistics
@@ -207,10 +210,13 @@ def main() -> None:
 
   argv = sys.argv[1:]
   seconds: dict[str, list[float]] = {side: [] for side in SIDES}
+  load: dict[str, list[list[float]]] = {side: [] for side in SIDES}  # 1-minute load average at a side's start, end
   first: dict[str, dict] = {}  # each side's first result (its accuracy matrices; every round computes the same)
   for r in range(args.rounds):
     for side in side_order(r):
+      before = os.getloadavg()[0]
       result = run_side(side, args, argv)
+      load[side].append([round(before, 2), round(os.getloadavg()[0], 2)])
       seconds[side].append(result["seconds"])
       first.setdefault(side, result)
       print(f"round {r + 1}/{args.rounds}: {side} {result['seconds']:.2f} s", file=sys.stderr, flush=True)
@@ -248,6 +254,7 @@ def main() -> None:
       "seconds": {s: {"rounds": [round(x, 2) for x in v], "min": round(minimum[s], 2), "median": round(median[s], 2)}
                   for s, v in seconds.items()},
       "order": [list(side_order(r)) for r in range(args.rounds)],
+      "load_average_1min_start_end": load,
       "max_accuracy_difference": diff,
       "max_accuracy_difference_per_member": per_member,
       "max_accuracy_difference_launches_vs_sequential": launch_diff,

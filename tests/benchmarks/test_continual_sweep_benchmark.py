@@ -72,6 +72,7 @@ def test_quick_mode_runs_all_four_sides_and_the_launches_equal_the_single_runs(s
   assert report["setup"]["members"] == 2 and report["setup"]["config"] == "configs/split_mnist.py:quick"
   for side in ("sweep", "sequential", "launches", "sweep_launch"):
     assert report[f"{side}_s"] > 0 and report["seconds"][side]["rounds"] == [report[f"{side}_s"]]
+    assert len(report["load_average_1min_start_end"][side]) == 1  # one round: the load at its start and end
   # the ratios come from the unrounded times
   assert report["speedup_launches"] == pytest.approx(report["launches_s"] / report["sweep_launch_s"], abs=0.02)
   assert report["speedup"] == pytest.approx(report["sequential_s"] / report["sweep_s"], abs=0.02)
