@@ -11,8 +11,8 @@ Command (reduced scale, offline, real MNIST test split carved into 8,000 train /
 
 Expected figure and its source: van de Ven & Tolias (2019), "Three scenarios for continual learning", Table 2
 (full MNIST, 60k train, MLP 2x400, Adam lr 1e-3, 2,000 iterations per task of batch 128): average task-IL test
-accuracy after all tasks EWC 98.64, online EWC 99.12, SI 99.09, fine-tuning ("None") 87.19; MAS 99.22 (their
-follow-up with MAS). Class-IL: every one of these penalties stays near 20% (the last task's two classes),
+accuracy after all tasks EWC 98.64, online EWC 99.12, SI 99.09, fine-tuning ("None") 87.19; MAS 99.22 +- 0.21
+(Hsu et al. 2018, Table 2, same MLP 2x400, Adam 1e-3, 4 epochs per task). Class-IL: every one of these penalties stays near 20% (the last task's two classes),
 fine-tuning too; only replay methods escape. A faithful reproduction shows both. Domain-IL (variant `domain`: one
 2-way head, each task's digits labelled 0/1 by position) lies in between in the same table.
 
