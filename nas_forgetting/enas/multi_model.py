@@ -114,8 +114,9 @@ def round_robin(run: Run, logs: Logs) -> dict[str, Any]:
   if mm.stand_alone:  # each architecture alone: the bursts and learning rates it got, from the same initial weights
     lrs = [run.lr(r) for r in range(len(rounds))]
     for i, row in enumerate(final):
-      alone, _, _ = train_bursts(run, fresh_state(run, init).shared, run.task.epoch_cursor(0), archs[i],
-                                 jax.random.key(c.seed + 17), lrs)
+      start = fresh_state(run, init)  # its WPL state (when WPL is on) has a zero Fisher: a zero penalty
+      alone, _, _ = train_bursts(run, start.shared, run.task.epoch_cursor(0), archs[i], jax.random.key(c.seed + 17),
+                                 lrs, start.wpl)
       row[f"alone_{m}"] = float(score(alone.params)[i])
     result["kendall_tau"] = kendall_tau_b([row[f"shared_{m}"] for row in final], [row[f"alone_{m}"] for row in final])
   write_csv(str(out / "final.csv"), final)

@@ -1,6 +1,7 @@
 """Mode 'multi_model': the round-robin training of a fixed set of architectures, smoke-tested on the tiny strict
 setting of configs/wpl_enas_ptb.py (offline PTB), and the loose setting's config."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -11,6 +12,7 @@ from nas_forgetting.enas import multi_model
 from nas_forgetting.enas import outputs
 from nas_forgetting.enas.state import Run
 from nas_forgetting.io.metrics import read_csv
+from nas_forgetting.statistics import kendall_tau_b
 from nas_forgetting.wpl.forgetting import ROUND_SUMMARY_KEYS, round_forgetting_summary
 
 
@@ -51,6 +53,34 @@ def test_round_robin_writes_the_round_tensor_and_its_forgetting_with_one_compila
     expected = round_forgetting_summary(tensor[r], higher_is_better=False)
     assert [float(row[k]) for k in ROUND_SUMMARY_KEYS] == pytest.approx([expected[k] for k in ROUND_SUMMARY_KEYS])
   assert summary["forgetting/after_next/mean_diff_last_round"] == pytest.approx(float(rows[-1]["after_next/mean_diff"]))
+  final = read_csv(out / "final.csv")  # per architecture: last score on the wide batch, whole validation and test
+  assert [r["arch"] for r in final] == (out / "archs.txt").read_text().splitlines()
+  assert [float(r["shared_perplexity"]) for r in final] == pytest.approx(tensor[-1, :, -1])
+  assert summary["final_valid_perplexity_mean"] == pytest.approx(np.mean([float(r["valid_perplexity"]) for r in final]))
+  assert all(1 < float(r["test_perplexity"]) < 1e5 for r in final) and "kendall_tau" not in summary
+
+
+def test_stand_alone_ranking_and_wpl_over_every_shared_weight(shared_data, tmp_path):
+  """stand_alone: each architecture trained alone for the bursts it got, Kendall's tau against the shared ranking;
+  with wpl.monitor='all' the WPL state covers the weights every architecture shares."""
+  c = wpl_enas_ptb.get_config("tiny,loose")
+  c.data.path = str(shared_data / "ptb")
+  c.multi_model.num_archs, c.multi_model.max_rounds, c.multi_model.stand_alone = 3, 1, True
+  c.multi_model.eval_width = 2
+  c.wpl.monitor = "all"
+  experiment.validate_config(c)
+  run = Run(c, tmp_path)
+  assert sorted(run.task.monitored(run.task.init_params(jax.random.key(0)))["shared"]) == [
+      "b_x", "decoder_bias", "embedding", "w_h", "w_x"]
+  logs = outputs.open_logs(tmp_path)
+  try:
+    summary = modes.MODES["multi_model"](run, logs)
+  finally:
+    outputs.close_logs(logs)
+  final = read_csv(tmp_path / "multi_model" / "final.csv")
+  shared, alone = ([float(r[k]) for r in final] for k in ("shared_perplexity", "alone_perplexity"))
+  assert summary["kendall_tau"] == pytest.approx(kendall_tau_b(shared, alone))
+  assert all(a != s for a, s in zip(alone, shared))  # alone: trained on its own bursts only
 
 
 def test_strict_convergence_rule():
