@@ -26,7 +26,8 @@ one-seed pilot over two more decades), 0.1 of each task's training data held out
 each method's best strength is picked (never the test split). Reduced to fit about 20 minutes on 2 CPU cores (each
 task has 5x the training images of a Split MNIST task): **2 epochs per task** (SWEEP_EPOCHS; the single runs above
 train 4) and 4 strengths per method (Split MNIST's sweep has 5). Outputs as in configs/split_mnist.py's sweep.
-Measured wall on the 2 shared CPU cores (load average ~7): `sweep` 16.3 min (724 s user CPU, 4.4 GB peak memory).
+Measured wall on the 2 shared CPU cores (load average ~7): `sweep` 16.3 min (724 s user CPU, 4.4 GB peak memory),
+`class_sweep` 13.1 min (700 s user CPU, 5.0 GB). Every picked strength lies inside its grid in both.
 Results: docs/results_continual.md, "Sweeps over strengths and seeds".
 
 Quick variants (smoke tests: online EWC alone, 500 / 200 images, 2 tasks, MLP 32, one epoch; 2-8 s each on 2 CPU
