@@ -8,6 +8,9 @@ Per run it reads multi_model/forgetting.csv and multi_model/final.csv and takes:
   late_after_next   the mean over the last `last_rounds` rounds of the round's mean forgetting after the next
                     architecture's burst (`after_next/mean_diff`, > 0 = forgetting; the WPL paper's measure)
   late_end          the same for the forgetting at the end of the round (`end/mean_diff`)
+  late_relative     the same forgetting relative to the metric's level: the mean over those rounds of
+                    after_next/mean_diff / after_next/mean_after_burst (a fraction; an arm whose perplexity is
+                    higher forgets more perplexity points for the same relative change)
   late_frac_worse   the mean over the same rounds of the fraction of architectures worse after the next burst
   valid / test      the architectures' mean metric on the whole validation (reward) and test splits with the final
                     shared weights (the cost side: does WPL make the shared weights worse?)
@@ -42,7 +45,7 @@ from nas_forgetting.io.metrics import read_csv
 from nas_forgetting.statistics import kendall_tau_b, paired_difference
 
 ARMS = ("control", "treated")  # WPL off, WPL on
-FORGETTING = ("late_after_next", "late_end", "late_frac_worse")
+FORGETTING = ("late_after_next", "late_end", "late_relative", "late_frac_worse")
 
 
 def _config(workdir: pathlib.Path) -> dict[str, Any]:
@@ -69,6 +72,8 @@ def run_figures(workdir: str | pathlib.Path, *, last_rounds: int) -> dict[str, A
   figures = {
       "late_after_next": float(np.mean([float(r["after_next/mean_diff"]) for r in late])),
       "late_end": float(np.mean([float(r["end/mean_diff"]) for r in late])),
+      "late_relative": float(np.mean([float(r["after_next/mean_diff"]) / float(r["after_next/mean_after_burst"])
+                                      for r in late])),
       "late_frac_worse": float(np.mean([float(r["after_next/frac_worse"]) for r in late])),
       "valid": float(np.mean([float(r[f"valid_{metric}"]) for r in final])),
       "test": float(np.mean([float(r[f"test_{metric}"]) for r in final])),
@@ -123,7 +128,7 @@ def compare(workdirs: Sequence[str | pathlib.Path], *, last_rounds: int = 10) ->
     treated = [runs[s]["treated"]["figures"][k] for s in seeds]
     control = [runs[s]["control"]["figures"][k] for s in seeds]
     paired[k] = paired_difference(treated, control)
-    if k in FORGETTING[:2]:
+    if k in FORGETTING[:3]:
       paired[k]["relative_reduction"] = float(1 - np.mean(treated) / np.mean(control))
   return {"seeds": seeds, "last_rounds": last_rounds, "metric": runs[seeds[0]]["control"]["metric"],
           "runs": {str(s): runs[s] for s in seeds}, "paired": paired}

@@ -20,7 +20,8 @@ def _workdir(root, name, *, seed, wpl, after_next, end, frac, valid, test, alone
   rows = []
   for r, (a, e, f) in enumerate(zip(after_next, end, frac)):
     row = {k: 0.0 for k in ROUND_SUMMARY_KEYS}
-    row.update({"round": r, "after_next/mean_diff": a, "end/mean_diff": e, "after_next/frac_worse": f})
+    row.update({"round": r, "after_next/mean_diff": a, "end/mean_diff": e, "after_next/frac_worse": f,
+                "after_next/mean_after_burst": 200.0 if r % 2 else 100.0})
     rows.append(row)
   write_csv(str(w / "multi_model" / "forgetting.csv"), rows, fieldnames=["round", *ROUND_SUMMARY_KEYS])
   final = [{"arch": f"a{i}", "shared_perplexity": 100.0 + i, "valid_perplexity": v, "test_perplexity": t,
@@ -50,6 +51,7 @@ def test_late_averages_and_paired_differences_match_hand_computation(tmp_path):
   assert seed1["control"]["figures"]["late_after_next"] == 8.0 and seed1["treated"]["figures"]["late_after_next"] == 3.0
   assert seed1["control"]["figures"]["late_end"] == 3.0 and seed1["treated"]["figures"]["late_end"] == 1.0
   assert seed1["control"]["figures"]["late_frac_worse"] == 0.75
+  assert seed1["control"]["figures"]["late_relative"] == pytest.approx((10.0 / 100 + 6.0 / 200) / 2)
   assert seed1["control"]["figures"]["valid"] == 210.0 and seed1["treated"]["figures"]["test"] == 222.0
   assert seed1["control"]["figures"]["kendall_tau"] == -1.0  # shared 100 < 101, alone 50 > 40: opposite ranks
   # Late forgetting after the next burst: control 8, 4, 8; WPL 3, 3, 5: differences -5, -1, -3.
