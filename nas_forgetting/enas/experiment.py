@@ -140,7 +140,8 @@ def print_result(run: Run, summary: dict[str, Any]) -> str:
            "forgetting/end/mean_diff_all_rounds": "forgetting at round end, mean over rounds",
            "forgetting/after_next/frac_worse_all_rounds": "fraction worse after the next burst, mean over rounds",
            f"final_valid_{m}_mean": f"final validation {m}, mean over the architectures",
-           f"final_test_{m}_mean": f"final test {m}, mean over the architectures"}
+           f"final_test_{m}_mean": f"final test {m}, mean over the architectures",
+           "wpl_sgd_stiffness_max": "WPL stiffness lr x alpha x max Fisher (>= 2: unstable)"}
   rows.update({label: summary[key] for key, label in names.items() if key in summary})
   if "rows" in summary:
     rows["table"] = {"rank_correlation": "rank/rank.csv"}.get(c.mode, f"ablations/{c.mode.split('_', 1)[-1]}.csv")

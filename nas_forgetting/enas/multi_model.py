@@ -18,7 +18,10 @@ Outputs under <workdir>/multi_model/: archs.txt (the architectures, one per line
 `shared_<metric>`, its metric on the whole reward split `valid_<metric>` and on the test split `test_<metric>` with
 the final shared weights, and with `multi_model.stand_alone` its score `alone_<metric>` after training alone: the
 same initial weights, bursts and learning rates, no WPL; Kendall's tau-b between the shared and alone columns is
-the summary's `kendall_tau`). The per-round summaries also go to the run's metrics logs on the round axis.
+the summary's `kendall_tau`). The per-round summaries also go to the run's metrics logs on the round axis, with WPL
+on also `multi_model/wpl_sgd_stiffness` (learning rate x WPL strength x max Fisher, `wpl.state.sgd_stiffness`;
+warned once at >= 2, where the penalty shakes the weights it should hold; its maximum is the summary's
+`wpl_sgd_stiffness_max`).
 The learning rate of round r is the shared schedule's at epoch r (`shared.decay_after` counts rounds).
 """
 
@@ -29,6 +32,7 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from nas_forgetting.enas.outputs import Logs
 from nas_forgetting.enas.state import Run, fresh_state
@@ -84,6 +88,7 @@ def round_robin(run: Run, logs: Logs) -> dict[str, Any]:
   arch_strings = [run.space.to_string(a) for a in np.asarray(archs)]
   (out / "archs.txt").write_text("".join(f"{a}\n" for a in arch_strings))
   long_rows, rounds, round_scores, stopped = [], [], [], False
+  stiffest, warned = 0.0, False
   for r in range(mm.max_rounds):
     if hp is not None:
       wpl = wpl_lib.begin_epoch(wpl, r, hp)
@@ -100,7 +105,17 @@ def round_robin(run: Run, logs: Logs) -> dict[str, Any]:
                   for i in range(mm.num_archs) for t in range(mm.num_archs)]
     row = {"round": r, **forgetting_lib.round_forgetting_summary(matrix, higher_is_better=higher)}
     rounds.append(row)
-    logs.shared.log(r, {f"multi_model/{k}": float(row[k]) for k in forgetting_lib.ROUND_SUMMARY_KEYS})
+    scalars = {f"multi_model/{k}": float(row[k]) for k in forgetting_lib.ROUND_SUMMARY_KEYS}
+    if hp is not None:
+      stiffness = wpl_lib.sgd_stiffness(wpl.fisher, float(wpl_lib.penalty_strength(wpl, hp)), run.lr(r))
+      scalars["multi_model/wpl_sgd_stiffness"] = stiffness
+      stiffest = max(stiffest, stiffness)
+      if stiffness >= 2.0 and not warned:
+        warned = True
+        logging.warning("round %d: learning rate x WPL strength x max Fisher = %.3g >= 2: plain SGD on the penalty "
+                        "overshoots its anchor on the stiffest weights (they oscillate within the gradient clip "
+                        "instead of being held); lower wpl.alpha_fisher or shared.lr", r, stiffness)
+    logs.shared.log(r, scalars)
     round_scores.append(float(np.mean(matrix[:, -1])))
     if converged(round_scores, patience=mm.patience, higher_is_better=higher):
       stopped = True
@@ -110,7 +125,7 @@ def round_robin(run: Run, logs: Logs) -> dict[str, Any]:
   final = [{"arch": a, f"shared_{m}": float(v), f"valid_{m}": run.task.evaluate(shared.params, arch, "reward"),
             f"test_{m}": run.task.evaluate(shared.params, arch, "test")}
            for a, arch, v in zip(arch_strings, np.asarray(archs), matrix[:, -1])]
-  result = {}
+  result = {"wpl_sgd_stiffness_max": stiffest} if hp is not None else {}
   if mm.stand_alone:  # each architecture alone: the bursts and learning rates it got, from the same initial weights
     lrs = [run.lr(r) for r in range(len(rounds))]
     for i, row in enumerate(final):

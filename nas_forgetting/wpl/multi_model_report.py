@@ -188,7 +188,9 @@ def write_report(result: dict[str, Any], out: str | pathlib.Path, *, title: str 
 
 
 def main(argv: Sequence[str]) -> None:
-  del argv
+  if len(argv) > 1:  # e.g. an unquoted glob the shell expanded: its second match would be silently left out
+    raise app.UsageError(f"unexpected arguments {' '.join(argv[1:])}; give each glob to --runs in quotes "
+                         "(--runs '/tmp/mm/*') or repeat --runs once per workdir")
   workdirs = sorted({w for pattern in FLAGS.runs for w in glob.glob(pattern)})
   result = compare(workdirs, last_rounds=FLAGS.last_rounds)
   for path in write_report(result, FLAGS.out, title=FLAGS.title):

@@ -364,6 +364,13 @@ def penalty(state: WPLState, params: PyTree, active_mask: PyTree | None, hp: WPL
   return penalty_strength(state, hp) * value
 
 
+def sgd_stiffness(fisher: PyTree, alpha: float, learning_rate: float) -> float:
+  """learning_rate * alpha * max F (host float): the step factor of plain gradient descent on the penalty alone. An
+  entry whose factor exceeds 2 overshoots its anchor further at every step (diverges; with a gradient-norm clip it
+  oscillates at the clip's amplitude instead, i.e. the penalty shakes the weight it should hold); callers warn."""
+  return float(learning_rate) * float(alpha) * float(max(jnp.max(f) for f in jax.tree.leaves(fisher)))
+
+
 def fisher_statistics(state: WPLState, active_mask: PyTree | None = None) -> dict[str, jax.Array]:
   """Scalars worth logging: total/max Fisher and the number of active entries (jittable)."""
   masks = jax.tree.map(lambda m, f: jnp.broadcast_to(m, f.shape), expand_mask(active_mask, state.fisher),

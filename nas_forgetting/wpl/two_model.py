@@ -106,7 +106,7 @@ def _fisher_stats(k: int, fisher: Layers, config: ml_collections.ConfigDict) -> 
   """float32 [mean F, max F, lr * alpha * max F] (the stiffness of the penalty under SGD: >= 2 diverges, warned)."""
   leaves = jax.tree.leaves(fisher)
   f_max = float(max(jnp.max(f) for f in leaves))
-  stiffness = config.train_b.learning_rate * config.wpl.alpha_fisher * f_max
+  stiffness = wpl.sgd_stiffness(fisher, config.wpl.alpha_fisher, config.train_b.learning_rate)
   if config.train_b.optimizer == "sgd" and stiffness >= 2.0:
     logging.warning("k=%d: train_b.learning_rate * wpl.alpha_fisher * max Fisher = %.3g >= 2: plain gradient descent "
                     "on the WPL penalty diverges; lower wpl.alpha_fisher or train_b.learning_rate", k, stiffness)

@@ -11,7 +11,7 @@ from nas_forgetting.enas import modes
 from nas_forgetting.enas import multi_model
 from nas_forgetting.enas import outputs
 from nas_forgetting.enas.state import Run
-from nas_forgetting.io.metrics import read_csv
+from nas_forgetting.io.metrics import read_csv, read_jsonl
 from nas_forgetting.statistics import kendall_tau_b
 from nas_forgetting.wpl.forgetting import ROUND_SUMMARY_KEYS, round_forgetting_summary
 
@@ -58,6 +58,9 @@ def test_round_robin_writes_the_round_tensor_and_its_forgetting_with_one_compila
   assert [float(r["shared_perplexity"]) for r in final] == pytest.approx(tensor[-1, :, -1])
   assert summary["final_valid_perplexity_mean"] == pytest.approx(np.mean([float(r["valid_perplexity"]) for r in final]))
   assert all(1 < float(r["test_perplexity"]) < 1e5 for r in final) and "kendall_tau" not in summary
+  stiffness = [rec["multi_model/wpl_sgd_stiffness"] for rec in read_jsonl(tmp_path / "metrics.jsonl")]
+  assert len(stiffness) == rounds and summary["wpl_sgd_stiffness_max"] == pytest.approx(max(stiffness))
+  assert max(stiffness) > 0
 
 
 def test_stand_alone_ranking_and_wpl_over_every_shared_weight(shared_data, tmp_path):

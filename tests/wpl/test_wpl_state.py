@@ -258,3 +258,17 @@ def test_reset_fisher_without_gradient_is_a_config_field_off_by_default():
   assert wpl.WPLHyperParams.from_config(config).reset_fisher_without_gradient is True
   with pytest.raises(ConfigError, match="wpl.alpha_fisher=nan; expected a finite number"):
     wpl.default_wpl_config(alpha_fisher=float("nan"))
+
+
+def test_sgd_stiffness_is_the_step_factor_of_gradient_descent_on_the_penalty():
+  """One SGD step on alpha/2 F (theta - theta*)^2 multiplies theta - theta* by 1 - lr alpha F: |.| > 1 (overshoot
+  growing) exactly when lr alpha F > 2, the stiffness of the largest F."""
+  fisher = {"a": jnp.array([0.5, 4.0]), "b": jnp.array([[1.0]])}
+  assert wpl.sgd_stiffness(fisher, alpha=2.0, learning_rate=0.3) == pytest.approx(0.3 * 2.0 * 4.0)
+  state = wpl.init_wpl_state({"a": jnp.zeros(2), "b": jnp.zeros((1, 1))})._replace(fisher=fisher)
+  hp = wpl.WPLHyperParams(alpha_fisher=2.0, alpha_decay=0.0)
+  theta = {"a": jnp.array([1.0, 1.0]), "b": jnp.array([[1.0]])}  # distance 1 from the zero anchor
+  for lr, grows in ((0.24, False), (0.26, True)):  # lr alpha max F = 1.92 < 2 and 2.08 > 2
+    g = jax.grad(lambda p: wpl.penalty(state, p, None, hp))(theta)
+    stepped = jax.tree.map(lambda p, d: p - lr * d, theta, g)
+    assert (abs(float(stepped["a"][1])) > 1.0) == grows == (wpl.sgd_stiffness(fisher, 2.0, lr) > 2.0)
