@@ -22,7 +22,8 @@ and for each the paired difference treated - control with a paired-t and a boots
 
 Outputs (in --out): comparison.json (every number), comparison.md (the per-seed table and the paired summary, ready
 for docs) and forgetting_over_rounds.png (each arm's per-round forgetting after the next burst, mean over seeds
-with a 95 % t band; rounds a run did not reach are left out of that round's mean).
+with a 95 % t band, over the averaged window: from `last_rounds` before the shortest run's end, since the first
+rounds' changes are orders of magnitude larger; rounds a run did not reach are left out of that round's mean).
 
   python -m nas_forgetting.wpl.multi_model_report --runs '/tmp/mm/*' --out /tmp/mm_report [--last_rounds 10]
 """
@@ -178,12 +179,15 @@ def write_report(result: dict[str, Any], out: str | pathlib.Path, *, title: str 
   atomic_write_text(out / "comparison.json", json.dumps(result, indent=2))
   atomic_write_text(out / "comparison.md", markdown(result))
   series, bands = {}, {}
+  curves = {arm: [result["runs"][str(s)][arm]["per_round"] for s in result["seeds"]] for arm in ARMS}
+  first = max(0, min(len(c) for arm in ARMS for c in curves[arm]) - result["last_rounds"])
   for arm, label in zip(ARMS, ("no WPL", "WPL")):
-    x, mean, low, high = _band([result["runs"][str(s)][arm]["per_round"] for s in result["seeds"]])
+    x, mean, low, high = (v[first:] for v in _band(curves[arm]))
     series[label], bands[label] = (x, mean), (low, high)
   figure = plots.line_plot(out / "forgetting_over_rounds.png", series, bands=bands, xlabel="round",
                            ylabel=f"forgetting after the next burst ({result['metric']}; > 0 = forgetting)",
-                           title=title or f"mean over {len(result['seeds'])} seeds, 95 % t band")
+                           title=title or f"rounds {first}+ (the averaged window): mean over {len(result['seeds'])} "
+                                          "seeds, 95 % t band")
   return [out / "comparison.json", out / "comparison.md", *figure]
 
 
