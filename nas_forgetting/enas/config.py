@@ -349,6 +349,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   # weight plasticity loss
 
   validate_wpl_config(c.wpl)
+  if c.network != "rnn" and c.wpl.proximal:
+    raise ConfigError("wpl.proximal=True is available for the RNN supernet only")
   if c.network != "rnn" and c.wpl.monitor != "edges":
     raise ConfigError(f"wpl.monitor={c.wpl.monitor!r} is available for the RNN supernet only; the micro-CNN's WPL "
                       "monitors its edge ops ('edges')")

@@ -117,7 +117,9 @@ def rnn_shared_step(state: SharedState, data: jax.Array, start: jax.Array, hidde
   """One SGD step of the shared weights on one architecture; the hidden state is carried (and not differentiated).
 
   With `wpl_hp` (static) the loss adds the weight plasticity loss of `wpl_state` (traced) over the architecture's
-  active edges: alpha/2 * sum F (theta - theta*)^2, so its gradient is alpha F (theta - theta*) there, 0 elsewhere.
+  active edges: alpha/2 * sum F (theta - theta*)^2, so its gradient is alpha F (theta - theta*) there, 0 elsewhere;
+  with `wpl_hp.proximal` the step descends the other terms and then solves the penalty exactly
+  (`wpl.state.proximal_step`).
   """
   inputs, targets = lm_window(data, start, bptt)
   hidden = jax.lax.stop_gradient(hidden)
@@ -127,10 +129,17 @@ def rnn_shared_step(state: SharedState, data: jax.Array, start: jax.Array, hidde
                                              rngs={"dropout": rng})
     loss, parts = rnn_lm_loss(logits, targets, extras, ar_alpha=ar_alpha, tar_beta=tar_beta)
     parts = dict(parts, wpl=wpl_rnn_penalty(params, arch, wpl_state, wpl_hp, model.num_blocks))
+    if proximal:  # the penalty is solved exactly after the step, not descended
+      return loss + jax.lax.stop_gradient(parts["wpl"]), (new_hidden, parts, extras)
     return loss + parts["wpl"], (new_hidden, parts, extras)
 
+  proximal = wpl_hp is not None and wpl_hp.proximal
   (loss, (new_hidden, parts, extras)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   params, opt_state, updates = _sgd_update(state, grads, lr, optimizer)
+  if proximal:
+    view = wpl_masks.rnn_monitored(params, wpl_hp.monitor)
+    held = wpl_lib.proximal_step(wpl_state, view, wpl_masks.rnn_active_mask(arch, model.num_blocks, view), wpl_hp, lr)
+    params = wpl_masks.rnn_write_back(params, held)
   metrics = {"shared/loss": loss, "shared/ce": parts["ce"], "shared/perplexity": jnp.exp(parts["ce"]),
              "shared/ar": parts["ar"], "shared/tar": parts["tar"], "shared/grad_norm": optax.tree.norm(grads),
              "shared/update_norm": optax.tree.norm(updates), "shared/param_norm": optax.tree.norm(params),

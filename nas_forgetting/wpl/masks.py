@@ -50,6 +50,15 @@ def rnn_monitored(params: Mapping[str, Any], monitor: str = "edges") -> dict[str
   return view
 
 
+def rnn_write_back(params: Mapping[str, Any], view: Mapping[str, Any]) -> dict[str, Any]:
+  """`params` with the values of a monitored `view` (`rnn_monitored(params, monitor)`) written back: the inverse of
+  the view, for updates computed on it."""
+  out = dict(params)
+  out["edges"] = jnp.concatenate([view["edges_c"], view["edges_h"]], axis=-1)
+  out.update(view.get("shared", {}))
+  return out
+
+
 def rnn_active_edges(arch: jnp.ndarray, num_blocks: int) -> jnp.ndarray:
   """bool (E,): the (parent, child) edges used by an RNN architecture int32 (num_blocks, 2)."""
   arch = jnp.asarray(arch, jnp.int32)

@@ -63,6 +63,7 @@ PyTree = Any
 
 FISHER_ESTIMATORS = ("exact", "sampled", "empirical", "batch")
 MONITORS = ("edges", "all")  # the ENAS RNN weights WPL covers (`nas_forgetting.wpl.masks.rnn_monitored`)
+_OPTIONAL_FIELDS = ("reset_fisher_without_gradient", "monitor", "proximal")  # a wpl group may omit them
 GROUP = "wpl"  # the config group of the WPL fields (named in error messages)
 
 
@@ -102,6 +103,11 @@ def default_wpl_config(**overrides: Any) -> ml_collections.ConfigDict:
                               reference: the per-edge cell weights) or 'all' (also the weights every architecture
                               shares: embedding, decoder bias, node 0's input and recurrent weights; they are active
                               for every architecture). `nas_forgetting.wpl.masks`.
+    proximal                  False (default): the penalty is a loss term, its gradient alpha F (theta - theta*) taken
+                              by the optimiser (unstable under SGD where lr alpha F > 2: `sgd_stiffness`). True (ENAS
+                              RNN): the step descends the other terms, then solves the penalty exactly,
+                              theta <- theta* + (theta - theta*) / (1 + lr alpha F) (`proximal_step`: stable at any
+                              stiffness, equal to the gradient form to first order in lr alpha F).
     reset_fisher_without_gradient
                               False (default): a tensor of the architecture that gets no gradient from its loss (the
                               gradient is identically zero over the tensor, e.g. an op whose output never reaches the
@@ -128,6 +134,7 @@ def default_wpl_config(**overrides: Any) -> ml_collections.ConfigDict:
   config.measure_forgetting = True
   config.reset_fisher_without_gradient = False
   config.monitor = "edges"
+  config.proximal = False
   cc.override(config, overrides, group=GROUP)
   validate_wpl_config(config)
   return config
@@ -186,19 +193,20 @@ class WPLHyperParams(NamedTuple):
   reference_scaling: bool = False
   reset_fisher_without_gradient: bool = False
   monitor: str = "edges"
+  proximal: bool = False
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "WPLHyperParams":
     """Validated hyper-parameters from a `wpl` config group (see `default_wpl_config`); a group without
-    `reset_fisher_without_gradient` or `monitor` gets its default (False, 'edges')."""
+    field of `_OPTIONAL_FIELDS` (reset_fisher_without_gradient, monitor, proximal) gets its default."""
     values = {name: cc.get(config, name, group=GROUP) for name in cls._fields
-              if name in config or name not in ("reset_fisher_without_gradient", "monitor")}
+              if name in config or name not in _OPTIONAL_FIELDS}
     return cls(**values).validate()
 
   def validate(self) -> "WPLHyperParams":
     """Checks every field (ConfigError naming the first bad one, as `wpl.<name>`); returns them as float / int /
     bool."""
-    for name in ("momentum", "reference_scaling", "reset_fisher_without_gradient"):
+    for name in ("momentum", "reference_scaling", "reset_fisher_without_gradient", "proximal"):
       cc.boolean(self, name, group=GROUP)
     cc.choice(self, "monitor", MONITORS, group=GROUP)
     cc.integer(self, "alpha_decay_after", minimum=0, group=GROUP)
@@ -362,6 +370,23 @@ def penalty(state: WPLState, params: PyTree, active_mask: PyTree | None, hp: WPL
   anchor = jax.lax.stop_gradient(state.anchor)
   value = penalties.quadratic_penalty(params, anchor, fisher, mask=expand_mask(active_mask, params))
   return penalty_strength(state, hp) * value
+
+
+def proximal_step(state: WPLState, params: PyTree, active_mask: PyTree | None, hp: WPLHyperParams,
+                  learning_rate: jax.Array | float) -> PyTree:
+  """The exact minimiser of |theta - params|^2 / (2 lr) + penalty(theta): on active entries
+  theta* + (params - theta*) / (1 + lr alpha F), elsewhere params (alpha = `penalty_strength`, 0 before WPL is on).
+  Stable at any stiffness lr alpha F (a gradient step on the penalty overshoots once it exceeds 2)."""
+  masks = expand_mask(active_mask, params)
+  strength = penalty_strength(state, hp)
+  lr = jnp.asarray(learning_rate, jnp.float32)
+
+  def one(p, f, a, m):
+    f, a = jax.lax.stop_gradient(f), jax.lax.stop_gradient(a)
+    held = a + (p - a) / (1.0 + lr * strength * f)
+    return jnp.where(m, held.astype(p.dtype), p)
+
+  return jax.tree.map(one, params, state.fisher, state.anchor, masks)
 
 
 def sgd_stiffness(fisher: PyTree, alpha: float, learning_rate: float) -> float:

@@ -184,6 +184,42 @@ def test_wpl_step_gradient_is_alpha_fisher_displacement_on_active_edges_only():
   assert float(m1["shared/ce"]) == pytest.approx(float(m0["shared/ce"]), rel=1e-6)
 
 
+@pytest.mark.parametrize("monitor", ["edges", "all"])
+def test_proximal_wpl_step_is_the_plain_step_then_the_exact_penalty_solution(monitor):
+  """wpl.proximal: the step descends the cross-entropy alone (the plain step), then holds every active monitored
+  weight: theta* + (theta - theta*) / (1 + lr alpha F); inactive edges keep the plain step's values."""
+  params = _params()
+  view = wpl_masks.rnn_monitored(params, monitor)
+  keys = iter(jax.random.split(jax.random.key(3), 32))
+  fisher = jax.tree.map(lambda v: jax.random.uniform(next(keys), v.shape, minval=0.5, maxval=2.0), view)
+  anchor = jax.tree.map(lambda v: v + 0.1 * jax.random.normal(next(keys), v.shape), view)
+  wpl_state = wpl_lib.init_wpl_state(view)._replace(fisher=fisher, anchor=anchor)
+  hp = WPL_HP._replace(proximal=True, monitor=monitor)
+  arch = jnp.asarray(SPACE.from_string("0:tanh(x,h) 1:ReLU(0) 2:identity(0) 3:tanh(2)"))
+  lr = 0.7
+  args = (_corpus(), jnp.asarray(0), jnp.zeros((B, H)), arch, jax.random.key(1), jnp.asarray(lr))
+  plain, _, m0 = jax.jit(functools.partial(tr.rnn_shared_step, **_STEP_KW))(tr.init_shared(params, IDENTITY), *args)
+  prox, _, m1 = jax.jit(functools.partial(tr.rnn_shared_step, **_STEP_KW, wpl_hp=hp))(
+      tr.init_shared(params, IDENTITY), *args, wpl_state)
+  got, stepped = wpl_masks.rnn_monitored(prox.params, monitor), wpl_masks.rnn_monitored(plain.params, monitor)
+  active = np.asarray(wpl_masks.rnn_active_edges(arch, 4))
+  for name in ("edges_c", "edges_h"):
+    a, f, t = (np.asarray(x[name]) for x in (anchor, fisher, stepped))
+    expected = a + (t - a) / (1 + lr * 3.0 * f)
+    np.testing.assert_allclose(got[name][active], expected[active], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got[name][~active], t[~active])
+  for name in params:
+    if name == "edges":
+      continue
+    if monitor == "all":
+      a, f, t = (np.asarray(x["shared"][name]) for x in (anchor, fisher, stepped))
+      np.testing.assert_allclose(got["shared"][name], a + (t - a) / (1 + lr * 3.0 * f), rtol=1e-5, atol=1e-6)
+    else:
+      np.testing.assert_array_equal(prox.params[name], plain.params[name])
+  assert float(m1["shared/ce"]) == pytest.approx(float(m0["shared/ce"]), rel=1e-6)
+  assert float(m1["shared/wpl_penalty"]) > 0  # reported, not descended
+
+
 def test_wpl_step_compiles_once_for_all_architectures():
   state = tr.init_shared(_params(), IDENTITY)
   wpl_state = _wpl_state(state.params)

@@ -272,3 +272,25 @@ def test_sgd_stiffness_is_the_step_factor_of_gradient_descent_on_the_penalty():
     g = jax.grad(lambda p: wpl.penalty(state, p, None, hp))(theta)
     stepped = jax.tree.map(lambda p, d: p - lr * d, theta, g)
     assert (abs(float(stepped["a"][1])) > 1.0) == grows == (wpl.sgd_stiffness(fisher, 2.0, lr) > 2.0)
+
+
+def test_proximal_step_solves_the_penalty_exactly():
+  """theta = argmin |theta - p|^2 / (2 lr) + alpha/2 F (theta - a)^2 = a + (p - a) / (1 + lr alpha F) on active
+  entries (checked by the zero gradient of that objective), p elsewhere; stable where a gradient step diverges."""
+  fisher = {"w": jnp.array([0.0, 1.0, 100.0]), "v": jnp.array([2.0])}
+  anchor = {"w": jnp.array([1.0, 1.0, 1.0]), "v": jnp.array([0.0])}
+  state = wpl.init_wpl_state(anchor)._replace(fisher=fisher)
+  hp = wpl.WPLHyperParams(alpha_fisher=3.0, alpha_decay=0.0, proximal=True)
+  p = {"w": jnp.array([2.0, 2.0, 2.0]), "v": jnp.array([5.0])}
+  lr = 0.5
+  held = wpl.proximal_step(state, p, {"w": jnp.array([True, True, True]), "v": jnp.array(False)}, hp, lr)
+  assert held["w"] == pytest.approx(jnp.array([2.0, 1.0 + 1.0 / 2.5, 1.0 + 1.0 / 151.0]))
+  assert held["v"] == pytest.approx(jnp.array([5.0]))  # inactive: untouched
+  objective = lambda t: (jnp.sum((t - p["w"]) ** 2) / (2 * lr)
+                         + wpl.penalty(state, {"w": t, "v": anchor["v"]}, {"w": True, "v": False}, hp))
+  assert jnp.max(jnp.abs(jax.grad(objective)(held["w"]))) < 1e-4  # float32, stiffness up to 150
+  # Stiffness 150 on the last entry: within (anchor, p) instead of overshooting; the gradient step lands far beyond.
+  grad_step = p["w"] - lr * 3.0 * fisher["w"] * (p["w"] - anchor["w"])
+  assert 1.0 < float(held["w"][2]) < 2.0 and float(grad_step[2]) < -70
+  off = wpl.proximal_step(state._replace(epoch=jnp.int32(0)), p, None, hp._replace(start_using_fisher=1), lr)
+  chex.assert_trees_all_close(off, p)  # before WPL is on: nothing held
