@@ -15,6 +15,18 @@ from scipy import stats
 from nas_forgetting.errors import DataError
 
 
+def _paired_samples(name: str, x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+  """Two float64 1-D samples of equal length >= 2, all finite (DataError naming `name` otherwise)."""
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  if x.ndim != 1 or x.shape != y.shape:
+    raise DataError(f"{name} needs two 1-D samples of equal length; got shapes {x.shape} and {y.shape}")
+  if x.size < 2:
+    raise DataError(f"{name} needs at least 2 pairs; got {x.size}")
+  if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+    raise DataError(f"{name} got a non-finite value")
+  return x, y
+
+
 def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
   """Kendall's tau-b rank correlation of two paired samples (ties handled; NaN when one sample is constant).
 
@@ -28,14 +40,7 @@ def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
   `nas_forgetting.io.MetricsLogger` writes NaN to the JSONL (read back as NaN by `read_jsonl`) and to TensorBoard,
   and it prints as 'nan'.
   """
-  x = np.asarray(x, np.float64)
-  y = np.asarray(y, np.float64)
-  if x.ndim != 1 or x.shape != y.shape:
-    raise DataError(f"kendall_tau_b needs two 1-D samples of equal length; got shapes {x.shape} and {y.shape}")
-  if x.size < 2:
-    raise DataError(f"kendall_tau_b needs at least 2 pairs; got {x.size}")
-  if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-    raise DataError("kendall_tau_b got a non-finite score")
+  x, y = _paired_samples("kendall_tau_b", x, y)
   return float(stats.kendalltau(x, y, variant="b").statistic)
 
 
@@ -49,13 +54,7 @@ def paired_difference(treated: Sequence[float], control: Sequence[float], *, con
   by `seed` (`bootstrap_low`, `bootstrap_high`), the fraction of pairs with d < 0 (`frac_lower`), and the mean of
   each arm. With sd = 0 the t statistic is +-inf (or NaN when the mean is 0 too) and the t interval is the point.
   """
-  a, b = np.asarray(treated, np.float64), np.asarray(control, np.float64)
-  if a.ndim != 1 or a.shape != b.shape:
-    raise DataError(f"paired_difference needs two 1-D samples of equal length; got shapes {a.shape} and {b.shape}")
-  if a.size < 2:
-    raise DataError(f"paired_difference needs at least 2 pairs; got {a.size}")
-  if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
-    raise DataError("paired_difference got a non-finite value")
+  a, b = _paired_samples("paired_difference", treated, control)
   if not 0 < confidence < 1:
     raise DataError(f"confidence={confidence}; expected a value in (0, 1)")
   d = a - b
