@@ -13,13 +13,16 @@ Commands:
 Variants (commas): quick (small model, 3 epochs of 8 architectures x 5 batches); tiny (test-sized: 2 epochs of 3
 architectures x 3 batches); nowpl (WPL off, everything else identical: the baseline of the with/without comparison;
 forgetting is measured in both); strict / loose (mode 'multi_model', `nas_forgetting.enas.multi_model`: 4 architectures
-sampled once from the seed, trained round-robin on fresh shared weights, every one scored after every burst; strict
-stops when the round's mean validation perplexity has not improved for 3 rounds (at most 60 rounds), loose runs 5
-rounds; outputs multi_model/{metrics,forgetting}.csv with the forgetting after the next burst and at round end;
-one seed, quick size, 2 CPU cores at load ~6: strict stops after 19 rounds with WPL (48 s) and 11 without (36 s),
-at a fixed-batch perplexity of ~760 / ~830, far from converged, and the mean forgetting after the next burst is
-negative in both arms (-10.8 / -7.2 perplexity; 42 % / 45 % of the architectures got worse): training any
-architecture still helps the others at this size, and patience 3 stops on the batch's noise); any variant of
+sampled once from the seed, trained round-robin from fresh shared weights in bursts of 10 steps, without dropout or
+weight drop, at a constant learning rate and WPL strength, every one scored after every burst on one validation
+batch 16 reward batches wide; strict stops when the round's mean validation perplexity has not improved for 5 rounds
+(at most 60 rounds), loose runs 30 rounds; outputs multi_model/{archs.txt,metrics,forgetting,final}.csv; pair the
+two arms over seeds with `python -m nas_forgetting.wpl.multi_model_report --runs '<workdirs glob>' --out <dir>`).
+Measured, quick size, loose, 8 seeds, 4-10 min per run on 2 loaded CPU cores (docs/results_wpl.md): forgetting after
+the next burst (rounds 10-29) +6.6 perplexity without WPL; with --config.wpl.monitor=all (WPL also over the
+embedding, decoder bias and node 0's weights) +11.2 (paired difference +4.6, 95 % interval +0.8 to +8.5) at a
+final perplexity 27 points higher: the reference's alpha 60 is too stiff for SGD on the decoder bias (lr x alpha x
+max Fisher ~4 > 2) and negligible on the edges (< 0.05). Also any variant of
 configs/enas_ptb.py (wikitext2, flexible, derive, ...).
 Outputs: as configs/enas_ptb.py, plus forgetting.csv (per epoch mean/max/std/median of the perplexity increase of
 each architecture between right after its burst and the epoch end; > 0 = forgetting) and forgetting/* and wpl/*
