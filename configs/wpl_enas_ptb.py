@@ -21,8 +21,10 @@ two arms over seeds with `python -m nas_forgetting.wpl.multi_model_report --runs
 Measured, quick size, loose, 8 seeds, 4-10 min per run on 2 loaded CPU cores (docs/results_wpl.md): forgetting after
 the next burst (rounds 10-29) +6.6 perplexity without WPL; with --config.wpl.monitor=all (WPL also over the
 embedding, decoder bias and node 0's weights) +11.2 (paired difference +4.6, 95 % interval +0.8 to +8.5) at a
-final perplexity 27 points higher: the reference's alpha 60 is too stiff for SGD on the decoder bias (lr x alpha x
-max Fisher ~4 > 2) and negligible on the edges (< 0.05). Also any variant of
+final perplexity 27 points higher: the reference's alpha 60 is too stiff for SGD on the largest-Fisher shared weights
+(lr x alpha x max Fisher 1.6-8 > 2) and inert on the edges (< 0.015); on the edges at alpha 1,500
+(--config.wpl.alpha_fisher=1500) 12 seeds gave +9.0 without WPL and +4.6 with it (-49 %, interval -8.6 to -0.2).
+Also any variant of
 configs/enas_ptb.py (wikitext2, flexible, derive, ...).
 Outputs: as configs/enas_ptb.py, plus forgetting.csv (per epoch mean/max/std/median of the perplexity increase of
 each architecture between right after its burst and the epoch end; > 0 = forgetting) and forgetting/* and wpl/*
