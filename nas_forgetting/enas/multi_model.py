@@ -4,8 +4,9 @@ Mode 'multi_model' of the ENAS experiment. `multi_model.num_archs` architectures
 with the untrained controller's policy) and trained in rounds: each round trains every architecture in turn for one
 burst of `wpl.num_batch_per_iter` shared steps (with the WPL penalty and Fisher update when WPL is on), and after
 every burst ALL the architectures are scored on the same fixed validation batch (`multi_model.eval_width` reward
-batches wide: the task's `score_batch`) by one compiled evaluation (the architectures are a traced array). Each round thus gives an (architectures x bursts) matrix, and
-`nas_forgetting.wpl.forgetting.round_forgetting_summary` its forgetting: after the next architecture's burst and at
+batches wide: the task's `score_batch`) by one compiled evaluation (the architectures are a traced array). Each round
+thus gives an (architectures x bursts) matrix, and `nas_forgetting.wpl.forgetting.round_forgetting_summary` its
+forgetting: after the next architecture's burst and at
 the round's end (mean, median, fraction that got worse; > 0 = forgetting).
 
 Stopping (`converged`): `multi_model.patience` = p > 0 ("strict" convergence) stops once the round's mean
@@ -74,10 +75,10 @@ def round_robin(run: Run, logs: Logs) -> dict[str, Any]:
   c = run.config
   mm = c.multi_model
   score_batch = run.task.score_batch(mm.eval_width)
-  score = lambda params: np.asarray(run.metric(params, score_batch, archs), np.float64)
   init = jax.random.key(c.seed)
   state = fresh_state(run, init)
   archs = run.sample(state.controller.params, jax.random.key(c.seed + 13), num_samples=mm.num_archs)
+  score = lambda params: np.asarray(run.metric(params, score_batch, archs), np.float64)
   hp = run.task.wpl_hp
   higher = run.task.higher_is_better
   m = run.task.metric
