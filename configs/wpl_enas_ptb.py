@@ -54,7 +54,7 @@ ARCHS_PER_EPOCH = {"quick": 8, "tiny": 3}  # sampled architectures (bursts) per 
 ROUND_ROBIN = {"rnn": {"dropout_embedding": 0.0, "dropout_input": 0.0, "dropout_output": 0.0, "weight_drop": 0.0},
                "shared": {"decay": 1.0}, "wpl": {"num_batch_per_iter": 10, "alpha_decay": 0.0},
                "multi_model": {"num_archs": 4, "eval_width": 16}}
-CONVERGENCE = {"strict": {"multi_model": {"max_rounds": 60, "patience": 5}},
+CONVERGENCE = {"strict": {"multi_model": {"max_rounds": 60, "patience": 5, "min_rounds": 30}},
                "loose": {"multi_model": {"max_rounds": 30, "patience": 0}}}
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

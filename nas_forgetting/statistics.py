@@ -2,7 +2,8 @@
 
 `kendall_tau_b` ranks shared-weight scores against stand-alone scores (ENAS modes 'rank_correlation' and
 'multi_model'); `paired_difference` summarises a paired comparison of two arms run on the same seeds (e.g. the
-forgetting with WPL minus without) with a paired-t and a percentile-bootstrap confidence interval.
+forgetting with WPL minus without) with a paired-t and a percentile-bootstrap confidence interval; `t_half_width` is
+the t interval of a mean (also the per-round bands of the multi-model report).
 """
 
 from __future__ import annotations
@@ -44,6 +45,16 @@ def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
   return float(stats.kendalltau(x, y, variant="b").statistic)
 
 
+def t_half_width(sd: float, n: int, confidence: float = 0.95) -> float:
+  """Half the width of the t confidence interval of a mean of `n` values with sample sd `sd` (ddof=1):
+  t_{(1+confidence)/2, n-1} sd / sqrt(n); 0 for n < 2 (a single value has no spread to estimate)."""
+  if not 0 < confidence < 1:
+    raise DataError(f"confidence={confidence}; expected a value in (0, 1)")
+  if n < 2:
+    return 0.0
+  return float(stats.t.ppf((1 + confidence) / 2, n - 1) * sd / np.sqrt(n))
+
+
 def paired_difference(treated: Sequence[float], control: Sequence[float], *, confidence: float = 0.95,
                       resamples: int = 10_000, seed: int = 0) -> dict[str, float]:
   """The paired differences d_i = treated_i - control_i (one pair per seed) summarised with two intervals.
@@ -55,15 +66,13 @@ def paired_difference(treated: Sequence[float], control: Sequence[float], *, con
   each arm. With sd = 0 the t statistic is +-inf (or NaN when the mean is 0 too) and the t interval is the point.
   """
   a, b = _paired_samples("paired_difference", treated, control)
-  if not 0 < confidence < 1:
-    raise DataError(f"confidence={confidence}; expected a value in (0, 1)")
   d = a - b
   n, mean, sd = d.size, float(np.mean(d)), float(np.std(d, ddof=1))
   se = sd / np.sqrt(n)
   with np.errstate(divide="ignore", invalid="ignore"):
     t = float(np.divide(mean, se))
   p = float(2 * stats.t.sf(abs(t), n - 1)) if np.isfinite(t) else (0.0 if mean != 0 else float("nan"))
-  half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * se)
+  half = t_half_width(sd, n, confidence)
   means = np.random.default_rng(seed).choice(d, size=(resamples, n), replace=True).mean(axis=1)
   tail = (1 - confidence) / 2
   low, high = np.quantile(means, [tail, 1 - tail])

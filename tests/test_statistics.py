@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from nas_forgetting.statistics import kendall_tau_b, paired_difference
+from nas_forgetting.statistics import kendall_tau_b, paired_difference, t_half_width
 from nas_forgetting.errors import DataError
 from nas_forgetting.io.metrics import MetricsLogger, read_jsonl
 
@@ -85,3 +85,14 @@ def test_paired_difference_sign_and_degenerate_cases():
     paired_difference([1.0, 2.0], [1.0, 2.0, 3.0])
   with pytest.raises(DataError, match="non-finite"):
     paired_difference([1.0, float("nan")], [1.0, 2.0])
+
+
+def test_t_half_width_against_tables():
+  # t_{0.975, 1} = 12.706205 and t_{0.95, 9} = 1.833113 (tables).
+  assert t_half_width(1.0, 2) == pytest.approx(12.706205 / math.sqrt(2), rel=1e-6)
+  assert t_half_width(2.0, 10, confidence=0.90) == pytest.approx(1.833113 * 2 / math.sqrt(10), rel=1e-6)
+  assert t_half_width(5.0, 1) == 0.0 and t_half_width(0.0, 7) == 0.0
+  with pytest.raises(DataError, match="confidence"):
+    t_half_width(1.0, 3, confidence=1.0)
+  with pytest.raises(DataError, match="confidence"):
+    paired_difference([1.0, 2.0], [0.0, 0.0], confidence=0.0)

@@ -143,6 +143,8 @@ def default_multi_model_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.max_rounds = 20  # rounds (one burst per architecture each)
   c.patience = 0  # > 0 ("strict"): stop when the mean end-of-round metric has not improved for this many rounds;
   #                 0 ("loose"): run max_rounds rounds
+  c.min_rounds = 0  # strict: the patience criterion is checked from this many rounds on (a penalty that slows the
+  #                   first rounds' progress must not count as convergence before the loose budget has been run)
   c.eval_width = 1  # the fixed validation batch every score uses is this many reward batches wide (RNN: the reward
   #                  split's first window over eval_width x shared.batch_size columns; CNN: the first
   #                  eval_width x controller.reward_batch_size held-out images)
@@ -343,6 +345,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   cc.integer(c, "multi_model.num_archs", minimum=2)
   cc.integer(c, "multi_model.max_rounds", minimum=1)
   cc.integer(c, "multi_model.patience", minimum=0)
+  cc.integer(c, "multi_model.min_rounds", minimum=0)
   cc.integer(c, "multi_model.eval_width", minimum=1)
   cc.boolean(c, "multi_model.stand_alone")
 

@@ -31,7 +31,8 @@ TensorBoard steps, on both step axes), so a resumed run's outputs equal an unint
 derive and summary.json come before its checkpoint: a search whose last checkpoint is the final epoch's has
 finished, and relaunching it says so and writes nothing. `train.max_epoch` may be raised on a relaunch
 (RESUME_SAFE_FIELDS): the search continues exactly as a run launched with the longer schedule (the shorter run's
-final derive stays in the logs). Divergence: every step's losses and metrics and a traced "parameters and optimizer
+final derive stays in the logs). Mode 'multi_model' resumes the same way from <workdir>/multi_model/checkpoints
+(`multi_model.max_rounds` may be raised). Divergence: every step's losses and metrics and a traced "parameters and optimizer
 state are finite" flag are checked on the host once per logging interval; a NaN or infinity stops the run with a
 DivergenceError naming the quantity, the step, the epoch and phase and the step's architecture.
 WPL (`config.wpl`, see `nas_forgetting.wpl.state.default_wpl_config`; off in the plain ENAS configs): the penalty
@@ -63,6 +64,7 @@ import ml_collections
 
 from nas_forgetting.enas import config as enas_config
 from nas_forgetting.enas import modes
+from nas_forgetting.enas import multi_model
 from nas_forgetting.enas import outputs
 from nas_forgetting.enas import search
 from nas_forgetting.enas.state import Run
@@ -71,9 +73,10 @@ from nas_forgetting.io.report import print_result_block
 MODES = enas_config.MODES
 NETWORKS = enas_config.NETWORKS
 
-# Fields a relaunch into an existing workdir may change: a longer (or equal) schedule continues the search exactly
-# as a run launched with it from the start would (same numbers; the shorter run's final derive stays logged).
-RESUME_SAFE_FIELDS = ("train.max_epoch",)
+# Fields a relaunch into an existing workdir may change: a longer (or equal) schedule continues the search (or the
+# round-robin run) exactly as a run launched with it from the start would (same numbers; the shorter search's final
+# derive stays logged).
+RESUME_SAFE_FIELDS = ("train.max_epoch", "multi_model.max_rounds")
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -92,6 +95,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   r = Run(config, path)
   if config.mode == "train":
     summary = search.train(r)
+  elif config.mode == "multi_model":
+    summary = multi_model.round_robin(r)
   else:
     logs = outputs.open_logs(path)
     try:

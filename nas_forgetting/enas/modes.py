@@ -1,5 +1,4 @@
-"""The ENAS modes that read a trained search (`load_workdir`), train one cell alone or a fixed set round-robin, and
-rank correlation.
+"""The ENAS modes that read a trained search (`load_workdir`) or train one cell alone, and rank correlation.
 
   derive               the best of `train.derive_num_sample` sampled cells, evaluated (`nas_forgetting.enas.derive`)
   evaluate             one cell (`dag_path`, else the derived one) with the trained shared weights
@@ -9,9 +8,9 @@ rank correlation.
   ablation_node        one node removed at a time (RNN only)
   rank_correlation     `train.rank_num_archs` sampled cells scored with the shared weights and after training each
                        alone for `train.rank_epochs` epochs; Kendall's tau-b between the two rankings
-  multi_model          a fixed set of sampled cells trained round-robin from fresh shared weights, forgetting
-                       measured after every burst (`nas_forgetting.enas.multi_model`)
 Each mode is `mode(run, logs) -> results`; `run` in `nas_forgetting.enas.experiment` adds the summary around them.
+Modes 'train' (`nas_forgetting.enas.search.train`) and 'multi_model' (`nas_forgetting.enas.multi_model.round_robin`)
+checkpoint and resume, and own their logs and summary.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from nas_forgetting.enas import multi_model
 from nas_forgetting.enas import search_space as ss
 from nas_forgetting.enas import trainer as tr
 from nas_forgetting.enas.derive import best_of_samples, derive, report_arch
@@ -112,5 +110,4 @@ MODES: dict[str, Callable[[Run, Logs], dict[str, Any]]] = {
     "rank_correlation": rank_correlation,
     "ablation_activation": lambda run, logs: ablation(run, logs, "activation"),
     "ablation_node": lambda run, logs: ablation(run, logs, "node"),
-    "multi_model": multi_model.round_robin,
 }

@@ -140,7 +140,7 @@ def checkpoint_tree(state: SearchState, seconds: float) -> dict[str, Any]:
   return tree
 
 
-def _uncommitted(tree: Any) -> Any:
+def uncommitted(tree: Any) -> Any:
   """Restored arrays come back committed to a device, fresh ones are not; jit keys its compilations on that, so a
   resumed run (and every mode that reads a trained run) would compile each step function again. Uncommitted copies
   keep one compilation per process."""
@@ -157,7 +157,7 @@ def restore(run: Run, directory: pathlib.Path, rng: jax.Array) -> tuple[Checkpoi
   state = fresh_state(run, rng)
   if ckpt.latest_step() is None:
     return ckpt, state
-  tree = _uncommitted(ckpt.restore(None, checkpoint_tree(state, 0.0)))
+  tree = uncommitted(ckpt.restore(None, checkpoint_tree(state, 0.0)))
   return ckpt, state._replace(shared=tree["shared"], controller=tree["controller"], wpl=tree.get("wpl"),
                               data=tasks.DataCursor(int(tree["data_cursor"])),
                               rng=jax.random.wrap_key_data(jnp.asarray(tree["rng"])), epoch=int(tree["epoch"]) + 1,

@@ -199,12 +199,11 @@ class RnnTask:
     """A validation batch `width` reward batches wide, for scores on more data in one evaluation: the first window
     of the reward split cut into `width` x shared.batch_size columns (the pooled data of mode 'multi_model')."""
     columns = width * self.batch_size
-    data = self.reward_tokens[:len(self.reward_tokens) // columns * columns]
-    if len(data) // columns < self.bptt + 1:
+    if len(self.reward_tokens) // columns < self.bptt + 1:
       raise ConfigError(f"a validation batch {width} reward batches wide ({columns} columns) leaves "
-                        f"{len(data) // columns} tokens per column of the {len(self.reward_tokens)}-token reward "
-                        f"split; need at least bptt + 1 = {self.bptt + 1}")
-    return (jnp.asarray(batchify(data, columns)), jnp.asarray(0, jnp.int32))
+                        f"{len(self.reward_tokens) // columns} tokens per column of the {len(self.reward_tokens)}-token"
+                        f" reward split; need at least bptt + 1 = {self.bptt + 1}")
+    return (jnp.asarray(batchify(self.reward_tokens, columns)), jnp.asarray(0, jnp.int32))
 
   def reward_batch(self, k: int):
     return (self.reward, jnp.asarray((k % self.windows_reward) * self.bptt, jnp.int32))

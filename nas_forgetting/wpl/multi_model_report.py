@@ -37,13 +37,12 @@ from typing import Any, Sequence
 
 import numpy as np
 from absl import app, flags
-from scipy import stats
 
 from nas_forgetting.errors import ConfigError, DataError
 from nas_forgetting.io import plots
 from nas_forgetting.io.atomic import atomic_write_text
 from nas_forgetting.io.metrics import read_csv
-from nas_forgetting.statistics import kendall_tau_b, paired_difference
+from nas_forgetting.statistics import kendall_tau_b, paired_difference, t_half_width
 
 ARMS = ("control", "treated")  # WPL off, WPL on
 FORGETTING = ("late_after_next", "late_end", "late_relative", "late_frac_worse")
@@ -144,7 +143,7 @@ def _band(curves: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray, np
   n = np.sum(np.isfinite(table), axis=0)
   mean = np.nanmean(table, axis=0)
   sd = np.array([np.nanstd(col, ddof=1) if k > 1 else 0.0 for col, k in zip(table.T, n)])
-  half = np.array([stats.t.ppf(0.975, k - 1) * s / np.sqrt(k) if k > 1 else 0.0 for s, k in zip(sd, n)])
+  half = np.array([t_half_width(s, k) for s, k in zip(sd, n)])
   return np.arange(length, dtype=np.float64), mean, mean - half, mean + half
 
 

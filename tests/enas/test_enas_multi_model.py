@@ -7,10 +7,9 @@ import pytest
 
 from configs import wpl_enas_ptb
 from nas_forgetting.enas import experiment
-from nas_forgetting.enas import modes
 from nas_forgetting.enas import multi_model
-from nas_forgetting.enas import outputs
 from nas_forgetting.enas.state import Run
+from nas_forgetting.errors import ConfigError
 from nas_forgetting.io.metrics import read_csv, read_jsonl
 from nas_forgetting.statistics import kendall_tau_b
 from nas_forgetting.wpl.forgetting import ROUND_SUMMARY_KEYS, round_forgetting_summary
@@ -31,11 +30,7 @@ def test_round_robin_writes_the_round_tensor_and_its_forgetting_with_one_compila
   c.multi_model.num_archs, c.multi_model.max_rounds = 3, 3
   experiment.validate_config(c)
   run = Run(c, tmp_path)
-  logs = outputs.open_logs(tmp_path)
-  try:
-    summary = modes.MODES["multi_model"](run, logs)
-  finally:
-    outputs.close_logs(logs)
+  summary = multi_model.round_robin(run)
   experiment.print_result(run, summary)
   # One compiled evaluation for all architectures, one compiled shared step for every architecture.
   assert run.metric._cache_size() == 1 and run.task._step._cache_size() == 1
@@ -75,11 +70,7 @@ def test_stand_alone_ranking_and_wpl_over_every_shared_weight(shared_data, tmp_p
   run = Run(c, tmp_path)
   assert sorted(run.task.monitored(run.task.init_params(jax.random.key(0)))["shared"]) == [
       "b_x", "decoder_bias", "embedding", "w_h", "w_x"]
-  logs = outputs.open_logs(tmp_path)
-  try:
-    summary = modes.MODES["multi_model"](run, logs)
-  finally:
-    outputs.close_logs(logs)
+  summary = multi_model.round_robin(run)
   final = read_csv(tmp_path / "multi_model" / "final.csv")
   shared, alone = ([float(r[k]) for r in final] for k in ("shared_perplexity", "alone_perplexity"))
   assert summary["kendall_tau"] == pytest.approx(kendall_tau_b(shared, alone))
@@ -94,3 +85,60 @@ def test_strict_convergence_rule():
   assert not multi_model.converged([0.5, 0.6, 0.7], patience=1, higher_is_better=True)
   assert not multi_model.converged([5.0, 6.0], patience=2, higher_is_better=False)  # too few rounds to judge
   assert not multi_model.converged([5.0, 6.0, 7.0, 8.0], patience=0, higher_is_better=False)  # loose
+  # min_rounds: not judged before that many rounds, then as without it
+  assert not multi_model.converged([5.0, 4.0, 4.5, 4.2], patience=2, higher_is_better=False, min_rounds=5)
+  assert multi_model.converged([5.0, 4.0, 4.5, 4.2], patience=2, higher_is_better=False, min_rounds=4)
+  assert multi_model.converged([5.0, 4.0, 4.5, 4.2, 4.1], patience=2, higher_is_better=False, min_rounds=5)
+
+
+def _tiny_round_robin(shared_data, rounds):
+  c = wpl_enas_ptb.get_config("tiny,loose")
+  c.data.path = str(shared_data / "ptb")
+  c.multi_model.num_archs, c.multi_model.max_rounds, c.multi_model.eval_width = 2, rounds, 2
+  c.train.save_every = 1
+  return c
+
+
+def _outputs(workdir):
+  """Everything a round-robin run writes that must not depend on interruptions (the clock aside)."""
+  files = {name: (workdir / "multi_model" / name).read_text() for name in ("metrics.csv", "forgetting.csv",
+                                                                          "final.csv", "archs.txt")}
+  records = [{k: v for k, v in rec.items() if k != "time"} for rec in read_jsonl(workdir / "metrics.jsonl")]
+  return files, records
+
+
+def test_round_robin_resumes_exactly_and_continues_to_more_rounds(shared_data, tmp_path, monkeypatch):
+  """Killed in round 2 (after round 1's checkpoint), relaunched: the outputs equal an uninterrupted run's, the
+  records logged after the checkpoint dropped; a finished run's relaunch writes nothing; a 2-round run relaunched
+  with max_rounds 3 equals the 3-round run."""
+  straight = _tiny_round_robin(shared_data, 3)
+  expected_summary = multi_model.round_robin(Run(straight, tmp_path / "straight"))
+  expected = _outputs(tmp_path / "straight")
+
+  calls = {"n": 0}
+  summarise = multi_model.forgetting_lib.round_forgetting_summary
+
+  def dies_in_round_2(matrix, **kw):
+    calls["n"] += 1
+    if calls["n"] == 3:
+      raise KeyboardInterrupt  # after round 2's training and scoring, before its logs and checkpoint
+    return summarise(matrix, **kw)
+
+  monkeypatch.setattr(multi_model.forgetting_lib, "round_forgetting_summary", dies_in_round_2)
+  with pytest.raises(KeyboardInterrupt):
+    multi_model.round_robin(Run(_tiny_round_robin(shared_data, 3), tmp_path / "killed"))
+  monkeypatch.setattr(multi_model.forgetting_lib, "round_forgetting_summary", summarise)
+  assert not (tmp_path / "killed" / "summary.json").exists()
+  resumed = multi_model.round_robin(Run(_tiny_round_robin(shared_data, 3), tmp_path / "killed"))
+  assert _outputs(tmp_path / "killed") == expected
+  strip = lambda s: {k: v for k, v in s.items() if k != "seconds"}
+  assert strip(resumed) == strip(expected_summary)
+
+  again = multi_model.round_robin(Run(_tiny_round_robin(shared_data, 3), tmp_path / "killed"))
+  assert again["finished_before"] and _outputs(tmp_path / "killed") == expected
+
+  multi_model.round_robin(Run(_tiny_round_robin(shared_data, 2), tmp_path / "longer"))
+  continued = multi_model.round_robin(Run(_tiny_round_robin(shared_data, 3), tmp_path / "longer"))
+  assert _outputs(tmp_path / "longer") == expected and strip(continued) == strip(expected_summary)
+  with pytest.raises(ConfigError, match="max_rounds >= 3"):
+    multi_model.round_robin(Run(_tiny_round_robin(shared_data, 2), tmp_path / "longer"))
