@@ -45,7 +45,8 @@ at a `train.stop_after_epochs` stop. Epoch e of task t draws its batches from fo
 resumed run replays exactly the epochs an uninterrupted run would: the final numbers are identical ('task': a run
 killed mid-task redoes that task's epochs from its start). `train.stop_after_epochs` > 0 stops after that many
 epochs of this call (as if killed; the checkpoint remains). Each epoch logs its records (step = epochs trained so
-far) and then saves checkpoint `step` when one is due; a resumed run drops the records logged after its checkpoint
+far) and then saves checkpoint `step` when one is due (written in the background while the next epoch trains; a
+save in flight when the run is killed is discarded, and the run resumes from the one before); a resumed run drops the records logged after its checkpoint
 (`MetricsLogger(purge_step=...)`, TensorBoard included), so its logs equal an uninterrupted run's. `summary.json`
 is written last of the outputs: a method whose checkpoint is at the end of the stream and whose summary.json exists
 is finished, and a relaunch says so and writes nothing. The checkpoint also carries the seconds spent training so
@@ -200,7 +201,9 @@ class MethodRun:
     return state
 
   def _checkpointer(self):
-    return Checkpointer(self.workdir / "checkpoints", max_to_keep=self.config.checkpoint.max_to_keep)
+    # written in the background while the next epoch trains (each save first waits for the one before it)
+    return Checkpointer(self.workdir / "checkpoints", max_to_keep=self.config.checkpoint.max_to_keep,
+                        asynchronous=True)
 
   # -- pieces ----------------------------------------------------------------------------------------------------
 

@@ -279,7 +279,8 @@ class GridRun:
     self.build_steps()
     checkpointer, latest = None, None
     if checkpoint_dir is not None:
-      checkpointer = Checkpointer(checkpoint_dir, max_to_keep=f.config.checkpoint.max_to_keep)
+      # the stacked grid is large: written in the background while the next epoch trains
+      checkpointer = Checkpointer(checkpoint_dir, max_to_keep=f.config.checkpoint.max_to_keep, asynchronous=True)
       latest = checkpointer.latest_step()
       if latest is not None:
         state = checkpointer.restore(latest, like=state)
