@@ -68,6 +68,9 @@ def run_figures(workdir: str | pathlib.Path, *, last_rounds: int) -> dict[str, A
   final = read_csv(out / "final.csv")
   config = _config(workdir)
   metric = "perplexity" if config.get("network", "rnn") == "rnn" else "accuracy"
+  if len(rounds) < last_rounds:  # the window would reach into the first rounds, whose changes are far larger
+    raise DataError(f"{workdir} ran {len(rounds)} rounds, fewer than the averaged window of the last {last_rounds}; "
+                    f"compare with --last_rounds <= {len(rounds)} (leaving out the first rounds)")
   late = rounds[-last_rounds:]
   figures = {
       "late_after_next": float(np.mean([float(r["after_next/mean_diff"]) for r in late])),

@@ -66,6 +66,8 @@ def test_late_averages_and_paired_differences_match_hand_computation(tmp_path):
   table = (tmp_path / "out" / "comparison.md").read_text()
   assert "| 1 | 4 / 4 | 8.000 / 3.000 |" in table and "| late_after_next | 6.667 | 3.667 | -3.000 (2.000) |" in table
   assert json.loads((tmp_path / "out" / "comparison.json").read_text())["paired"]["late_after_next"]["mean"] == -3.0
+  with pytest.raises(DataError, match="ran 4 rounds, fewer than the averaged window of the last 5"):
+    report.compare(dirs, last_rounds=5)  # the window would take in rounds 0-1
 
 
 def test_pairing_refuses_missing_arms_duplicates_and_mixed_settings(tmp_path):
