@@ -15,8 +15,9 @@ architectures x 3 batches); nowpl (WPL off, everything else identical: the basel
 forgetting is measured in both); strict / loose (mode 'multi_model', `nas_forgetting.enas.multi_model`: 4 architectures
 sampled once from the seed, trained round-robin from fresh shared weights in bursts of 10 steps, without dropout or
 weight drop, at a constant learning rate and WPL strength, every one scored after every burst on one validation
-batch 16 reward batches wide; strict stops when the round's mean validation perplexity has not improved for 5 rounds
-(at most 60 rounds), loose runs 30 rounds; outputs multi_model/{archs.txt,metrics,forgetting,final}.csv; pair the
+batch 16 reward batches wide; strict stops when the round's mean validation perplexity has not improved for 5 rounds,
+checked from round 30 on (at most 60 rounds), loose runs 30 rounds; a killed run resumes from its latest checkpoint (every
+train.save_every = 4 rounds); outputs multi_model/{archs.txt,metrics,forgetting,final}.csv; pair the
 two arms over seeds with `python -m nas_forgetting.wpl.multi_model_report --runs '<workdirs glob>' --out <dir>`).
 Measured, quick size, loose, 8 seeds, 4-10 min per run on 2 loaded CPU cores (docs/results_wpl.md): forgetting after
 the next burst (rounds 10-29) +6.6 perplexity without WPL; with --config.wpl.monitor=all (WPL also over the

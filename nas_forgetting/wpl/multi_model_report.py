@@ -90,6 +90,18 @@ def run_figures(workdir: str | pathlib.Path, *, last_rounds: int) -> dict[str, A
           "per_round": [float(r["after_next/mean_diff"]) for r in rounds]}
 
 
+def _differing_fields(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+  """The dotted config paths whose values differ between `a` and `b` (a field only one of them has included)."""
+  fields = []
+  for k in sorted(set(a) | set(b)):
+    x, y = a.get(k, "<absent>"), b.get(k, "<absent>")
+    if isinstance(x, dict) and isinstance(y, dict):
+      fields += _differing_fields(x, y, f"{prefix}{k}.")
+    elif x != y:
+      fields.append(f"{prefix}{k}: {x!r} vs {y!r}")
+  return fields
+
+
 def pair_runs(workdirs: Sequence[str | pathlib.Path]) -> dict[int, dict[str, pathlib.Path]]:
   """{seed: {'control': workdir, 'treated': workdir}}; DataError when a seed lacks an arm or has one twice, or when
   a pair's configs differ outside the `wpl` group (and the seed)."""
@@ -113,7 +125,9 @@ def pair_runs(workdirs: Sequence[str | pathlib.Path]) -> dict[int, dict[str, pat
     for w in arms.values():
       reference = reference or (w, strip(configs[w]))
       if strip(configs[w]) != reference[1]:
-        raise DataError(f"{w} and {reference[0]} differ outside the wpl group and the seed: not one comparison")
+        fields = ", ".join(_differing_fields(strip(configs[w]), reference[1]))
+        raise DataError(f"{w} and {reference[0]} differ outside the wpl group and the seed ({fields}): not one "
+                        "comparison")
   return pairs
 
 

@@ -81,7 +81,7 @@ def test_pairing_refuses_missing_arms_duplicates_and_mixed_settings(tmp_path):
                    test=[1.0], lr=1.0)
   twin = _workdir(tmp_path, "other_lr_wpl", seed=2, wpl=True, after_next=[1.0], end=[1.0], frac=[1.0], valid=[1.0],
                   test=[1.0], lr=1.0)
-  with pytest.raises(DataError, match="differ outside the wpl group"):
+  with pytest.raises(DataError, match=r"differ outside the wpl group and the seed \(shared.lr: 1.0 vs 5.0\)"):
     report.pair_runs(dirs + [other, twin])
   with pytest.raises(DataError, match="no config.json"):
     report.pair_runs([tmp_path])
