@@ -16,8 +16,8 @@ forgetting is measured in both); strict / loose (mode 'multi_model', `nas_forget
 sampled once from the seed, trained round-robin from fresh shared weights in bursts of 10 steps, without dropout or
 weight drop, at a constant learning rate and WPL strength, every one scored after every burst on one validation
 batch 16 reward batches wide; strict stops when the round's mean validation perplexity has not improved for 5 rounds,
-checked from round 30 on (at most 60 rounds), loose runs 30 rounds; a killed run resumes from its latest checkpoint (every
-train.save_every = 4 rounds); outputs multi_model/{archs.txt,metrics,forgetting,final}.csv; pair the
+checked from round 30 on (at most 60 rounds), loose runs 30 rounds; a killed run resumes from its last round
+(checkpointed every train.save_every = 1 round); outputs multi_model/{archs.txt,metrics,forgetting,final}.csv; pair the
 two arms over seeds with `python -m nas_forgetting.wpl.multi_model_report --runs '<workdirs glob>' --out <dir>`).
 Measured, quick size, loose, 8 seeds, 4-10 min per run on 2 loaded CPU cores (docs/results_wpl.md): forgetting after
 the next burst (rounds 10-29) +6.6 perplexity without WPL; with --config.wpl.monitor=all (WPL also over the
@@ -25,6 +25,10 @@ embedding, decoder bias and node 0's weights) +11.2 (paired difference +4.6, 95 
 final perplexity 27 points higher: the reference's alpha 60 is too stiff for SGD on the largest-Fisher shared weights
 (lr x alpha x max Fisher 1.6-8 > 2) and inert on the edges (< 0.015); on the edges at alpha 1,500
 (--config.wpl.alpha_fisher=1500) 12 seeds gave +9.0 without WPL and +4.6 with it (-49 %, interval -8.6 to -0.2).
+Measured, strict, 8 seeds, 10-16 min per run on loaded cores (3.5 min alone): the criterion never fired (60 rounds);
+forgetting after the next burst over rounds 30-59 +6.2 (median 2.5) without WPL, +5.6 with WPL on the edges at alpha
+1,500 with the proximal step (--config.wpl.alpha_fisher=1500 --config.wpl.proximal=True; difference -0.5, interval
+-3.9 to +2.9): no reduction.
 Also any variant of
 configs/enas_ptb.py (wikitext2, flexible, derive, ...).
 Outputs: as configs/enas_ptb.py, plus forgetting.csv (per epoch mean/max/std/median of the perplexity increase of
