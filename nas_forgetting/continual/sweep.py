@@ -260,13 +260,17 @@ class GridRun:
     if fn is not None:  # vmapped: each member on its own importance subset, with its own key
       data = [r._importance_data(t) for r in self.runs]
       data = tuple(jnp.stack([np.asarray(d[k]) for d in data]) for k in (0, 1))
-      task_importance = jax.vmap(lambda member, d: fn(member, t, d))(stacked, data)
+      task_importance = jax.device_get(jax.vmap(lambda member, d: fn(member, t, d))(stacked, data))
+    # The members are sliced from, and stacked back into, host arrays: slicing a device array dispatches one
+    # operation per leaf and member, which cost more than the consolidation itself.
+    host = jax.device_get({k: stacked[k] for k in GRID_KEYS})
     for i, r in enumerate(self.runs):
-      member = {k: _member(stacked[k], i) for k in GRID_KEYS}
+      member = {k: _member(host[k], i) for k in GRID_KEYS}
       member["rng"] = stacked["rng"][i]
       own = None if task_importance is None else _member(task_importance, i)
       new.append(r._consolidate(member, t, own))
-    return dict(state, **self._place({k: _stack([s[k] for s in new]) for k in GRID_KEYS}))
+    stack = lambda *xs: jnp.asarray(np.stack([np.asarray(x) for x in xs]))
+    return dict(state, **self._place({k: jax.tree.map(stack, *[s[k] for s in new]) for k in GRID_KEYS}))
 
   def run(self, checkpoint_dir=None) -> dict:
     """The whole stream for every member. With `checkpoint_dir`, the stacked state (with R, the baseline, the next
