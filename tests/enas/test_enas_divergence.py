@@ -97,7 +97,7 @@ def test_run_refuses_a_bad_config_before_creating_anything(tmp_path):
 
 
 def test_resume_safe_fields_are_only_the_schedule_length():
-  assert experiment.RESUME_SAFE_FIELDS == ("train.max_epoch",)
+  assert experiment.RESUME_SAFE_FIELDS == ("train.max_epoch", "multi_model.max_rounds")
 
 
 # ---------------------------------------------------------------------------------------------------------------
