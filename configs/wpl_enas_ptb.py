@@ -28,7 +28,9 @@ final perplexity 27 points higher: the reference's alpha 60 is too stiff for SGD
 Measured, strict, 8 seeds, 10-16 min per run on loaded cores (3.5 min alone): the criterion never fired (60 rounds);
 forgetting after the next burst over rounds 30-59 +6.2 (median 2.5) without WPL, +5.6 with WPL on the edges at alpha
 1,500 with the proximal step (--config.wpl.alpha_fisher=1500 --config.wpl.proximal=True; difference -0.5, interval
--3.9 to +2.9): no reduction.
+-3.9 to +2.9): no reduction; over every shared weight at alpha 60 with the proximal step (--config.wpl.monitor=all
+--config.wpl.proximal=True; seeds 0-4) +2.6 -> -1.3 (difference -3.9, interval -5.3 to -2.5) at +14 validation
+perplexity (interval -4 to +33).
 Also any variant of
 configs/enas_ptb.py (wikitext2, flexible, derive, ...).
 Outputs: as configs/enas_ptb.py, plus forgetting.csv (per epoch mean/max/std/median of the perplexity increase of
