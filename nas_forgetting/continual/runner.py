@@ -46,8 +46,9 @@ resumed run replays exactly the epochs an uninterrupted run would: the final num
 killed mid-task redoes that task's epochs from its start). `train.stop_after_epochs` > 0 stops after that many
 epochs of this call (as if killed; the checkpoint remains). Each epoch logs its records (step = epochs trained so
 far) and then saves checkpoint `step` when one is due (written in the background while the next epoch trains; a
-save in flight when the run is killed is discarded, and the run resumes from the one before); a resumed run drops the records logged after its checkpoint
-(`MetricsLogger(purge_step=...)`, TensorBoard included), so its logs equal an uninterrupted run's. `summary.json`
+save in flight when the run is killed is discarded, and the run resumes from the one before); a resumed run drops
+the records logged after its checkpoint (`MetricsLogger(purge_step=...)`, TensorBoard included), so its logs equal
+an uninterrupted run's. `summary.json`
 is written last of the outputs: a method whose checkpoint is at the end of the stream and whose summary.json exists
 is finished, and a relaunch says so and writes nothing. The checkpoint also carries the seconds spent training so
 far, so "seconds" is the run's total over all its launches.

@@ -96,6 +96,11 @@ class RoundState(NamedTuple):
   warned: bool = False
 
 
+def _round_scores(matrices: Sequence[np.ndarray]) -> list[float]:
+  """Each round's mean end-of-round metric (the strict criterion's score) from its (architecture x burst) matrix."""
+  return [float(np.mean(matrix[:, -1])) for matrix in matrices]
+
+
 def _checkpoint_tree(state: RoundState, last_round: int, seconds: float) -> dict[str, Any]:
   tree = {"shared": state.shared, "rng": np.asarray(jax.random.key_data(state.rng)),
           "data_position": np.int64(state.data.position), "round": np.int32(last_round),
@@ -163,8 +168,7 @@ def round_robin(run: Run) -> dict[str, Any]:
   rounds = _rows_before(out / "forgetting.csv", start, round_columns)
   matrices = [np.array([[row[m] for row in long_rows if row["round"] == r and row["arch"] == i]
                         for i in range(mm.num_archs)]) for r in range(start)]
-  round_scores = [float(np.mean(matrix[:, -1])) for matrix in matrices]
-  done = lambda: len(rounds) == mm.max_rounds or converged(round_scores, patience=mm.patience,
+  done = lambda: len(rounds) == mm.max_rounds or converged(_round_scores(matrices), patience=mm.patience,
                                                            higher_is_better=higher, min_rounds=mm.min_rounds)
   summary_path = run.workdir / outputs.SUMMARY_FILE
   if start and done() and summary_path.exists():
@@ -176,21 +180,20 @@ def round_robin(run: Run) -> dict[str, Any]:
       return dict(stored, finished_before=True)
   logs = outputs.open_logs(run.workdir, shared_step=start - 1 if start else None)
   try:
-    state = _train_rounds(run, logs, ckpt, state, archs, score, long_rows, rounds, matrices, round_scores, done)
+    state = _train_rounds(run, logs, ckpt, state, archs, score, long_rows, rounds, matrices, done)
     ckpt.wait()
   finally:
     ckpt.close()
     outputs.close_logs(logs)
-  summary = outputs.summary_record(run, _final(run, state, init, archs, arch_strings, score, rounds, matrices[-1],
-                                               round_scores))
+  summary = outputs.summary_record(run, _final(run, state, init, archs, arch_strings, score, rounds, matrices))
   outputs.write_summary(run, summary)
   return summary
 
 
 def _train_rounds(run: Run, logs: Logs, ckpt: Checkpointer, state: RoundState, archs: jax.Array, score, long_rows,
-                  rounds, matrices, round_scores, done) -> RoundState:
+                  rounds, matrices, done) -> RoundState:
   """The rounds from len(rounds) on until `done()`: trains, scores, logs, rewrites the CSVs (appending to the row
-  lists and the per-round matrices and scores in place) and checkpoints."""
+  lists and the per-round matrices in place) and checkpoints."""
   c = run.config
   mm = c.multi_model
   hp = run.task.wpl_hp
@@ -227,7 +230,6 @@ def _train_rounds(run: Run, logs: Logs, ckpt: Checkpointer, state: RoundState, a
                         "instead of being held); lower wpl.alpha_fisher or shared.lr, or set wpl.proximal=True",
                         r, stiffness)
     logs.shared.log(r, scalars)
-    round_scores.append(float(np.mean(matrix[:, -1])))
     write_csv(str(out / "metrics.csv"), long_rows, fieldnames=["round", "arch", "after_burst", m])
     write_csv(str(out / "forgetting.csv"), rounds, fieldnames=["round", *forgetting_lib.ROUND_SUMMARY_KEYS])
     state = RoundState(shared, wpl, data, rng, stiffest, warned)
@@ -238,7 +240,7 @@ def _train_rounds(run: Run, logs: Logs, ckpt: Checkpointer, state: RoundState, a
 
 
 def _final(run: Run, state: RoundState, init: jax.Array, archs: jax.Array, arch_strings: Sequence[str], score,
-           rounds, matrix: np.ndarray, round_scores: Sequence[float]) -> dict[str, Any]:
+           rounds, matrices: Sequence[np.ndarray]) -> dict[str, Any]:
   """final.csv (and the stand-alone training with `multi_model.stand_alone`) and the summary's results."""
   c = run.config
   mm = c.multi_model
@@ -247,7 +249,7 @@ def _final(run: Run, state: RoundState, init: jax.Array, archs: jax.Array, arch_
   params = state.shared.params
   final = [{"arch": a, f"shared_{m}": float(v), f"valid_{m}": run.task.evaluate(params, arch, "reward"),
             f"test_{m}": run.task.evaluate(params, arch, "test")}
-           for a, arch, v in zip(arch_strings, np.asarray(archs), matrix[:, -1])]
+           for a, arch, v in zip(arch_strings, np.asarray(archs), matrices[-1][:, -1])]
   result = {"wpl_sgd_stiffness_max": state.stiffest} if run.task.wpl_hp is not None else {}
   if mm.stand_alone:  # each architecture alone: the bursts and learning rates it got, from the same initial weights
     lrs = [run.lr(r) for r in range(len(rounds))]
@@ -259,6 +261,7 @@ def _final(run: Run, state: RoundState, init: jax.Array, archs: jax.Array, arch_
     result["kendall_tau"] = kendall_tau_b([row[f"shared_{m}"] for row in final], [row[f"alone_{m}"] for row in final])
   write_csv(str(run.workdir / "multi_model" / "final.csv"), final)
   keys = [f"{view}/{k}" for view in forgetting_lib.ROUND_VIEWS for k in ("mean_diff", "median_diff", "frac_worse")]
+  round_scores = _round_scores(matrices)
   best = max(round_scores) if higher else min(round_scores)
   stopped = converged(round_scores, patience=mm.patience, higher_is_better=higher, min_rounds=mm.min_rounds)
   return {"rounds": len(rounds), "converged": stopped, f"best_mean_{m}": best,
