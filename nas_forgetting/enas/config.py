@@ -150,7 +150,8 @@ def default_multi_model_config(**overrides: Any) -> ml_collections.ConfigDict:
   #                  eval_width x controller.reward_batch_size held-out images)
   c.stand_alone = False  # also train each architecture alone (fresh shared weights, no WPL, the same bursts and
   #                        learning rates it got in the round-robin) and report Kendall's tau between its ranking
-  #                        with the shared weights and alone (doubles the run's training)
+  #                        with the shared weights and alone (doubles the run's training; may be switched on for a
+  #                        finished run, whose relaunch then adds only this)
   return cc.override(c, overrides, group="multi_model")
 
 

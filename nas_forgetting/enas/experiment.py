@@ -32,7 +32,7 @@ derive and summary.json come before its checkpoint: a search whose last checkpoi
 finished, and relaunching it says so and writes nothing. `train.max_epoch` may be raised on a relaunch
 (RESUME_SAFE_FIELDS): the search continues exactly as a run launched with the longer schedule (the shorter run's
 final derive stays in the logs). Mode 'multi_model' resumes the same way from <workdir>/multi_model/checkpoints
-(`multi_model.max_rounds` may be raised). Divergence: every step's losses and metrics and a traced "parameters and
+(`multi_model.max_rounds` may be raised, `multi_model.stand_alone` switched on). Divergence: every step's losses and metrics and a traced "parameters and
 optimizer state are finite" flag are checked on the host once per logging interval; a NaN or infinity stops the run
 with a DivergenceError naming the quantity, the step, the epoch and phase and the step's architecture. WPL
 (`config.wpl`, see `nas_forgetting.wpl.state.default_wpl_config`; off in the plain ENAS configs): the penalty over
@@ -74,8 +74,8 @@ NETWORKS = enas_config.NETWORKS
 
 # Fields a relaunch into an existing workdir may change: a longer (or equal) schedule continues the search (or the
 # round-robin run) exactly as a run launched with it from the start would (same numbers; the shorter search's final
-# derive stays logged).
-RESUME_SAFE_FIELDS = ("train.max_epoch", "multi_model.max_rounds")
+# derive stays logged); the stand-alone training of a round-robin run's architectures may be added to a finished run.
+RESUME_SAFE_FIELDS = ("train.max_epoch", "multi_model.max_rounds", "multi_model.stand_alone")
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:

@@ -30,7 +30,10 @@ Resuming: the round loop is checkpointed in <workdir>/multi_model/checkpoints ev
 after the last (`RoundState`); a relaunch restores the latest checkpoint, reads the earlier rounds back from
 metrics.csv and forgetting.csv, drops whatever was logged after the checkpoint, and ends with outputs equal to an
 uninterrupted run's. A relaunch of a finished run (summary.json written for its last round) says so and writes
-nothing; `multi_model.max_rounds` may be raised on a relaunch to continue a run exactly as if launched with it.
+nothing; `multi_model.max_rounds` may be raised on a relaunch to continue a run exactly as if launched with it, and
+`multi_model.stand_alone` switched on for a finished run: the relaunch trains the architectures alone from the
+final checkpoint's run and rewrites final.csv and summary.json with the alone column and Kendall's tau (the
+round-robin's numbers unchanged; the stand-alone training does not depend on them).
 """
 
 from __future__ import annotations
@@ -142,8 +145,9 @@ def round_robin(run: Run) -> dict[str, Any]:
   summary.json, and returns the summary (rounds, whether the strict criterion stopped the run, the last round's
   forgetting, the mean over rounds of each forgetting statistic, the architectures' final validation and test
   metrics and, with `multi_model.stand_alone`, Kendall's tau against their stand-alone ranking). A relaunch of a
-  finished run says so and writes nothing; a resumed one drops what was logged after its checkpoint and ends with
-  outputs equal to an uninterrupted run's; `multi_model.max_rounds` may be raised on a relaunch."""
+  finished run says so and writes nothing (unless `multi_model.stand_alone` is newly on: then only the stand-alone
+  part is added); a resumed one drops what was logged after its checkpoint and ends with outputs equal to an
+  uninterrupted run's; `multi_model.max_rounds` may be raised on a relaunch."""
   c = run.config
   mm = c.multi_model
   m = run.task.metric
@@ -173,7 +177,7 @@ def round_robin(run: Run) -> dict[str, Any]:
   summary_path = run.workdir / outputs.SUMMARY_FILE
   if start and done() and summary_path.exists():
     stored = json.loads(summary_path.read_text(encoding="utf-8"))
-    if stored.get("rounds") == start:
+    if stored.get("rounds") == start and (not mm.stand_alone or "kendall_tau" in stored):
       ckpt.close()
       print(f"The round-robin run in {run.workdir} has finished ({start} rounds); nothing to do (its results are in "
             f"{summary_path}; launch with a larger multi_model.max_rounds to continue it).", flush=True)

@@ -142,3 +142,30 @@ def test_round_robin_resumes_exactly_and_continues_to_more_rounds(shared_data, t
   assert _outputs(tmp_path / "longer") == expected and strip(continued) == strip(expected_summary)
   with pytest.raises(ConfigError, match="max_rounds >= 3"):
     multi_model.round_robin(Run(_tiny_round_robin(shared_data, 2), tmp_path / "longer"))
+
+
+def test_stand_alone_added_to_a_finished_run_and_independent_of_wpl(shared_data, tmp_path):
+  """A finished run relaunched with stand_alone on gains the alone column and Kendall's tau, its round-robin numbers
+  unchanged; the alone scores do not depend on WPL (a WPL run's equal its no-WPL twin's), so one run of a
+  with/without pair serves both arms' tau (nas_forgetting.wpl.multi_model_report)."""
+  assert "multi_model.stand_alone" in experiment.RESUME_SAFE_FIELDS
+  nowpl = _tiny_round_robin(shared_data, 2)
+  nowpl.wpl.enabled = False
+  multi_model.round_robin(Run(nowpl, tmp_path / "nowpl"))
+  before = read_csv(tmp_path / "nowpl" / "multi_model" / "final.csv")
+  nowpl.multi_model.stand_alone = True
+  summary = multi_model.round_robin(Run(nowpl, tmp_path / "nowpl"))
+  assert "finished_before" not in summary
+  after = read_csv(tmp_path / "nowpl" / "multi_model" / "final.csv")
+  assert [{k: v for k, v in row.items() if k != "alone_perplexity"} for row in after] == before
+  alone = [float(row["alone_perplexity"]) for row in after]
+  assert summary["kendall_tau"] == pytest.approx(kendall_tau_b([float(r["shared_perplexity"]) for r in after], alone))
+  assert multi_model.round_robin(Run(nowpl, tmp_path / "nowpl"))["finished_before"]
+
+  wpl = _tiny_round_robin(shared_data, 2)
+  wpl.multi_model.stand_alone = True
+  assert wpl.wpl.enabled
+  multi_model.round_robin(Run(wpl, tmp_path / "wpl"))
+  final = read_csv(tmp_path / "wpl" / "multi_model" / "final.csv")
+  assert [float(row["alone_perplexity"]) for row in final] == pytest.approx(alone, rel=1e-6)
+  assert [row["shared_perplexity"] for row in final] != [row["shared_perplexity"] for row in after]
