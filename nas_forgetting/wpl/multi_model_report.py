@@ -2,7 +2,9 @@
 
 Input: workdirs of `launch.py` runs in mode 'multi_model' (e.g. configs/wpl_enas_ptb.py:quick,strict and
 :quick,strict,nowpl, one per seed). Runs are paired by seed: WPL on (`wpl.enabled`) is the treated arm, off the
-control. The two runs of a pair must have identical configs apart from the `wpl` group; every seed needs both arms.
+control. All runs must have identical configs apart from the seed, the `wpl` group (but its burst length
+`wpl.num_batch_per_iter`, the training both arms get) and `multi_model.stand_alone` (a measurement added to a run);
+every seed needs both arms.
 
 Per run it reads multi_model/forgetting.csv and multi_model/final.csv and takes:
   late_after_next   the mean over the last `last_rounds` rounds of the round's mean forgetting after the next
@@ -14,8 +16,12 @@ Per run it reads multi_model/forgetting.csv and multi_model/final.csv and takes:
   late_frac_worse   the mean over the same rounds of the fraction of architectures worse after the next burst
   valid / test      the architectures' mean metric on the whole validation (reward) and test splits with the final
                     shared weights (the cost side: does WPL make the shared weights worse?)
-  kendall_tau       Kendall's tau-b between the shared-weight and stand-alone rankings (runs with
-                    `multi_model.stand_alone` only)
+  kendall_tau       Kendall's tau-b between the run's shared-weight ranking of its architectures (final.csv's
+                    shared_<metric>) and their stand-alone ranking (alone_<metric>), for seeds where a run of the
+                    pair has the stand-alone column (`multi_model.stand_alone`, which may be switched on for a
+                    finished run): one such run serves both arms, since the stand-alone training is the same in both
+                    (no penalty, the same initial weights, bursts and learning rates; the control's is used when
+                    both have it)
 and for each the paired difference treated - control with a paired-t and a bootstrap 95 % interval
 (`nas_forgetting.statistics.paired_difference`); for the forgetting also the relative reduction
 1 - mean(treated) / mean(control).
@@ -59,7 +65,9 @@ def _config(workdir: pathlib.Path) -> dict[str, Any]:
 
 
 def run_figures(workdir: str | pathlib.Path, *, last_rounds: int) -> dict[str, Any]:
-  """One run's numbers (see the module docstring) and its per-round forgetting after the next burst."""
+  """One run's numbers (see the module docstring; Kendall's tau is added by `compare`), its architectures' final
+  shared-weight and stand-alone scores (None without the stand-alone column) and its per-round forgetting after the
+  next burst."""
   workdir = pathlib.Path(workdir)
   out = workdir / "multi_model"
   if not (out / "final.csv").is_file():
@@ -82,12 +90,10 @@ def run_figures(workdir: str | pathlib.Path, *, last_rounds: int) -> dict[str, A
       "test": float(np.mean([float(r[f"test_{metric}"]) for r in final])),
       "rounds": len(rounds),
   }
-  if f"alone_{metric}" in final[0]:
-    figures["kendall_tau"] = kendall_tau_b([float(r[f"shared_{metric}"]) for r in final],
-                                           [float(r[f"alone_{metric}"]) for r in final])
+  alone = [float(r[f"alone_{metric}"]) for r in final] if f"alone_{metric}" in final[0] else None
   return {"workdir": str(workdir), "seed": int(config["seed"]), "wpl": bool(config["wpl"]["enabled"]),
-          "metric": metric, "figures": figures,
-          "per_round": [float(r["after_next/mean_diff"]) for r in rounds]}
+          "metric": metric, "figures": figures, "shared": [float(r[f"shared_{metric}"]) for r in final],
+          "alone": alone, "per_round": [float(r["after_next/mean_diff"]) for r in rounds]}
 
 
 def _differing_fields(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
@@ -104,7 +110,7 @@ def _differing_fields(a: dict[str, Any], b: dict[str, Any], prefix: str = "") ->
 
 def pair_runs(workdirs: Sequence[str | pathlib.Path]) -> dict[int, dict[str, pathlib.Path]]:
   """{seed: {'control': workdir, 'treated': workdir}}; DataError when a seed lacks an arm or has one twice, or when
-  a pair's configs differ outside the `wpl` group (and the seed)."""
+  two runs' configs differ in a field every run must share (see the module docstring)."""
   pairs: dict[int, dict[str, pathlib.Path]] = {}
   configs: dict[pathlib.Path, dict[str, Any]] = {}
   for w in map(pathlib.Path, workdirs):
@@ -116,7 +122,13 @@ def pair_runs(workdirs: Sequence[str | pathlib.Path]) -> dict[int, dict[str, pat
     seed_pairs[arm] = w
   if not pairs:
     raise DataError("no runs to compare")
-  strip = lambda c: {k: v for k, v in c.items() if k not in ("wpl", "seed")}
+  def strip(config):  # the fields every run must share
+    shared = {k: v for k, v in config.items() if k not in ("wpl", "seed")}
+    shared["wpl.num_batch_per_iter"] = config["wpl"].get("num_batch_per_iter")
+    if "multi_model" in shared:
+      shared["multi_model"] = {k: v for k, v in shared["multi_model"].items() if k != "stand_alone"}
+    return shared
+
   reference = None
   for seed, arms in sorted(pairs.items()):
     if set(arms) != set(ARMS):
@@ -126,7 +138,7 @@ def pair_runs(workdirs: Sequence[str | pathlib.Path]) -> dict[int, dict[str, pat
       reference = reference or (w, strip(configs[w]))
       if strip(configs[w]) != reference[1]:
         fields = ", ".join(_differing_fields(strip(configs[w]), reference[1]))
-        raise DataError(f"{w} and {reference[0]} differ outside the wpl group and the seed ({fields}): not one "
+        raise DataError(f"{w} and {reference[0]} differ in settings every run must share ({fields}): not one "
                         "comparison")
   return pairs
 
@@ -138,6 +150,10 @@ def compare(workdirs: Sequence[str | pathlib.Path], *, last_rounds: int = 10) ->
   pairs = pair_runs(workdirs)
   seeds = sorted(pairs)
   runs = {seed: {arm: run_figures(pairs[seed][arm], last_rounds=last_rounds) for arm in ARMS} for seed in seeds}
+  for seed in seeds:
+    alone = [runs[seed][arm]["alone"] for arm in ARMS if runs[seed][arm]["alone"] is not None]
+    for arm in ARMS if alone else ():
+      runs[seed][arm]["figures"]["kendall_tau"] = kendall_tau_b(runs[seed][arm]["shared"], alone[0])
   keys = [k for k in (*FORGETTING, "valid", "test", "kendall_tau")
           if all(k in runs[s][arm]["figures"] for s in seeds for arm in ARMS)]
   paired = {}
