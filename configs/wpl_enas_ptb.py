@@ -29,8 +29,9 @@ Measured, strict, 8 seeds, 10-16 min per run on loaded cores (3.5 min alone): th
 forgetting after the next burst over rounds 30-59 +6.2 (median 2.5) without WPL, +5.6 with WPL on the edges at alpha
 1,500 with the proximal step (--config.wpl.alpha_fisher=1500 --config.wpl.proximal=True; difference -0.5, interval
 -3.9 to +2.9): no reduction; over every shared weight at alpha 60 with the proximal step (--config.wpl.monitor=all
---config.wpl.proximal=True; seeds 0-4) +2.6 -> -1.3 (difference -3.9, interval -5.3 to -2.5) at +14 validation
-perplexity (interval -4 to +33).
+--config.wpl.proximal=True) +0.2 (difference -6.0, 7 of 8 seeds lower, bootstrap interval -12.4 to -1.9, t interval
+-13.2 to +1.3) at +8.5 validation perplexity (interval -7 to +25); Kendall's tau of shared-weight against stand-alone
+rankings near zero in every arm (add --config.multi_model.stand_alone=True, also to a finished run).
 Also any variant of
 configs/enas_ptb.py (wikitext2, flexible, derive, ...).
 Outputs: as configs/enas_ptb.py, plus forgetting.csv (per epoch mean/max/std/median of the perplexity increase of
