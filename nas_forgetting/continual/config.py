@@ -58,7 +58,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.importance.num_examples = 0  # training examples of the task used for importance (0 = all; seeded subset)
   # Sweep (see continual.sweep): with seeds, every method runs for every (seed, strength) of its grid in one
   # compiled program (parameters, optimiser states, importance and anchors stacked on a grid axis, the epoch
-  # vmapped over it); the task stream stays the one of `seed`, each member draws its initialisation, batch order
+  # run over it); the task stream stays the one of `seed`, each member draws its initialisation, batch order
   # and importance subset from its own seed. Empty seeds: no sweep (a single run per method, as without this group)
   c.sweep = ml_collections.ConfigDict()
   c.sweep.seeds = ()  # seeds of the grid, e.g. (0, 1, 2, 3, 4); () = no sweep
@@ -76,6 +76,10 @@ def default_config() -> ml_collections.ConfigDict:
   # same results); 0 = as many as fit in memory_fraction of the free device memory (cpu_memory_budget on the CPU)
   c.sweep.chunk = 0
   c.sweep.shard = True  # shard the grid axis over the local devices (the most that divide a chunk evenly)
+  # members one device's compiled epoch and evaluation compute together (vmapped; groups one after another); 0 =
+  # automatic: 1 on the CPU (each member's state stays in the cache), the whole chunk on a GPU/TPU; same results.
+  # A grid sharded over several devices computes each device's members together (a value > 0 is refused there)
+  c.sweep.members_at_once = 0
   c.sweep.memory_fraction = 0.5  # share of the free device memory the grid may use (chunk=0)
   c.sweep.cpu_memory_budget = 1 << 31  # bytes the grid may use on devices that report no memory statistics (CPU)
   c.checkpoint = ml_collections.ConfigDict()

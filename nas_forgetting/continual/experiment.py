@@ -137,6 +137,7 @@ def _validate_sweep(config) -> None:
   cc.number(config, "sweep.validation_fraction", minimum=0.0, below=1.0)
   cc.integer(config, "sweep.chunk", minimum=0)
   cc.boolean(config, "sweep.shard")
+  cc.integer(config, "sweep.members_at_once", minimum=0)
   cc.number(config, "sweep.memory_fraction", above=0.0, maximum=1.0)
   cc.integer(config, "sweep.cpu_memory_budget", minimum=1)
 

@@ -3,10 +3,13 @@
 `GridRun(config, tasks, method, members)` trains `method` over the whole task stream for every grid member
 (seed, strength) at once: parameters, BatchNorm statistics, optimiser states, SI path integrals, anchors and
 importance carry a leading grid axis, and the runner's epoch function (`steps.make_epoch_fn`, the same one a single
-run compiles) is `jax.vmap`-ped over it. The data are shared (one device copy of each task); each member draws its
-own initialisation, batch order and importance subset from its own seed, exactly as the single run
-`MethodRun(member_config(config, seed), tasks, '<method>@<strength>')` does on the same task stream. So member i of
-the grid equals that single run up to float rounding (vmapped matrix products may round differently), which
+run compiles) runs over it inside one compiled program: `config.sweep.members_at_once` members at a time
+(`members_at_once`, `over_members`: automatically one after another on the CPU, where a member's state then stays in
+the cache, about a third faster per epoch than the vmapped grid, and all at once, vmapped, on a GPU or TPU). The data
+are shared (one device copy of each task); each member draws its own initialisation, batch order and importance
+subset from its own seed, exactly as the single run `MethodRun(member_config(config, seed), tasks,
+'<method>@<strength>')` does on the same task stream. So member i of the grid equals that single run up to float
+rounding (vmapped matrix products and the vmapped importance may round differently), which
 `tests/continual/test_continual_sweep.py` checks. One trace of the grid epoch serves every task and every member
 (`max_traces`).
 
@@ -14,15 +17,15 @@ The task stream itself comes from `config.seed` (the permutations or class split
 the sweep measures the variance due to initialisation and batch order on one stream, and compares strengths on
 identical data.
 
-Evaluation is vmapped too (one call per task for the whole grid), and so is the importance of a task (Fisher for
-EWC and online EWC, Omega for MAS with 'sum'/'replace' accumulation: `MethodRun.task_importance_fn` under
-`jax.vmap`, each member on its own importance subset with its own key); accumulation, slots and anchors then go
+Evaluation runs over the members in the same way (one call per task for the whole grid). The importance of a task
+(Fisher for EWC and online EWC, Omega for MAS with 'sum'/'replace' accumulation) is vmapped over all members
+(`MethodRun.task_importance_fn` under `jax.vmap`, each member on its own importance subset with its own key); accumulation, slots and anchors then go
 through the single run's own `MethodRun._consolidate` per member, so every method, estimator and accumulation mode
 is the one definition a single run uses (mas_local and MAS 'recompute_all' compute their importance per member).
 
 Devices: with `config.sweep.shard` the grid axis of a chunk is sharded over the devices (`grid_mesh`: the most
 devices that divide the chunk evenly; `jax.sharding.NamedSharding`, data replicated), so each device trains its
-members; the compiled epoch is the same vmapped function, partitioned by XLA. Consolidation gathers the members on
+members; the compiled epoch is then the vmapped grid (`members_at_once`), partitioned by XLA. Consolidation gathers the members on
 the host and places the result back. In a run of several processes (`nas_forgetting.distributed`) the mesh spans
 the devices of every process (the same number from each) and every process runs this same code: each trains the
 members on its devices, evaluation results, finiteness checks and consolidation inputs are gathered on every host
@@ -31,7 +34,7 @@ process writes its shards) and the returned parameters are host arrays.
 
 Memory: `grid_chunk(...)` bounds the number of members trained together (`config.sweep.chunk`, 0 = sized from the
 free device memory, or `sweep.cpu_memory_budget` bytes on devices that report none): the members are trained chunk
-after chunk, each chunk one vmapped program of the same shapes (one trace per chunk size).
+after chunk, each chunk one program of the same shapes (one trace per chunk size).
 
 `nas_forgetting.continual.sweep_report.run_sweep` runs the grid of every method of a config and writes and prints
 what a sweep reports (per-member and per-strength tables, the best strength, a plot).
@@ -151,23 +154,58 @@ def _grid_batch_indices(rngs, task, epoch, n: int, batch_size: int, max_batches:
   return idx, valid[0], k_steps
 
 
-def make_grid_epoch(epoch_fn, max_traces: int | None = None):
-  """The single run's jitted epoch vmapped over the grid axis of (carry, batch indices, step key, anchors,
-  importance, strength); data and the batch rows' validity are shared."""
-  def grid_epoch(carry, data, idx, valid, k_steps, anchors, importance, strengths):
-    return jax.vmap(epoch_fn, in_axes=(0, None, 0, None, 0, 0, 0, 0))(carry, data, idx, valid, k_steps, anchors,
-                                                                        importance, strengths)
+def members_at_once(setting: int, num_members: int, mesh: Mesh | None, backend: str | None = None) -> int:
+  """How many members the grid's compiled epoch and evaluation compute together (0 = all of the chunk, vmapped):
+  `setting` (`config.sweep.members_at_once`) when > 0 (all when >= `num_members`), else automatic: 1 on the CPU,
+  where one member's parameters, optimiser state, anchors and importance stay in the cache while its epoch runs (the
+  vmapped grid streams every member's through memory at every step), all on a GPU or TPU, which computes them in
+  parallel. A grid sharded over several devices (`mesh`) computes each device's members together; a setting > 0 is
+  refused there."""
+  if mesh is not None:
+    if setting > 0:
+      raise ConfigError(f"sweep.members_at_once={setting} applies to a grid on one device; this one is sharded over "
+                        f"{mesh.size} devices, each computing its members together (set sweep.members_at_once=0, "
+                        "or sweep.shard=False)")
+    return 0
+  if setting == 0:
+    setting = 1 if (backend or jax.default_backend()) == "cpu" else num_members
+  return 0 if setting >= num_members else setting
+
+
+def over_members(fn, in_axes: Sequence[int | None], at_once: int):
+  """`fn` applied to every member: over the leading (grid) axis of the arguments whose `in_axes` entry is 0 (the
+  others shared), `at_once` members at a time (`jax.lax.map` with that batch size: the groups one after another,
+  vmapped within) or, with 0, all at once (`jax.vmap`)."""
+  if at_once == 0:
+    return jax.vmap(fn, in_axes=tuple(in_axes))
+
+  def mapped(*args):
+    def one(members):
+      it = iter(members)
+      return fn(*(next(it) if axis == 0 else a for a, axis in zip(args, in_axes)))
+    stacked = tuple(a for a, axis in zip(args, in_axes) if axis == 0)
+    return jax.lax.map(one, stacked, batch_size=None if at_once == 1 else at_once)
+  return mapped
+
+
+def make_grid_epoch(epoch_fn, at_once: int, max_traces: int | None = None):
+  """The single run's jitted epoch over the grid axis of (carry, batch indices, step key, anchors, importance,
+  strength), `at_once` members at a time (`over_members`); data and the batch rows' validity are shared."""
+  over_grid = over_members(epoch_fn, (0, None, 0, None, 0, 0, 0, 0), at_once)
+
+  def grid_epoch(carry, data, idx, valid, k_steps, anchors, importance, strengths):  # a plain function for chex
+    return over_grid(carry, data, idx, valid, k_steps, anchors, importance, strengths)
   fn = grid_epoch if max_traces is None else chex.assert_max_traces(grid_epoch, n=max_traces)
   return jax.jit(fn)
 
 
-def make_grid_eval(eval_fn):
-  """The single run's jitted evaluation vmapped over (params, batch_stats)."""
-  return jax.jit(jax.vmap(eval_fn, in_axes=(0, 0, None, None)))
+def make_grid_eval(eval_fn, at_once: int):
+  """The single run's jitted evaluation over the grid axis of (params, batch_stats), `at_once` members at a time."""
+  return jax.jit(over_members(eval_fn, (0, 0, None, None), at_once))
 
 
 class GridRun:
-  """`method` over `tasks` for every (seed, strength) of `members` in one vmapped program; see the module
+  """`method` over `tasks` for every (seed, strength) of `members` in one compiled program; see the module
   docstring. `run() -> dict` with 'accuracy' (G, T, T), 'baseline' (G, T), 'params' (stacked), 'members'."""
 
   def __init__(self, config, tasks: Sequence[Task], method: str, members: Sequence[tuple[int, float]], *,
@@ -184,6 +222,7 @@ class GridRun:
     self.first, self.max_traces = first, max_traces
     # the grid axis sharded over the local devices (each holds its members' state; data replicated)
     self.mesh = grid_mesh(len(self.members)) if config.sweep.shard else None
+    self.at_once = members_at_once(config.sweep.members_at_once, len(self.members), self.mesh)
     self.num_tasks = first.num_tasks
     self.validation = None  # the validation splits (as each task's `test`), evaluated like the test splits
     if validation is not None:
@@ -218,12 +257,12 @@ class GridRun:
     self.first.build_steps()
     f = self.first
     if self.max_traces is None:
-      key = ("grid_epoch",) + f.tx_key + (f.penalty_fn, f.method == "si")
-      self.epoch_fn = sm.cached(key, lambda: make_grid_epoch(f.epoch_fn))
+      key = ("grid_epoch",) + f.tx_key + (f.penalty_fn, f.method == "si", self.at_once)
+      self.epoch_fn = sm.cached(key, lambda: make_grid_epoch(f.epoch_fn, self.at_once))
     else:
-      self.epoch_fn = make_grid_epoch(f.epoch_fn, self.max_traces)
-    key = ("grid_eval",) + f.model.key + (f.config.train.eval_batch_size,)
-    self.eval_fn = sm.cached(key, lambda: make_grid_eval(f.eval_fn))
+      self.epoch_fn = make_grid_epoch(f.epoch_fn, self.at_once, self.max_traces)
+    key = ("grid_eval",) + f.model.key + (f.config.train.eval_batch_size, self.at_once)
+    self.eval_fn = sm.cached(key, lambda: make_grid_eval(f.eval_fn, self.at_once))
     self.opt_init = sm.cached(("grid_opt_init",) + f.tx_key,
                                lambda: jax.jit(jax.vmap(f._opt_init)))
     self.test = [(self._place(d, replicated=True), n) for d, n in f.test]

@@ -1,4 +1,4 @@
-"""Sweeps: every (seed, strength) of a method in one vmapped program equals the independent single runs."""
+"""Sweeps: every (seed, strength) of a method in one compiled program equals the independent single runs."""
 
 import chex
 import jax
@@ -89,6 +89,30 @@ def test_grid_sharded_over_devices_equals_one_device(ewc_grid, tasks):
   chex.assert_trees_all_close(sharded["params"], one["params"], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("at_once", [1, 2])
+def test_members_computed_a_few_at_a_time_equal_the_vmapped_grid(ewc_grid, tasks, at_once):
+  """On one device the grid's epoch and evaluation run over the members `at_once` at a time (jax.lax.map), one
+  trace for both tasks; the results equal the vmapped grid's (which equals the single runs)."""
+  config, members, vmapped = ewc_grid
+  chex.clear_trace_counter()  # chex counts traces per definition site: the other parameter's run traced it too
+  grid = sweep.GridRun(sweep_config(shard=False, members_at_once=at_once), tasks, "ewc", members, max_traces=1)
+  assert grid.at_once == at_once
+  result = grid.run()
+  np.testing.assert_allclose(result["accuracy"], vmapped["accuracy"], atol=1e-6)
+  np.testing.assert_allclose(result["baseline"], vmapped["baseline"], atol=1e-6)
+  chex.assert_trees_all_close(result["params"], vmapped["params"], rtol=1e-5, atol=1e-6)
+
+
+def test_members_at_once_setting():
+  mesh = sweep.grid_mesh(4, jax.local_devices()[:4])
+  assert sweep.members_at_once(0, 4, None, backend="cpu") == 1  # automatic: one at a time on the CPU
+  assert sweep.members_at_once(0, 4, None, backend="gpu") == 0  # all at once (vmapped) on an accelerator
+  assert sweep.members_at_once(2, 4, None) == 2 and sweep.members_at_once(4, 4, None) == 0
+  assert sweep.members_at_once(0, 4, mesh) == 0  # sharded: each device's members together
+  with pytest.raises(ConfigError, match="sharded over 4 devices"):
+    sweep.members_at_once(1, 4, mesh)
+
+
 def test_grid_mesh_uses_the_most_devices_dividing_the_grid():
   devices = jax.local_devices()[:8]
   assert sweep.grid_mesh(4, devices).devices.size == 4
@@ -152,6 +176,7 @@ def test_sweep_experiment_outputs(tmp_path):
     ("seeds", (0, 0), "repeats a seed"),
     ("seeds", (), "needs sweep.seeds"),
     ("chunk", -1, "sweep.chunk"),
+    ("members_at_once", -1, "sweep.members_at_once"),
     ("validation_fraction", 1.0, "sweep.validation_fraction"),
 ])
 def test_validate_sweep_fields(field, value, message):
