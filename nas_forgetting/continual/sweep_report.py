@@ -1,7 +1,7 @@
 """A continual-learning sweep of every method of a config, and what it writes and prints.
 
 `run_sweep(config, workdir, tasks, ...)` trains each method of `config.methods` over its grid of (seed, strength)
-members (`nas_forgetting.continual.sweep.run_method`: the members in one vmapped program, chunk after chunk, each
+members (`nas_forgetting.continual.sweep.run_method`: the members in one compiled program, chunk after chunk, each
 chunk checkpointing after every epoch), on training splits less a seeded validation share
 (`sweep.split_validation`), and reports them: every member's accuracy matrix, per-member average accuracy,
 forgetting and BWT, their mean and standard deviation over seeds per strength (`summarize`), the strength of each
