@@ -9,7 +9,8 @@ with a message listing the valid keys. `config.experiment` selects what runs (se
 `nas_forgetting/experiments.py`). The workdir receives the resolved config, the git revision, metrics,
 TensorBoard events, plots and checkpoints; launching again with the same workdir resumes the run. A workdir
 holds one run: a relaunch with other settings (except the fields that only say how far to run) or of another
-experiment is refused, and a second launch on a workdir in use is refused.
+experiment is refused, and a second launch on a workdir in use is refused. `--compilation_cache=DIR` keeps the
+compiled programs on disk for later launches (the quickstart's rerun: 12.6-14.1 s against 17.8-19.6 s).
 
 Several processes (hosts), each driving its own devices, run one experiment together with `--distributed`:
 
@@ -37,6 +38,7 @@ import jax
 import ml_collections
 from ml_collections import config_flags
 
+from nas_forgetting import compilation_cache
 from nas_forgetting import distributed
 from nas_forgetting import errors
 from nas_forgetting import experiments
@@ -56,6 +58,10 @@ _NUM_PROCESSES = flags.DEFINE_integer(
     "num_processes", None, "With --distributed: number of processes (default: JAX_NUM_PROCESSES, else detected).")
 _PROCESS_ID = flags.DEFINE_integer(
     "process_id", None, "With --distributed: this process's index (default: JAX_PROCESS_ID, else detected).")
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache", "", "Folder for JAX's persistent compilation cache: compiled programs are stored there and "
+    "reused by later launches (reruns, resumes, other seeds with the same shapes), in a subfolder per jax version "
+    "and machine; '' (default) = off. See nas_forgetting/compilation_cache.py.")
 
 
 def _describe_unknown_key(config: ml_collections.ConfigDict, dotted: str) -> str | None:
@@ -196,6 +202,11 @@ def main(argv: list[str]) -> None:
     sys.exit(f"error: unexpected arguments: {' '.join(argv[1:])}; pass --help to see the flags")
   _join_processes()
   config = _load_config()
+  if _COMPILATION_CACHE.value:
+    try:
+      logging.info("compilation cache %s", compilation_cache.enable(_COMPILATION_CACHE.value))
+    except errors.NasForgettingError as e:
+      sys.exit(f"error: {e}")
   try:
     workdir = run(config, _WORKDIR.value)
   except errors.NasForgettingError as e:

@@ -1,5 +1,6 @@
 """launch.py: flags, config loading and dispatch fail clearly on bad input."""
 
+import csv
 import gc
 import json
 import os
@@ -214,3 +215,28 @@ def test_an_interrupt_inside_a_garbage_collector_callback_is_sent_again_not_rais
   assert not launch._inside_swallowing_callback(sys._getframe())  # pylint: disable=protected-access
   with pytest.raises(KeyboardInterrupt):
     launch._interrupt(signal.SIGINT, sys._getframe())  # pylint: disable=protected-access
+
+
+def test_compilation_cache_is_written_and_reused_with_the_same_results(quick_run, tmp_path):
+  """--compilation_cache: the first launch stores its compiled programs under a per-machine subfolder, a second
+  launch loads them (it compiles nothing new: no new entries) and gives the numbers of a launch without the cache."""
+  from nas_forgetting import compilation_cache  # pylint: disable=import-outside-toplevel
+  cache = tmp_path / "cache"
+  args = ("--config=configs/quickstart.py:quick", "--config.seed=3", f"--compilation_cache={cache}")
+  first = _launch(*args, f"--workdir={tmp_path / 'first'}")
+  assert first.returncode == 0, first.stderr[-2000:]
+  folder = cache / compilation_cache.machine_fingerprint()
+  entries = sorted(p.name for p in folder.iterdir())
+  assert len(entries) >= 5
+  second = _launch(*args, f"--workdir={tmp_path / 'second'}")
+  assert second.returncode == 0, second.stderr[-2000:]
+  assert sorted(p.name for p in folder.iterdir()) == entries
+  uncached, _ = quick_run
+  numbers = lambda workdir: [{k: v for k, v in row.items() if k != "seconds"}
+                             for row in csv.DictReader((workdir / "comparison.csv").open())]
+  for run in ("first", "second"):
+    assert numbers(tmp_path / run) == numbers(uncached)
+  (tmp_path / "file").write_text("")
+  refused = _launch(*args[:2], f"--compilation_cache={tmp_path / 'file'}", f"--workdir={tmp_path / 'third'}")
+  assert refused.returncode != 0 and _errors(refused)[-1].startswith("error: --compilation_cache=")
+  assert not (tmp_path / "third").exists()
