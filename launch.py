@@ -10,7 +10,7 @@ with a message listing the valid keys. `config.experiment` selects what runs (se
 TensorBoard events, plots and checkpoints; launching again with the same workdir resumes the run. A workdir
 holds one run: a relaunch with other settings (except the fields that only say how far to run) or of another
 experiment is refused, and a second launch on a workdir in use is refused. `--compilation_cache=DIR` keeps the
-compiled programs on disk for later launches (the quickstart's rerun: 12.6-14.1 s against 17.8-19.6 s).
+compiled programs on disk for later launches (the quickstart's rerun: 12.6-14.9 s against 17.8-19.6 s).
 
 Several processes (hosts), each driving its own devices, run one experiment together with `--distributed`:
 

@@ -14,7 +14,7 @@ average accuracy). Measured (seed 0): average accuracy / forgetting / BWT 56.0 /
 70.4 / 8.9 / -8.3 % (EWC), 59.2 / 7.3 / -7.3 % (MAS). Outputs: <workdir>/comparison.csv, comparison.png, and per
 method accuracy_matrix.csv/.png, accuracy_curves.png, metrics.jsonl, tensorboard/, and a checkpoint after each task
 (checkpoint.every='task': 12 saves, not 48). Expected time: about 18-20 s on 2 quiet CPU cores (17.8-19.6 s measured
-at load 1.6-2.3; 41-52 s with the cores shared, load 6-7); 12.6-14.1 s for a launch with `--compilation_cache=DIR`
+at load 1.6-2.3; 41-52 s with the cores shared, load 6-7); 12.6-14.9 s for a launch with `--compilation_cache=DIR`
 after one that filled it.
 
 Variant `quick` (get_config("quick")): 2 tasks, fewer examples (512 / 256), MLP 32, one epoch per task, for smoke
