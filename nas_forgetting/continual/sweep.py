@@ -4,7 +4,7 @@
 (seed, strength) at once: parameters, BatchNorm statistics, optimiser states, SI path integrals, anchors and
 importance carry a leading grid axis, and the runner's epoch function (`steps.make_epoch_fn`, the same one a single
 run compiles) runs over it inside one compiled program: `config.sweep.members_at_once` members at a time
-(`members_at_once`, `over_members`: automatically one after another on the CPU, where a member's state then stays in
+(`members_at_once`, `nas_forgetting.stacked.over_leading_axis`: automatically one after another on the CPU, where a member's state then stays in
 the cache, about a third faster per epoch than the vmapped grid, and all at once, vmapped, on a GPU or TPU). The data
 are shared (one device copy of each task); each member draws its own initialisation, batch order and importance
 subset from its own seed, exactly as the single run `MethodRun(member_config(config, seed), tasks,
@@ -61,6 +61,7 @@ from nas_forgetting.data.tasks import Task
 from nas_forgetting.device_memory import free_device_memory
 from nas_forgetting.errors import ConfigError
 from nas_forgetting.io.checkpoint import Checkpointer
+from nas_forgetting.stacked import over_leading_axis
 
 # State entries stacked on the grid axis (the rest of a single run's state is host bookkeeping).
 GRID_KEYS = ("params", "batch_stats", "opt_state", "si_path", "si_omega", "start_params", "anchors", "importance")
@@ -172,26 +173,10 @@ def members_at_once(setting: int, num_members: int, mesh: Mesh | None, backend: 
   return 0 if setting >= num_members else setting
 
 
-def over_members(fn, in_axes: Sequence[int | None], at_once: int):
-  """`fn` applied to every member: over the leading (grid) axis of the arguments whose `in_axes` entry is 0 (the
-  others shared), `at_once` members at a time (`jax.lax.map` with that batch size: the groups one after another,
-  vmapped within) or, with 0, all at once (`jax.vmap`)."""
-  if at_once == 0:
-    return jax.vmap(fn, in_axes=tuple(in_axes))
-
-  def mapped(*args):
-    def one(members):
-      it = iter(members)
-      return fn(*(next(it) if axis == 0 else a for a, axis in zip(args, in_axes)))
-    stacked = tuple(a for a, axis in zip(args, in_axes) if axis == 0)
-    return jax.lax.map(one, stacked, batch_size=None if at_once == 1 else at_once)
-  return mapped
-
-
 def make_grid_epoch(epoch_fn, at_once: int, max_traces: int | None = None):
   """The single run's jitted epoch over the grid axis of (carry, batch indices, step key, anchors, importance,
-  strength), `at_once` members at a time (`over_members`); data and the batch rows' validity are shared."""
-  over_grid = over_members(epoch_fn, (0, None, 0, None, 0, 0, 0, 0), at_once)
+  strength), `at_once` members at a time (`stacked.over_leading_axis`); data and the batch rows' validity are shared."""
+  over_grid = over_leading_axis(epoch_fn, (0, None, 0, None, 0, 0, 0, 0), at_once)
 
   def grid_epoch(carry, data, idx, valid, k_steps, anchors, importance, strengths):  # a plain function for chex
     return over_grid(carry, data, idx, valid, k_steps, anchors, importance, strengths)
@@ -201,7 +186,7 @@ def make_grid_epoch(epoch_fn, at_once: int, max_traces: int | None = None):
 
 def make_grid_eval(eval_fn, at_once: int):
   """The single run's jitted evaluation over the grid axis of (params, batch_stats), `at_once` members at a time."""
-  return jax.jit(over_members(eval_fn, (0, 0, None, None), at_once))
+  return jax.jit(over_leading_axis(eval_fn, (0, 0, None, None), at_once))
 
 
 class GridRun:

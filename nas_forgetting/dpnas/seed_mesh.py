@@ -14,6 +14,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from nas_forgetting import distributed
+from nas_forgetting.stacked import over_leading_axis
 
 AXIS = "seeds"
 
@@ -46,16 +47,4 @@ def over_seeds(fn, in_axes: tuple, mode: str):
   XLA:CPU turns convolutions vmapped over per-seed weights into grouped convolutions, which it runs far slower
   than the same convolutions one seed at a time; accelerators prefer the vmapped form.
   """
-  if mode == "vmap":
-    return jax.vmap(fn, in_axes=in_axes)
-
-  def mapped(*args):
-    per_seed = [a for a, axis in zip(args, in_axes) if axis == 0]
-
-    def one(sliced):
-      it = iter(sliced)
-      return fn(*[next(it) if axis == 0 else a for a, axis in zip(args, in_axes)])
-
-    return jax.lax.map(one, tuple(per_seed))
-
-  return mapped
+  return over_leading_axis(fn, in_axes, 0 if mode == "vmap" else 1)
