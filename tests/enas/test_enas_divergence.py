@@ -96,8 +96,8 @@ def test_run_refuses_a_bad_config_before_creating_anything(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
-def test_resume_safe_fields_are_only_the_schedule_length():
-  assert experiment.RESUME_SAFE_FIELDS == ("train.max_epoch", "multi_model.max_rounds")
+def test_resume_safe_fields_are_only_the_schedule_length_and_added_measurements():
+  assert experiment.RESUME_SAFE_FIELDS == ("train.max_epoch", "multi_model.max_rounds", "multi_model.stand_alone")
 
 
 # ---------------------------------------------------------------------------------------------------------------
