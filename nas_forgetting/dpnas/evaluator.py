@@ -3,9 +3,8 @@
 For a net string and a list of integer seeds, each seed gives one random deep prior (encoder weights and classifier
 initialisation). Deep-prior mode (default):
 
-1. **Embed once per architecture, on device** (`prior_embedding`): every seed's random encoder is drawn by
-   `prior_init` (with programs shared by every architecture, the same weights as Flax's initialisation under jit),
-   then one jitted function per architecture estimates BatchNorm statistics (`bn_mode`) and embeds train/val/test in
+1. **Embed once per architecture, on device** (`prior_embedding`): one jitted function per architecture
+   initialises the encoder of every seed, estimates BatchNorm statistics (`bn_mode`), and embeds train/val/test in
    chunks whose size comes from the free device memory (`memory.embed_chunk_size`; where a device reports none, as
    the CPU does, `cpu_memory_budget` bytes are assumed). Embeddings are zero-padded to a *bucket* width (`bucket`).
 2. **Train the linear classifier entirely under jit** (`classifier_training`). The compiled function depends only on
@@ -44,7 +43,6 @@ from jax.sharding import Mesh, PartitionSpec as P
 from nas_forgetting import config_schema as cc
 from nas_forgetting.dpnas import classifier_training as ct
 from nas_forgetting.dpnas import prior_embedding as prepare
-from nas_forgetting.dpnas import prior_init
 from nas_forgetting.dpnas.eval_result import EvalResult, raise_if_diverged
 from nas_forgetting.dpnas.memory import (TooLargeForMemory, activation_bytes_per_example, bucket_width,
                                          embed_chunk_size, free_device_memory, memory_available_per_device,
@@ -388,14 +386,12 @@ class Evaluator:
 
       def traced(*args):
         TRACES["prepare"] += 1
-        return over_seeds(per_seed, (0, None, 0), self._seed_batching)(*args)
+        return over_seeds(per_seed, (0, None), self._seed_batching)(*args)
 
-      _PREPARE_FNS[key] = self._jit(traced, (P(AXIS), P(), P(AXIS)))
+      _PREPARE_FNS[key] = self._jit(traced, (P(AXIS), P()))
       while len(_PREPARE_FNS) > 16:
         _PREPARE_FNS.popitem(last=False)
-    sample = jnp.zeros((1, *self._images.shape[1:]), self._images.dtype)  # shapes only: the weights ignore values
-    variables = prior_init.encoder_variables(prepare.encoder_module(net, self.config, self._conv), seeds_arr, sample)
-    return _PREPARE_FNS[key](shard_seeds(seeds_arr, self.mesh), self._images, shard_seeds(variables, self.mesh))
+    return _PREPARE_FNS[key](shard_seeds(seeds_arr, self.mesh), self._images)
 
   def _prepare_full(self, net: str, seeds_arr: np.ndarray):
     """Full training: per-seed (params, batch_stats, opt_state) and the per-architecture training function."""

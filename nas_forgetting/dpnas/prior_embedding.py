@@ -28,18 +28,12 @@ from nas_forgetting.models import deep_prior as dp
 from nas_forgetting.numerics import all_finite
 
 
-def encoder_module(net: str, config, conv: str) -> dp.DeepPriorEncoder:
-  """The frozen encoder of `net` under the `EvalConfig` `config` (`conv`: its convolution, `deep_prior.CONVS`)."""
-  return dp.DeepPriorEncoder(net, config.bn_epsilon, config.weight_init, conv=conv)
-
-
 def make_prepare(net: str, config, classifier: dp.DeepPriorClassifier, tx: optax.GradientTransformation, *,
                  sizes: tuple[int, int, int], width: int, padded: int, chunk: int, conv: str):
-  """`per_seed(seed, images, variables) -> (train, val, test embeddings, TrainState, embeddings finite)` for `net`
-  under the `EvalConfig` `config`; `images` are the train, val and test images (`sizes` of each) concatenated;
-  `variables` the seed's initial encoder (`prior_init.encoder_variables`); `conv` is the encoder's convolution
-  (`deep_prior.CONVS`)."""
-  encoder = encoder_module(net, config, conv)
+  """`per_seed(seed, images) -> (train, val, test embeddings, TrainState, embeddings finite)` for `net` under the
+  `EvalConfig` `config`; `images` are the train, val and test images (`sizes` of each) concatenated; `conv` is the
+  encoder's convolution (`deep_prior.CONVS`)."""
+  encoder = dp.DeepPriorEncoder(net, config.bn_epsilon, config.weight_init, conv=conv)
   calibrator = dp.DeepPriorEncoder(net, config.bn_epsilon, config.weight_init, bn_momentum=0.0, conv=conv)
   n_train, n_val, n_test = sizes
   total = n_train + n_val + n_test
@@ -61,8 +55,9 @@ def make_prepare(net: str, config, classifier: dp.DeepPriorClassifier, tx: optax
 
     return jax.lax.fori_loop(0, steps, body, out)
 
-  def per_seed(seed, images, variables):
-    cls_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), 0))[1]  # the encoder's: prior_init.init_keys
+  def per_seed(seed, images):
+    init_key, cls_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), 0))
+    variables = encoder.init(init_key, images[:1])
     out = jnp.zeros((total, padded), jnp.float32)
     if config.bn_epsilon > 0 and config.bn_mode == "calibrate":
       calibrated = min(config.bn_calibration_size, n_train)

@@ -112,11 +112,10 @@ class ResidualBlock(nn.Module):
   weight_init: str
   bn_momentum: float = 0.9
   conv: str = "xla"
-  kernel_init: Callable | None = None  # overrides weight_init (nas_forgetting.dpnas.prior_init records keys with it)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    init = self.kernel_init or weight_initializer(self.weight_init)
+    init = weight_initializer(self.weight_init)
     conv = _conv_fn(self.conv)
     bn = (lambda h: _batch_norm(h, self.bn_epsilon, train, self.bn_momentum)) if self.bn_epsilon > 0 else (lambda h: h)
     pre = nn.relu(bn(x))
@@ -139,12 +138,11 @@ class DeepPriorEncoder(nn.Module):
   weight_init: str = "kaiming-normal"
   bn_momentum: float = 0.9  # 0.0 makes a training-mode pass store exactly its batch statistics
   conv: str = "xla"  # how convolutions are computed (CONVS; same parameters, same results up to rounding)
-  kernel_init: Callable | None = None  # overrides weight_init (nas_forgetting.dpnas.prior_init records keys with it)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     encoder, _, _ = split_net(self.net)
-    init = self.kernel_init or weight_initializer(self.weight_init)
+    init = weight_initializer(self.weight_init)
     conv = _conv_fn(self.conv)
     for layer in encoder:
       if isinstance(layer, ns.Pool):
@@ -152,8 +150,7 @@ class DeepPriorEncoder(nn.Module):
         x = nn.max_pool(x, (layer.kernel, layer.kernel), strides=(layer.stride, layer.stride),
                         padding=((p, p), (p, p)))
       elif layer.residual:
-        x = ResidualBlock(layer.features, self.bn_epsilon, self.weight_init, self.bn_momentum, self.conv,
-                          self.kernel_init)(x, train)
+        x = ResidualBlock(layer.features, self.bn_epsilon, self.weight_init, self.bn_momentum, self.conv)(x, train)
       else:
         p = layer.padding
         x = nn.Conv(layer.features, (layer.kernel, layer.kernel), strides=(layer.stride, layer.stride),
