@@ -4,8 +4,8 @@
 (seed, strength) at once: parameters, BatchNorm statistics, optimiser states, SI path integrals, anchors and
 importance carry a leading grid axis, and the runner's epoch function (`steps.make_epoch_fn`, the same one a single
 run compiles) runs over it inside one compiled program: `config.sweep.members_at_once` members at a time
-(`members_at_once`, `nas_forgetting.stacked.over_leading_axis`: automatically one after another on the CPU, where a member's state then stays in
-the cache, about a third faster per epoch than the vmapped grid, and all at once, vmapped, on a GPU or TPU). The data
+(`members_at_once`, `nas_forgetting.stacked.over_leading_axis`: automatically one after another on the CPU, where a
+member's state then stays in the cache, and all at once, vmapped, on a GPU or TPU; BENCHMARKS.md). The data
 are shared (one device copy of each task); each member draws its own initialisation, batch order and importance
 subset from its own seed, exactly as the single run `MethodRun(member_config(config, seed), tasks,
 '<method>@<strength>')` does on the same task stream. So member i of the grid equals that single run up to float
@@ -19,18 +19,19 @@ identical data.
 
 Evaluation runs over the members in the same way (one call per task for the whole grid). The importance of a task
 (Fisher for EWC and online EWC, Omega for MAS with 'sum'/'replace' accumulation) is vmapped over all members
-(`MethodRun.task_importance_fn` under `jax.vmap`, each member on its own importance subset with its own key); accumulation, slots and anchors then go
-through the single run's own `MethodRun._consolidate` per member, so every method, estimator and accumulation mode
-is the one definition a single run uses (mas_local and MAS 'recompute_all' compute their importance per member).
+(`MethodRun.task_importance_fn` under `jax.vmap`, each member on its own importance subset with its own key);
+accumulation, slots and anchors then go through the single run's own `MethodRun._consolidate` per member, so every
+method, estimator and accumulation mode is the one definition a single run uses (mas_local and MAS 'recompute_all'
+compute their importance per member).
 
-Devices: with `config.sweep.shard` the grid axis of a chunk is sharded over the devices (`grid_mesh`: the most
-devices that divide the chunk evenly; `jax.sharding.NamedSharding`, data replicated), so each device trains its
-members; the compiled epoch is then the vmapped grid (`members_at_once`), partitioned by XLA. Consolidation gathers the members on
-the host and places the result back. In a run of several processes (`nas_forgetting.distributed`) the mesh spans
-the devices of every process (the same number from each) and every process runs this same code: each trains the
-members on its devices, evaluation results, finiteness checks and consolidation inputs are gathered on every host
-(`distributed.to_host`), consolidation runs on every process alike, checkpoints are saved collectively (each
-process writes its shards) and the returned parameters are host arrays.
+Devices: with `config.sweep.shard` the grid axis of a chunk is sharded over the devices (`grid_mesh`: the most devices
+that divide the chunk evenly; `jax.sharding.NamedSharding`, data replicated), so each device trains its members; the
+compiled epoch is then the vmapped grid (`members_at_once`), partitioned by XLA. Consolidation gathers the members on
+the host and places the result back. In a run of several processes (`nas_forgetting.distributed`) the mesh spans the
+devices of every process (the same number from each) and every process runs this same code: each trains the members on
+its devices, evaluation results, finiteness checks and consolidation inputs are gathered on every host
+(`distributed.to_host`), consolidation runs on every process alike, checkpoints are saved collectively (each process
+writes its shards) and the returned parameters are host arrays.
 
 Memory: `grid_chunk(...)` bounds the number of members trained together (`config.sweep.chunk`, 0 = sized from the
 free device memory, or `sweep.cpu_memory_budget` bytes on devices that report none): the members are trained chunk
@@ -175,7 +176,8 @@ def members_at_once(setting: int, num_members: int, mesh: Mesh | None, backend: 
 
 def make_grid_epoch(epoch_fn, at_once: int, max_traces: int | None = None):
   """The single run's jitted epoch over the grid axis of (carry, batch indices, step key, anchors, importance,
-  strength), `at_once` members at a time (`stacked.over_leading_axis`); data and the batch rows' validity are shared."""
+  strength), `at_once` members at a time (`stacked.over_leading_axis`); data and the batch rows' validity are
+  shared."""
   over_grid = over_leading_axis(epoch_fn, (0, None, 0, None, 0, 0, 0, 0), at_once)
 
   def grid_epoch(carry, data, idx, valid, k_steps, anchors, importance, strengths):  # a plain function for chex

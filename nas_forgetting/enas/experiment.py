@@ -27,19 +27,19 @@ alone (single, scratch, rank/arch_<k>) keep their own metrics, checkpoints and r
 run ends with a result block in the terminal (data, network, derived cell and its numbers).
 
 Resuming: a relaunch restores the latest checkpoint and drops whatever was logged after it (metrics.jsonl lines,
-TensorBoard steps, on both step axes), so a resumed run's outputs equal an uninterrupted run's. The last epoch's
-derive and summary.json come before its checkpoint: a search whose last checkpoint is the final epoch's has
-finished, and relaunching it says so and writes nothing. `train.max_epoch` may be raised on a relaunch
-(RESUME_SAFE_FIELDS): the search continues exactly as a run launched with the longer schedule (the shorter run's
-final derive stays in the logs). Mode 'multi_model' resumes the same way from <workdir>/multi_model/checkpoints
-(`multi_model.max_rounds` may be raised, `multi_model.stand_alone` switched on). Divergence: every step's losses and metrics and a traced "parameters and
-optimizer state are finite" flag are checked on the host once per logging interval; a NaN or infinity stops the run
-with a DivergenceError naming the quantity, the step, the epoch and phase and the step's architecture. WPL
-(`config.wpl`, see `nas_forgetting.wpl.state.default_wpl_config`; off in the plain ENAS configs): the penalty over
-each architecture's active shared weights in the shared step, the Fisher update and anchor refresh after each burst
-of `wpl.num_batch_per_iter` steps (the Fisher of the cross-entropy, or with `wpl.shared_ce_fisher=False` of the full
-training loss: cross-entropy, regularisers, L2 and the WPL penalty), the WPL state in the checkpoint. Offline text
-data (train.txt missing) train on valid.txt and evaluate on test.txt; every summary says so in `data_note`.
+TensorBoard steps, on both step axes), so a resumed run's outputs equal an uninterrupted run's. The last epoch's derive
+and summary.json come before its checkpoint: a search whose last checkpoint is the final epoch's has finished, and
+relaunching it says so and writes nothing. `train.max_epoch` may be raised on a relaunch (RESUME_SAFE_FIELDS): the
+search continues exactly as a run launched with the longer schedule (the shorter run's final derive stays in the logs).
+Mode 'multi_model' resumes the same way from <workdir>/multi_model/checkpoints (`multi_model.max_rounds` may be raised,
+`multi_model.stand_alone` switched on). Divergence: every step's losses and metrics and a traced "parameters and
+optimizer state are finite" flag are checked on the host once per logging interval; a NaN or infinity stops the run with
+a DivergenceError naming the quantity, the step, the epoch and phase and the step's architecture. WPL (`config.wpl`, see
+`nas_forgetting.wpl.state.default_wpl_config`; off in the plain ENAS configs): the penalty over each architecture's
+active shared weights in the shared step, the Fisher update and anchor refresh after each burst of
+`wpl.num_batch_per_iter` steps (the Fisher of the cross-entropy, or with `wpl.shared_ce_fisher=False` of the full
+training loss: cross-entropy, regularisers, L2 and the WPL penalty), the WPL state in the checkpoint. Offline text data
+(train.txt missing) train on valid.txt and evaluate on test.txt; every summary says so in `data_note`.
 
 Layout: `state` (the run's context and the `SearchState` every phase takes and returns, checkpoints), `tasks` (the
 RNN and CNN data, supernets and compiled steps), `search` (shared and controller epochs, the loop, training a cell
