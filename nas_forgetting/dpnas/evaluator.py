@@ -3,10 +3,12 @@
 For a net string and a list of integer seeds, each seed gives one random deep prior (encoder weights and classifier
 initialisation). Deep-prior mode (default):
 
-1. **Embed once per architecture, on device** (`prior_embedding`): one jitted function per architecture
-   initialises the encoder of every seed, estimates BatchNorm statistics (`bn_mode`), and embeds train/val/test in
-   chunks whose size comes from the free device memory (`memory.embed_chunk_size`; where a device reports none, as
-   the CPU does, `cpu_memory_budget` bytes are assumed). Embeddings are zero-padded to a *bucket* width (`bucket`).
+1. **Embed once per architecture, on device** (`prior_embedding`): every seed's random encoder and classifier are
+   drawn by `prior_init` (Flax's initialisation under jit, bit for bit, with random-number programs shared by every
+   architecture), then one jitted function per architecture estimates BatchNorm statistics (`bn_mode`) and embeds
+   train/val/test in chunks whose size comes from the free device memory (`memory.embed_chunk_size`; where a device
+   reports none, as the CPU does, `cpu_memory_budget` bytes are assumed). Embeddings are zero-padded to a *bucket*
+   width (`bucket`).
 2. **Train the linear classifier entirely under jit** (`classifier_training`). The compiled function depends only on
    the bucket width, so architectures whose embeddings fall into the same bucket reuse it (`TRACES['train']` counts
    compilations). The compiled functions live in a process-wide cache keyed on the frozen `EvalConfig` as a whole
@@ -43,6 +45,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 from nas_forgetting import config_schema as cc
 from nas_forgetting.dpnas import classifier_training as ct
 from nas_forgetting.dpnas import prior_embedding as prepare
+from nas_forgetting.dpnas import prior_init
 from nas_forgetting.dpnas.eval_result import EvalResult, raise_if_diverged
 from nas_forgetting.dpnas.memory import (TooLargeForMemory, activation_bytes_per_example, bucket_width,
                                          embed_chunk_size, free_device_memory, memory_available_per_device,
@@ -381,17 +384,22 @@ class Evaluator:
     chunk = self._memory_deep_prior(net, per_device)
     key = (self._scope, net, chunk, len(seeds_arr))
     if key not in _PREPARE_FNS:
-      per_seed = prepare.make_prepare(net, self.config, self._classifier(net), self._tx, sizes=self.sizes,
-                                      width=width, padded=padded, chunk=chunk, conv=self._conv)
+      per_seed = prepare.make_prepare(net, self.config, self._tx, sizes=self.sizes, width=width, padded=padded,
+                                      chunk=chunk, conv=self._conv)
 
       def traced(*args):
         TRACES["prepare"] += 1
-        return over_seeds(per_seed, (0, None), self._seed_batching)(*args)
+        return over_seeds(per_seed, (None, 0, 0), self._seed_batching)(*args)
 
-      _PREPARE_FNS[key] = self._jit(traced, (P(AXIS), P()))
+      _PREPARE_FNS[key] = self._jit(traced, (P(), P(AXIS), P(AXIS)))
       while len(_PREPARE_FNS) > 16:
         _PREPARE_FNS.popitem(last=False)
-    return _PREPARE_FNS[key](shard_seeds(seeds_arr, self.mesh), self._images)
+    keys = [prior_init.seed_keys(int(seed)) for seed in seeds_arr]
+    encoder = prior_init.stacked_variables(prepare.encoder_module(net, self.config, self._conv), [k[0] for k in keys],
+                                           (1, *self._images.shape[1:]))
+    classifier = prior_init.stacked_variables(self._classifier(net), [k[1] for k in keys], (1, width))
+    place = lambda tree: jax.tree.map(lambda x: shard_seeds(x, self.mesh), tree)
+    return _PREPARE_FNS[key](self._images, place(encoder), place(classifier))
 
   def _prepare_full(self, net: str, seeds_arr: np.ndarray):
     """Full training: per-seed (params, batch_stats, opt_state) and the per-architecture training function."""

@@ -28,12 +28,18 @@ from nas_forgetting.models import deep_prior as dp
 from nas_forgetting.numerics import all_finite
 
 
-def make_prepare(net: str, config, classifier: dp.DeepPriorClassifier, tx: optax.GradientTransformation, *,
-                 sizes: tuple[int, int, int], width: int, padded: int, chunk: int, conv: str):
-  """`per_seed(seed, images) -> (train, val, test embeddings, TrainState, embeddings finite)` for `net` under the
-  `EvalConfig` `config`; `images` are the train, val and test images (`sizes` of each) concatenated; `conv` is the
+def encoder_module(net: str, config, conv: str) -> dp.DeepPriorEncoder:
+  """The frozen encoder of `net` under the `EvalConfig` `config` (`conv`: its convolution, `deep_prior.CONVS`)."""
+  return dp.DeepPriorEncoder(net, config.bn_epsilon, config.weight_init, conv=conv)
+
+
+def make_prepare(net: str, config, tx: optax.GradientTransformation, *, sizes: tuple[int, int, int], width: int,
+                 padded: int, chunk: int, conv: str):
+  """`per_seed(images, encoder variables, classifier variables) -> (train, val, test embeddings, TrainState,
+  embeddings finite)` for `net` under the `EvalConfig` `config`; `images` are the train, val and test images
+  (`sizes` of each) concatenated; the variables are the seed's initial ones (`prior_init.variables`); `conv` is the
   encoder's convolution (`deep_prior.CONVS`)."""
-  encoder = dp.DeepPriorEncoder(net, config.bn_epsilon, config.weight_init, conv=conv)
+  encoder = encoder_module(net, config, conv)
   calibrator = dp.DeepPriorEncoder(net, config.bn_epsilon, config.weight_init, bn_momentum=0.0, conv=conv)
   n_train, n_val, n_test = sizes
   total = n_train + n_val + n_test
@@ -55,9 +61,7 @@ def make_prepare(net: str, config, classifier: dp.DeepPriorClassifier, tx: optax
 
     return jax.lax.fori_loop(0, steps, body, out)
 
-  def per_seed(seed, images):
-    init_key, cls_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), 0))
-    variables = encoder.init(init_key, images[:1])
+  def per_seed(images, variables, cls):
     out = jnp.zeros((total, padded), jnp.float32)
     if config.bn_epsilon > 0 and config.bn_mode == "calibrate":
       calibrated = min(config.bn_calibration_size, n_train)
@@ -86,7 +90,6 @@ def make_prepare(net: str, config, classifier: dp.DeepPriorClassifier, tx: optax
       out = embed_range(variables, images, out, n_train, n_val + n_test, min(chunk, n_val + n_test))
     else:
       out = embed_range(variables, images, out, 0, total, min(chunk, total))
-    cls = classifier.init(cls_key, jnp.zeros((1, width), jnp.float32))
     params = ct.pad_first_kernel(cls["params"], padded - width)
     state = ct.initial_train_state(params, cls.get("batch_stats", {}), tx)
     return out[:n_train], out[n_train:n_train + n_val], out[n_train + n_val:], state, all_finite(out)
