@@ -14,9 +14,12 @@
 * `DeepPriorNet`: encoder then classifier, for `full_training` (the encoder is trained too).
 
 `conv` chooses how convolutions are computed, with the same parameters and the same result up to float rounding:
-`"xla"` (`lax.conv_general_dilated`) or `"matmul"` (`matmul_conv`: large stride-1 kernels as one matrix product per
+`"xla"` (`lax.conv_general_dilated`), `"matmul"` (`matmul_conv`: large stride-1 kernels as one matrix product per
 kernel offset, summed), which XLA's CPU backend runs up to 3x faster on layers with millions of weights (a 3x3
-conv from 1024 to 512 channels on 7x7 maps); accelerators prefer `"xla"`.
+conv from 1024 to 512 channels on 7x7 maps), or `"cpu"` (`cpu_conv`: `matmul_conv`'s products, and unpadded
+stride-1 layers as a matrix product (1x1) or as the centre of a zero-padded convolution, the forms XLA's CPU backend
+runs fastest layer by layer, as in a BatchNorm calibration pass; in an inference pass it fuses the whole stack and
+`"matmul"` is faster); accelerators prefer `"xla"`.
 
 `weight_init` applies to every convolution and linear weight, the classifier included:
 kaiming-normal (default; std sqrt(2/fan_in), not truncated), kaiming-uniform (bound sqrt(6/fan_in)),
@@ -36,7 +39,7 @@ from nas_forgetting.models import net_string as ns
 from nas_forgetting.errors import ConfigError
 
 WEIGHT_INITS = ("kaiming-normal", "kaiming-uniform", "xavier-normal", "xavier-uniform", "orthogonal")
-CONVS = ("xla", "matmul")
+CONVS = ("xla", "matmul", "cpu")
 
 
 # Kernels with at least this many weights go through `matmul_conv`'s products (measured on a 2-core CPU, 100 images:
@@ -45,14 +48,19 @@ CONVS = ("xla", "matmul")
 MATMUL_MIN_WEIGHTS = 1 << 22
 
 
+def _plain(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, feature_group_count) -> bool:
+  """A stride-1, undilated, ungrouped 2-D convolution with explicit padding."""
+  return (all(d == 1 for d in (lhs_dilation or ()) + (rhs_dilation or ())) and feature_group_count == 1
+          and not isinstance(padding, str) and lhs.ndim == 4 and all(s == 1 for s in window_strides))
+
+
 def matmul_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
                 feature_group_count=1, precision=None):
   """`lax.conv_general_dilated` for NHWC inputs and HWIO kernels (flax's layout), in the signature flax's `nn.Conv`
   calls: a stride-1 convolution with explicit padding and at least `MATMUL_MIN_WEIGHTS` weights is a loop over
   kernel offsets summing (shifted window of the padded input) @ kernel[dy, dx]; anything else goes to
   `lax.conv_general_dilated`."""
-  plain = (all(d == 1 for d in (lhs_dilation or ()) + (rhs_dilation or ())) and feature_group_count == 1
-           and not isinstance(padding, str) and lhs.ndim == 4 and all(s == 1 for s in window_strides))
+  plain = _plain(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, feature_group_count)
   if not plain or rhs.size < MATMUL_MIN_WEIGHTS:
     return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                         dimension_numbers, feature_group_count, precision=precision)
@@ -69,11 +77,44 @@ def matmul_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilati
   return jax.lax.fori_loop(0, kh * kw, offset, jnp.zeros((n, oh, ow, cout), dtype))
 
 
+# `cpu_conv` rewrites an unpadded stride-1 layer with at least `CPU_MIN_IN_CHANNELS` input channels (from one input
+# channel the rewrites ran slower), the larger kernels only where the zero-padded convolution computes at most
+# `CPU_MAX_SAME_WORK` times the outputs of the unpadded one (`benchmarks/conv_lowering.py` measures each form).
+CPU_MIN_IN_CHANNELS = 16
+CPU_MAX_SAME_WORK = 2.0
+
+
+def cpu_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
+             feature_group_count=1, precision=None):
+  """`lax.conv_general_dilated` for NHWC inputs and HWIO kernels in the forms XLA's CPU backend runs fastest as a
+  single layer (a pass whose BatchNorm statistics separate every layer from the next, as a calibration pass):
+  `matmul_conv`'s products for kernels of at least `MATMUL_MIN_WEIGHTS` weights; an unpadded 1x1 layer as one
+  matrix product; an unpadded larger kernel as the centre of the convolution zero-padded to keep the input size
+  (XLA's CPU backend runs unpadded layers several times slower per output; the centre's products and sums are the
+  same); anything else as XLA's convolution."""
+  conv_args = (lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count)
+  plain = _plain(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, feature_group_count)
+  if plain and rhs.size >= MATMUL_MIN_WEIGHTS:
+    return matmul_conv(lhs, rhs, window_strides, padding, *conv_args, precision=precision)
+  kh, kw, cin, _ = rhs.shape
+  unpadded = plain and cin >= CPU_MIN_IN_CHANNELS and all(tuple(p) == (0, 0) for p in padding)
+  if unpadded and kh == kw == 1:
+    return jnp.einsum("nhwc,cd->nhwd", lhs, rhs[0, 0], precision=precision)
+  height, width = lhs.shape[1], lhs.shape[2]
+  out_height, out_width = height - kh + 1, width - kw + 1
+  if not unpadded or height * width > CPU_MAX_SAME_WORK * out_height * out_width:
+    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, *conv_args, precision=precision)
+  top, left = kh // 2, kw // 2
+  same = jax.lax.conv_general_dilated(lhs, rhs, window_strides, ((top, kh - 1 - top), (left, kw - 1 - left)),
+                                      *conv_args, precision=precision)
+  return same[:, top:top + out_height, left:left + out_width, :]
+
+
 def _conv_fn(conv: str):
   """The `conv_general_dilated` handed to `nn.Conv` for a `conv` setting (None: flax's default, XLA's)."""
   if conv not in CONVS:
     raise ConfigError(f"conv={conv!r}; expected one of {CONVS}")
-  return matmul_conv if conv == "matmul" else None
+  return {"matmul": matmul_conv, "cpu": cpu_conv}.get(conv)
 
 
 def weight_initializer(name: str) -> Callable:
