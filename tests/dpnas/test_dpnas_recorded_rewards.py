@@ -46,3 +46,18 @@ def test_rewards_accuracies_and_embeddings_as_recorded(evaluator, net):
   np.testing.assert_allclose([r.acc_test_all_epochs for r in results], recorded["test"], atol=1e-3)
   sums = [float(np.abs(split).sum()) for split in evaluator.embed(net, [0])]
   np.testing.assert_allclose(sums, recorded["embedding_abs_sums"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("bn_mode", ["calibrate", "reference"])
+def test_cpu_convolutions_give_xla_numbers(data, bn_mode):
+  """conv=auto on the CPU (matmul embedding, `cpu_conv` in the BatchNorm statistics passes, which rewrites this net's
+  unpadded 3x3, 1x1 and 2x2 layers) against XLA's convolutions everywhere: the same rewards and embeddings."""
+  net = "[C(16,3,1,1,1), C(16,3,1,0,1), C(16,1,1,0,1), C(8,2,1,0,1), SM(4)]"
+  mesh = Mesh(np.asarray(jax.devices()[:1]), (AXIS,))
+  got, expected = (ev.Evaluator(data, ev.EvalConfig(**{**vars(CONFIG), "conv": conv, "bn_mode": bn_mode}), mesh=mesh)
+                   for conv in ("auto", "xla"))
+  assert got._batch_stats_conv == "cpu" and expected._batch_stats_conv == "xla"
+  np.testing.assert_allclose([r.reward for r in got.evaluate(net, [0, 1])],
+                             [r.reward for r in expected.evaluate(net, [0, 1])], atol=1e-5)
+  for a, b in zip(got.embed(net, [0]), expected.embed(net, [0])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
