@@ -49,9 +49,9 @@ def default_config(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict
   # geometric (pad widths to 2^k / 3*2^(k-1): classifier compiled once per bucket) | exact
   c.evaluator.bucket = "geometric"
   # convolutions, equal up to float rounding (deep_prior.CONVS): xla | matmul (large stride-1 layers as one matrix
-  # product per kernel offset) | cpu (matmul's products, and unpadded stride-1 layers as a 1x1 product or the centre
-  # of a zero-padded convolution), in every pass | auto (on the CPU matmul for the embedding and cpu for the passes
-  # that estimate BatchNorm statistics: the forms XLA's CPU backend runs fastest; xla elsewhere)
+  # product per kernel offset) | cpu (matmul's products, and unpadded stride-1 layers as a 1x1 product, products per
+  # kernel offset from 64 input channels, or the centre of a zero-padded convolution: the forms XLA's CPU backend
+  # runs fastest) | auto (cpu on the CPU, xla elsewhere)
   c.evaluator.conv = "auto"
 
   c.search_space = ml_collections.ConfigDict()

@@ -81,7 +81,7 @@ class CompileScope(NamedTuple):
   devices: tuple[int, ...]
   axis_names: tuple[str, ...]
   seed_batching: str  # resolved: vmap | map
-  convs: tuple[str, str]  # resolved: (inference passes, BatchNorm statistics passes), each of deep_prior.CONVS
+  conv: str  # resolved: one of deep_prior.CONVS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,9 +107,7 @@ class EvalConfig:
   eval_batch_size: int = 1024  # chunk for validation/test forward passes
   bucket: str = "geometric"  # embedding widths padded to 2^k or 3*2^(k-1) ('exact': no padding)
   seed_batching: str = "auto"  # seeds on one device: vmap | map (one after another) | auto (map on CPU, else vmap)
-  # convolutions (`deep_prior.CONVS`): xla | matmul | cpu in every pass, or auto: on the CPU matmul for the embedding
-  # and cpu for the passes that estimate BatchNorm statistics (the forms XLA's CPU backend runs fastest), else xla
-  conv: str = "auto"
+  conv: str = "auto"  # convolutions: xla | matmul | cpu (`deep_prior.CONVS`) | auto (cpu on the CPU, else xla)
 
   def __post_init__(self):
     """Every field checked here, so an object built directly is guarded as a config's `evaluator` group is."""
@@ -194,12 +192,10 @@ class Evaluator:
     platform = self.mesh.devices.flat[0].platform
     self._seed_batching = (("map" if platform == "cpu" else "vmap") if config.seed_batching == "auto"
                            else config.seed_batching)
-    self._conv, self._batch_stats_conv = ((("matmul", "cpu") if platform == "cpu" else ("xla", "xla"))
-                                          if config.conv == "auto" else (config.conv, config.conv))
+    self._conv = ("cpu" if platform == "cpu" else "xla") if config.conv == "auto" else config.conv
     self._tx = ct.optimizer(config)
     self._scope = CompileScope(config, self.sizes, self._images.shape, tuple(d.id for d in self.mesh.devices.flat),
-                               self.mesh.axis_names, self._seed_batching,
-                               (self._conv, self._batch_stats_conv))
+                               self.mesh.axis_names, self._seed_batching, self._conv)
 
   # -- public -----------------------------------------------------------------------------------------------------
 
@@ -389,7 +385,7 @@ class Evaluator:
     key = (self._scope, net, chunk, len(seeds_arr))
     if key not in _PREPARE_FNS:
       per_seed = prepare.make_prepare(net, self.config, self._tx, sizes=self.sizes, width=width, padded=padded,
-                                      chunk=chunk, conv=self._conv, batch_stats_conv=self._batch_stats_conv)
+                                      chunk=chunk, conv=self._conv)
 
       def traced(*args):
         TRACES["prepare"] += 1

@@ -34,15 +34,13 @@ def encoder_module(net: str, config, conv: str) -> dp.DeepPriorEncoder:
 
 
 def make_prepare(net: str, config, tx: optax.GradientTransformation, *, sizes: tuple[int, int, int], width: int,
-                 padded: int, chunk: int, conv: str, batch_stats_conv: str):
+                 padded: int, chunk: int, conv: str):
   """`per_seed(images, encoder variables, classifier variables) -> (train, val, test embeddings, TrainState,
   embeddings finite)` for `net` under the `EvalConfig` `config`; `images` are the train, val and test images
   (`sizes` of each) concatenated; the variables are the seed's initial ones (`prior_init.variables`); `conv` is the
-  encoder's convolution in inference passes, `batch_stats_conv` in the passes that estimate BatchNorm statistics
-  (`deep_prior.CONVS`; the same parameters either way)."""
+  encoder's convolution (`deep_prior.CONVS`)."""
   encoder = encoder_module(net, config, conv)
-  in_training_mode = dp.DeepPriorEncoder(net, config.bn_epsilon, config.weight_init, conv=batch_stats_conv)
-  calibrator = in_training_mode.clone(bn_momentum=0.0)
+  calibrator = encoder.clone(bn_momentum=0.0)
   n_train, n_val, n_test = sizes
   total = n_train + n_val + n_test
   batch = config.batch_size
@@ -79,14 +77,14 @@ def make_prepare(net: str, config, tx: optax.GradientTransformation, *, sizes: t
       def train_batch(carry, start):
         variables, out = carry
         x = jax.lax.dynamic_slice_in_dim(images, start, batch)
-        e, stats = in_training_mode.apply(variables, x, train=True, mutable=["batch_stats"])
+        e, stats = encoder.apply(variables, x, train=True, mutable=["batch_stats"])
         out = jax.lax.dynamic_update_slice_in_dim(out, pad(e), start, 0)
         return ({**variables, **stats}, out), None
 
       (variables, out), _ = jax.lax.scan(train_batch, (variables, out), jnp.arange(full) * batch)
       if rest:
         x = images[full * batch:n_train]
-        e, stats = in_training_mode.apply(variables, x, train=True, mutable=["batch_stats"])
+        e, stats = encoder.apply(variables, x, train=True, mutable=["batch_stats"])
         out = out.at[full * batch:n_train].set(pad(e))
         variables = {**variables, **stats}
       out = embed_range(variables, images, out, n_train, n_val + n_test, min(chunk, n_val + n_test))

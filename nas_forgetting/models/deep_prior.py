@@ -17,9 +17,8 @@
 `"xla"` (`lax.conv_general_dilated`), `"matmul"` (`matmul_conv`: large stride-1 kernels as one matrix product per
 kernel offset, summed), which XLA's CPU backend runs up to 3x faster on layers with millions of weights (a 3x3
 conv from 1024 to 512 channels on 7x7 maps), or `"cpu"` (`cpu_conv`: `matmul_conv`'s products, and unpadded
-stride-1 layers as a matrix product (1x1) or as the centre of a zero-padded convolution, the forms XLA's CPU backend
-runs fastest layer by layer, as in a BatchNorm calibration pass; in an inference pass it fuses the whole stack and
-`"matmul"` is faster); accelerators prefer `"xla"`.
+stride-1 layers, which XLA's CPU backend runs several times slower than padded ones, as a 1x1 product, products per
+kernel offset or the centre of a zero-padded convolution); accelerators prefer `"xla"`.
 
 `weight_init` applies to every convolution and linear weight, the classifier included:
 kaiming-normal (default; std sqrt(2/fan_in), not truncated), kaiming-uniform (bound sqrt(6/fan_in)),
@@ -64,6 +63,12 @@ def matmul_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilati
   if not plain or rhs.size < MATMUL_MIN_WEIGHTS:
     return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                         dimension_numbers, feature_group_count, precision=precision)
+  return _offset_products(lhs, rhs, padding, precision)
+
+
+def _offset_products(lhs, rhs, padding, precision):
+  """A stride-1 convolution (NHWC, HWIO) as the sum over kernel offsets of (shifted window of the padded input) @
+  kernel[dy, dx]."""
   kh, kw, cin, cout = rhs.shape
   x = jnp.pad(lhs, ((0, 0),) + tuple(tuple(p) for p in padding) + ((0, 0),))
   n, oh, ow = x.shape[0], x.shape[1] - kh + 1, x.shape[2] - kw + 1
@@ -78,20 +83,22 @@ def matmul_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilati
 
 
 # `cpu_conv` rewrites an unpadded stride-1 layer with at least `CPU_MIN_IN_CHANNELS` input channels (from one input
-# channel the rewrites ran slower), the larger kernels only where the zero-padded convolution computes at most
-# `CPU_MAX_SAME_WORK` times the outputs of the unpadded one (`benchmarks/conv_lowering.py` measures each form).
+# channel the rewrites ran slower): from `CPU_OFFSET_MIN_IN_CHANNELS` as products per kernel offset, below that as the
+# centre of the zero-padded convolution where it computes at most `CPU_MAX_SAME_WORK` times the outputs of the
+# unpadded one (`benchmarks/conv_lowering.py` measures each form).
 CPU_MIN_IN_CHANNELS = 16
+CPU_OFFSET_MIN_IN_CHANNELS = 64
 CPU_MAX_SAME_WORK = 2.0
 
 
 def cpu_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
              feature_group_count=1, precision=None):
-  """`lax.conv_general_dilated` for NHWC inputs and HWIO kernels in the forms XLA's CPU backend runs fastest as a
-  single layer (a pass whose BatchNorm statistics separate every layer from the next, as a calibration pass):
-  `matmul_conv`'s products for kernels of at least `MATMUL_MIN_WEIGHTS` weights; an unpadded 1x1 layer as one
-  matrix product; an unpadded larger kernel as the centre of the convolution zero-padded to keep the input size
-  (XLA's CPU backend runs unpadded layers several times slower per output; the centre's products and sums are the
-  same); anything else as XLA's convolution."""
+  """`lax.conv_general_dilated` for NHWC inputs and HWIO kernels in the forms XLA's CPU backend runs fastest:
+  `matmul_conv`'s products for kernels of at least `MATMUL_MIN_WEIGHTS` weights; an unpadded stride-1 layer (XLA's
+  CPU backend runs these several times slower per output than padded ones) as one matrix product (1x1), as products
+  per kernel offset (from `CPU_OFFSET_MIN_IN_CHANNELS` input channels) or as the centre of the convolution
+  zero-padded to keep the input size (the same products and sums, the border computed and dropped); anything else as
+  XLA's convolution."""
   conv_args = (lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count)
   plain = _plain(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, feature_group_count)
   if plain and rhs.size >= MATMUL_MIN_WEIGHTS:
@@ -100,6 +107,8 @@ def cpu_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=
   unpadded = plain and cin >= CPU_MIN_IN_CHANNELS and all(tuple(p) == (0, 0) for p in padding)
   if unpadded and kh == kw == 1:
     return jnp.einsum("nhwc,cd->nhwd", lhs, rhs[0, 0], precision=precision)
+  if unpadded and cin >= CPU_OFFSET_MIN_IN_CHANNELS:
+    return _offset_products(lhs, rhs, padding, precision)
   height, width = lhs.shape[1], lhs.shape[2]
   out_height, out_width = height - kh + 1, width - kw + 1
   if not unpadded or height * width > CPU_MAX_SAME_WORK * out_height * out_width:

@@ -50,13 +50,14 @@ def test_rewards_accuracies_and_embeddings_as_recorded(evaluator, net):
 
 @pytest.mark.parametrize("bn_mode", ["calibrate", "reference"])
 def test_cpu_convolutions_give_xla_numbers(data, bn_mode):
-  """conv=auto on the CPU (matmul embedding, `cpu_conv` in the BatchNorm statistics passes, which rewrites this net's
-  unpadded 3x3, 1x1 and 2x2 layers) against XLA's convolutions everywhere: the same rewards and embeddings."""
-  net = "[C(16,3,1,1,1), C(16,3,1,0,1), C(16,1,1,0,1), C(8,2,1,0,1), SM(4)]"
+  """conv=auto on the CPU (`cpu_conv`, which rewrites this net's unpadded layers: 3x3 from 64 channels as products
+  per kernel offset, 1x1 as one product, 2x2 as the centre of the padded convolution) against XLA's convolutions: the
+  same rewards and embeddings."""
+  net = "[C(64,3,1,1,1), C(16,3,1,0,1), C(16,1,1,0,1), C(8,2,1,0,1), SM(4)]"
   mesh = Mesh(np.asarray(jax.devices()[:1]), (AXIS,))
   got, expected = (ev.Evaluator(data, ev.EvalConfig(**{**vars(CONFIG), "conv": conv, "bn_mode": bn_mode}), mesh=mesh)
                    for conv in ("auto", "xla"))
-  assert got._batch_stats_conv == "cpu" and expected._batch_stats_conv == "xla"
+  assert got._conv == "cpu" and expected._conv == "xla"
   np.testing.assert_allclose([r.reward for r in got.evaluate(net, [0, 1])],
                              [r.reward for r in expected.evaluate(net, [0, 1])], atol=1e-5)
   for a, b in zip(got.embed(net, [0]), expected.embed(net, [0])):

@@ -51,6 +51,7 @@ def test_encoders_with_matmul_convolutions_equal_xla_ones(monkeypatch):
 
 @pytest.mark.parametrize("size, kernel, stride, padding, in_channels, rewritten", [
     (9, 1, 1, 0, 16, "dot_general"),  # 1x1 unpadded: one matrix product
+    (9, 3, 1, 0, 64, "dot_general"),  # unpadded from 64 channels: products per kernel offset
     (12, 3, 1, 0, 16, "conv"),  # unpadded 3x3 (12x12 -> 10x10): centre of the padded convolution
     (12, 4, 1, 0, 16, "conv"),  # an even kernel: asymmetric padding
     (8, 7, 1, 0, 16, None),  # 8x8 -> 2x2: the padded convolution would compute 16x the outputs
