@@ -19,7 +19,8 @@ import argparse
 import json
 import os
 import platform
-import time
+
+from timing import best_seconds
 
 # unpadded layers of sampled nets (benchmarks/side_by_side_dpnas.py's search segment), and padded ones for contrast
 DEFAULT_LAYERS = ["28,64,32,5,0", "24,128,32,7,0", "28,128,128,1,0", "24,64,16,1,0", "24,16,64,7,0",
@@ -32,16 +33,6 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--layers", nargs="+", default=DEFAULT_LAYERS, help="H,CIN,COUT,K,PAD per layer")
   return parser.parse_args(argv)
-
-
-def best_ms(fn, repeats: int) -> float:
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return 1000 * min(times)
 
 
 def main(argv=None) -> None:
@@ -69,13 +60,13 @@ def main(argv=None) -> None:
     for name, conv in (("xla", jax.lax.conv_general_dilated), ("cpu_conv", dp.cpu_conv)):
       fn = jax.jit(lambda x, w, conv=conv: conv(x, w, *conv_args, dimension_numbers=layout))
       results[name] = np.asarray(fn(xj, wj))
-      row[name + "_ms"] = best_ms(lambda: fn(xj, wj).block_until_ready(), args.repeats)
+      row[name + "_ms"] = 1000 * best_seconds(lambda: fn(xj, wj).block_until_ready(), args.repeats)
     scale = float(np.abs(results["xla"]).max())
     row["cpu_conv_max_relative_difference"] = float(np.abs(results["cpu_conv"] - results["xla"]).max()) / scale
     if torch is not None:
       xt, wt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(w.transpose(3, 2, 0, 1).copy())
       with torch.no_grad():
-        row["torch_ms"] = best_ms(lambda: torch.nn.functional.conv2d(xt, wt, padding=pad), args.repeats)
+        row["torch_ms"] = 1000 * best_seconds(lambda: torch.nn.functional.conv2d(xt, wt, padding=pad), args.repeats)
     for name in ("xla", "cpu_conv", "torch"):
       if name + "_ms" in row:
         row[name + "_gflops"] = round(gflop / row[name + "_ms"] * 1000, 1)

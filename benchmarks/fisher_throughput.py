@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import time
 
 import jax
 import jax.numpy as jnp
@@ -28,16 +27,11 @@ from nas_forgetting import importance, paths
 from nas_forgetting.data import idx
 from nas_forgetting.models.convnet import ConvNet
 from nas_forgetting.models.mlp import MLP
+from timing import best_seconds
 
 
 def _best_time(fn, repeats: int) -> float:
-  jax.block_until_ready(fn())  # warm-up / compile
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    best = min(best, time.perf_counter() - start)
-  return best
+  return best_seconds(lambda: jax.block_until_ready(fn()), repeats)  # the first call compiles
 
 
 def _load_mnist(n: int):
@@ -109,13 +103,7 @@ def _torch_rows(x, y, repeats, vmap_examples):
   n = xt.shape[0]
 
   def timed(fn):
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-      start = time.perf_counter()
-      fn()
-      best = min(best, time.perf_counter() - start)
-    return best
+    return best_seconds(fn, repeats)
 
   def plain():
     net.zero_grad()

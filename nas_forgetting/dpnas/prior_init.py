@@ -37,7 +37,19 @@ NORMAL_SCALING = {"kaiming-normal": (2.0, "fan_in"), "xavier-normal": (1.0, "fan
 CONSTANTS = {("params", "scale"): 1.0, ("params", "bias"): 0.0, ("batch_stats", "mean"): 0.0,
              ("batch_stats", "var"): 1.0}
 MIN_BUCKET = 1024
+MAX_ARCHITECTURES = 16  # per-architecture entries kept (structures, fallback inits), the oldest dropped first
 PROGRAMS: dict[Any, Any] = {}  # compiled draws per size bucket; structures and fallback inits per (module, shape)
+
+
+def _cached(key: tuple, make) -> Any:
+  """PROGRAMS[key], made on first use; draws are kept for good, per-architecture entries only the newest
+  `MAX_ARCHITECTURES` (a search visits thousands of architectures, each once)."""
+  if key not in PROGRAMS:
+    PROGRAMS[key] = make()
+    per_architecture = [k for k in PROGRAMS if k[0] != "draw"]
+    for old in per_architecture[:-MAX_ARCHITECTURES]:
+      del PROGRAMS[old]
+  return PROGRAMS[key]
 
 
 def seed_keys(seed: int) -> tuple[jax.Array, jax.Array]:
@@ -53,11 +65,9 @@ def shared_draws(weight_init: str) -> bool:
 
 def _standard_draw(size: int):
   """jitted key -> erf_inv(uniform(key, (size,), -1, 1)): `jax.random.normal`'s draw before its factor sqrt(2)."""
-  if ("draw", size) not in PROGRAMS:
-    low = np.nextafter(np.float32(-1.0), np.float32(0.0))
-    PROGRAMS[("draw", size)] = jax.jit(
-        lambda key: jax.lax.erf_inv(jax.random.uniform(key, (size,), jnp.float32, low, 1.0)))
-  return PROGRAMS[("draw", size)]
+  low = np.nextafter(np.float32(-1.0), np.float32(0.0))
+  return _cached(("draw", size), lambda: jax.jit(
+      lambda key: jax.lax.erf_inv(jax.random.uniform(key, (size,), jnp.float32, low, 1.0))))
 
 
 def bucket(count: int) -> int:
@@ -81,21 +91,21 @@ def _kernel(key: jax.Array, scope: tuple[str, ...], shape: tuple[int, ...], weig
   return (draw * normal_factor(shape, *NORMAL_SCALING[weight_init])).reshape(shape)
 
 
+def _init(module: nn.Module, input_shape: tuple[int, ...]):
+  return lambda key: module.init(key, jnp.zeros(input_shape, jnp.float32))
+
+
 def _structure(module: nn.Module, input_shape: tuple[int, ...]):
-  if ("structure", module, input_shape) not in PROGRAMS:
-    PROGRAMS[("structure", module, input_shape)] = jax.eval_shape(
-        lambda key: module.init(key, jnp.zeros(input_shape, jnp.float32)), jax.random.key(0))
-  return PROGRAMS[("structure", module, input_shape)]
+  return _cached(("structure", module, input_shape),
+                 lambda: jax.eval_shape(_init(module, input_shape), jax.random.key(0)))
 
 
 def variables(module: nn.Module, key: jax.Array, input_shape: tuple[int, ...]) -> Any:
   """`module.init(key, zeros(input_shape))` as it comes out under jit, as numpy arrays; `module` is a
   `deep_prior` encoder or classifier (kernels without biases, BatchNorm)."""
   if not shared_draws(module.weight_init):
-    if ("init", module, input_shape) not in PROGRAMS:
-      PROGRAMS[("init", module, input_shape)] = jax.jit(
-          lambda k: module.init(k, jnp.zeros(input_shape, jnp.float32)))
-    return jax.tree.map(np.asarray, PROGRAMS[("init", module, input_shape)](key))
+    init = _cached(("init", module, input_shape), lambda: jax.jit(_init(module, input_shape)))
+    return jax.tree.map(np.asarray, init(key))
 
   def leaf(path, spec):
     names = tuple(entry.key for entry in path)

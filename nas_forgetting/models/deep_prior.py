@@ -102,7 +102,7 @@ def cpu_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=
   conv_args = (lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count)
   plain = _plain(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, feature_group_count)
   if plain and rhs.size >= MATMUL_MIN_WEIGHTS:
-    return matmul_conv(lhs, rhs, window_strides, padding, *conv_args, precision=precision)
+    return _offset_products(lhs, rhs, padding, precision)
   kh, kw, cin, _ = rhs.shape
   unpadded = plain and cin >= CPU_MIN_IN_CHANNELS and all(tuple(p) == (0, 0) for p in padding)
   if unpadded and kh == kw == 1:

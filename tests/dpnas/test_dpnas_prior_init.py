@@ -75,3 +75,15 @@ def test_an_unknown_variable_is_refused():
 
   with pytest.raises(ValueError, match="no rule for variable params/offset"):
     prior_init.variables(WithOffset(3, (), 1e-4, "kaiming-normal"), prior_init.seed_keys(0)[1], (1, 4))
+
+
+def test_per_architecture_entries_are_bounded_and_draws_kept(monkeypatch):
+  monkeypatch.setattr(prior_init, "MAX_ARCHITECTURES", 2)
+  prior_init.PROGRAMS.clear()
+  key = prior_init.seed_keys(0)[0]
+  for width in (8, 16, 24):
+    prior_init.variables(dp.DeepPriorEncoder(f"[C({width},3,1,1,1), SM(10)]", 1e-4, "kaiming-normal"), key, IMAGE)
+  kinds = [k[0] for k in prior_init.PROGRAMS]
+  assert kinds.count("structure") == 2 and kinds.count("draw") >= 1
+  assert [k[1].net for k in prior_init.PROGRAMS if k[0] == "structure"] == ["[C(16,3,1,1,1), SM(10)]",
+                                                                           "[C(24,3,1,1,1), SM(10)]"]

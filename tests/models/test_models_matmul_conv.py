@@ -1,7 +1,8 @@
 """The deep-prior encoder's matmul convolution (`conv="matmul"`, here for every kernel size) equals XLA's: the bare
-function on strides, paddings and kernel sizes, and whole encoders (plain layers, residual blocks with and without a shortcut, pooling)
-with the same parameter tree and values, in inference and in training mode. `cpu_conv` (`conv="cpu"`) equals XLA's
-convolution and rewrites exactly the layers it names (unpadded, stride 1, enough input channels, a small border)."""
+function on strides, paddings and kernel sizes, and whole encoders (plain layers, residual blocks with and without a
+shortcut, pooling) with the same parameter tree and values, in inference and in training mode. `cpu_conv`
+(`conv="cpu"`) equals XLA's convolution and rewrites exactly the layers it names (unpadded, stride 1, enough input
+channels, a small border)."""
 
 import jax
 import jax.numpy as jnp
